@@ -1,0 +1,131 @@
+"""``fedvlm`` command line: run | centralized | local | partition | report."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from fedvlm.config import Config, load_config, save_config
+from fedvlm.errors import FedvlmError
+
+
+def _run_dir(cfg: Config) -> Path:
+    return Path(cfg.run.output_dir) / cfg.run.name
+
+
+def _finish(cfg: Config, run_dir: Path) -> None:
+    from fedvlm.runners.report import read_metrics, summary_table, write_report
+    import json
+
+    report = write_report(run_dir)
+    baselines_path = run_dir / "baselines.json"
+    baselines = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
+    print(summary_table(read_metrics(run_dir), baselines))
+    print(f"\nrun directory: {run_dir}\nreport: {report}\nfinal adapter: {run_dir / 'adapters' / 'final'}")
+
+
+def cmd_run(args) -> None:
+    from fedvlm.runners import rundir
+    from fedvlm.runners.baselines import run_baselines
+    from fedvlm.runners.simulate import run_simulation
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").exists():
+            raise FedvlmError(f"--resume {run_dir}: no config.yaml there (not a fedvlm run directory)")
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = rundir.create_run_dir(_run_dir(cfg), cfg.run.overwrite)
+    fed = run_simulation(cfg, run_dir, resume=bool(args.resume))
+    run_baselines(cfg, fed, run_dir, cfg.run.baselines)
+    _finish(cfg, run_dir)
+
+
+def _cmd_baseline(name: str):
+    def cmd(args) -> None:
+        from fedvlm.runners import rundir
+        from fedvlm.runners.baselines import run_baselines
+        from fedvlm.runners.federation import build_federation
+
+        cfg = load_config(args.config, args.overrides)
+        run_dir = rundir.create_run_dir(_run_dir(cfg).with_name(cfg.run.name + f"-{name}"), cfg.run.overwrite)
+        save_config(cfg, run_dir / "config.yaml")
+        results = run_baselines(cfg, build_federation(cfg), run_dir, [name])
+        import json
+
+        print(json.dumps(results[name], indent=2))
+        print(f"results: {run_dir / 'baselines.json'}")
+
+    return cmd
+
+
+def cmd_partition(args) -> None:
+    from fedvlm.data.partition import format_partition_table, label_histograms, plot_partition_heatmap
+    from fedvlm.data.vqa import load_vqa
+    from fedvlm.runners.federation import build_clients
+
+    cfg = load_config(args.config, args.overrides)
+    d = cfg.data
+    train_ds = load_vqa(d.source, d.train_split, d.columns or None, d.image_dir)
+    clients = build_clients(cfg, train_ds)
+    parts = [c.train + c.test for c in clients.values()]
+    labels, counts = label_histograms(train_ds, parts, cfg.partition.label_column)
+    print(format_partition_table(labels, counts))
+    out = Path(args.out or f"partition-{cfg.partition.method}.png")
+    plot_partition_heatmap(labels, counts, out)
+    print(f"heat-map: {out}")
+
+
+def cmd_report(args) -> None:
+    from fedvlm.runners.report import write_report
+
+    print(write_report(Path(args.run_dir)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedvlm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p, required=False):
+        p.add_argument("config", nargs=None if required else "?", help="YAML config (default: the embedded default job)")
+        p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run a federated job in the in-process simulator"))
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run after its last completed round")
+    run.set_defaults(func=cmd_run)
+    for name, helptext in [("centralized", "train on the pooled data (same samples)"),
+                           ("local", "train each client alone (same samples)")]:
+        with_config(sub.add_parser(name, help=helptext)).set_defaults(func=_cmd_baseline(name if name != "local" else "local"))
+    part = with_config(sub.add_parser("partition", help="show per-client sizes and label histograms"))
+    part.add_argument("--out", help="heat-map PNG path (default: partition-METHOD.png)")
+    part.set_defaults(func=cmd_partition)
+    rep = sub.add_parser("report", help="(re)write a run directory's report")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=cmd_report)
+    return parser
+
+
+def _split_config_arg(args) -> None:
+    """``fedvlm run train.lr=1e-3`` has no config file: the first positional is an override."""
+    if getattr(args, "config", None) and "=" in args.config and not Path(args.config).exists():
+        args.overrides = [args.config, *args.overrides]
+        args.config = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _split_config_arg(args)
+    try:
+        args.func(args)
+    except FedvlmError as e:
+        print(f"fedvlm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedvlm: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

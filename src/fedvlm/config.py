@@ -1,0 +1,241 @@
+"""One validated config schema for every command.
+
+A config is a YAML file of sections (``model``, ``data``, ...) overlaid with
+``section.key=value`` overrides from the command line. Unknown keys and bad values raise
+``ConfigError`` naming the key, so the CLI can print one line and exit 2.
+"""
+
+import dataclasses
+import types
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from fedvlm.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"
+    output_dir: str = "runs"
+    seed: int = 0
+    overwrite: bool = False
+    baselines: list[str] = field(default_factory=lambda: ["centralized"])
+    progress: bool = True
+
+
+@dataclass
+class ModelConfig:
+    path: str = "embedded"  # "embedded", a local HF directory, or a hub id
+    dtype: str = "float32"
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | str = "language_model"  # family default, or explicit names
+    modules_to_save: list[str] = field(default_factory=lambda: ["multi_modal_projector"])
+
+
+@dataclass
+class DataConfig:
+    source: str = "easyvqa"
+    train_split: str = "train"
+    test_split: str = "test"
+    columns: dict[str, str] = field(default_factory=dict)
+    image_dir: str | None = None
+    pooled_test_size: int = 1000
+    max_train_examples: int | None = None
+
+
+@dataclass
+class PartitionConfig:
+    method: str = "dirichlet"
+    num_clients: int = 4
+    alpha: float = 1.0
+    label_column: str = "answer"
+    labels_per_client: int = 2
+    overlap: float = 0.0
+    natural_column: str = "question_type"
+    min_partition_size: int = 10
+    local_test_fraction: float = 0.1
+    max_local_test: int = 200
+
+
+@dataclass
+class FederatedConfig:
+    strategy: str = "fedavg"
+    rounds: int = 8
+    fraction: float = 1.0
+    min_clients: int = 1
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    grad_accum: int = 1
+    local_steps: int = 15
+    local_epochs: float | None = None  # when set, overrides local_steps per client
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    schedule: str = "cosine"
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 100
+    max_new_tokens: int = 4
+    local: bool = True
+    keep_last: int = 2
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_CHOICES = {
+    "partition.method": {"iid", "dirichlet", "pathological", "overlap", "natural"},
+    "federated.strategy": {"fedavg"},
+    "train.schedule": {"cosine", "linear", "constant"},
+    "model.dtype": {"float32", "bfloat16", "float16"},
+}
+_POSITIVE = {
+    "partition.num_clients", "federated.rounds", "train.batch_size", "train.grad_accum",
+    "train.local_steps", "lora.r", "eval.batch_size", "eval.max_new_tokens",
+    "data.pooled_test_size",
+}
+_BASELINES = {"centralized", "local"}
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type hint ``hint``; ints pass as floats."""
+    options = get_args(hint) if get_origin(hint) in (types.UnionType, Union) else (hint,)
+    for opt in options:
+        if opt is type(None) and value is None:
+            return None
+        origin = get_origin(opt) or opt
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is list and isinstance(value, list):
+            return value
+        if origin is dict and isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"config key '{key}': expected {names}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}' (valid: {', '.join(sorted(known))})"
+            )
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{prefix}{f.name}' must be a section (mapping)")
+            kwargs[f.name] = _build(hint, value, f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(prefix + f.name, value, hint)
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    flat = {
+        f"{s}.{k}": v for s, section in cfg.to_dict().items() for k, v in section.items()
+    }
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(
+                f"config key '{key}': expected one of {sorted(choices)}, got {flat[key]!r}"
+            )
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"config key '{key}': expected a positive number, got {flat[key]!r}")
+    if not 0 < cfg.federated.fraction <= 1:
+        raise ConfigError(f"config key 'federated.fraction': expected 0 < fraction <= 1, got {cfg.federated.fraction}")
+    if not 0 <= cfg.partition.local_test_fraction < 1:
+        raise ConfigError("config key 'partition.local_test_fraction': expected 0 <= value < 1")
+    if not 0 <= cfg.partition.overlap < 1:
+        raise ConfigError("config key 'partition.overlap': expected 0 <= value < 1")
+    if cfg.train.local_epochs is not None and cfg.train.local_epochs <= 0:
+        raise ConfigError("config key 'train.local_epochs': expected a positive number or null")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"config key 'train.lr': expected a positive number, got {cfg.train.lr}")
+    for b in cfg.run.baselines:
+        if b not in _BASELINES:
+            raise ConfigError(f"config key 'run.baselines': unknown baseline {b!r} (valid: {sorted(_BASELINES)})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    # YAML reads 1e-3 as a string; accept it as a float.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            pass
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read ``path`` (YAML; None means the built-in defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}")
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of sections at the top")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+    cfg = _build(Config, data, "")
+    _check(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

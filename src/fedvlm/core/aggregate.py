@@ -1,0 +1,35 @@
+"""Aggregation math as pure functions over named arrays."""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedvlm.core.types import AdapterState
+
+
+def normalized_weights(weights: Sequence[float]) -> np.ndarray:
+    """Return ``weights`` scaled to sum to one (float64). All must be >= 0, sum > 0."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) == 0 or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {list(w)}")
+    return w / w.sum()
+
+
+def weighted_mean(states: Sequence[AdapterState], weights: Sequence[float]) -> AdapterState:
+    """Weighted mean of each named array: ``sum_k p_k x_k`` with ``p_k = w_k / sum w``.
+
+    Accumulates in float64 and casts back to each array's own dtype, so the result does
+    not depend on client order beyond float64 rounding.
+    """
+    if not states:
+        raise ValueError("weighted_mean needs at least one state")
+    p = normalized_weights(weights)
+    if len(p) != len(states):
+        raise ValueError(f"{len(states)} states but {len(p)} weights")
+    out: AdapterState = {}
+    for name, first in states[0].items():
+        acc = np.zeros(first.shape, dtype=np.float64)
+        for p_k, state in zip(p, states):
+            acc += p_k * state[name].astype(np.float64)
+        out[name] = acc.astype(first.dtype)
+    return out

@@ -1,0 +1,5 @@
+"""Server strategies, one algorithm per file."""
+
+from fedvlm.core.strategies.fedavg import FedAvg
+
+STRATEGIES = {"fedavg": FedAvg}

@@ -1,0 +1,40 @@
+"""Get and set adapter state as named numpy arrays, and save standard PEFT directories."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+
+from fedvlm.core.types import AdapterState
+
+
+def get_adapter_state(model: PeftModel) -> AdapterState:
+    """Trainable adapter tensors (LoRA factors and modules_to_save) keyed by PEFT's names."""
+    return {
+        name: t.detach().cpu().numpy().copy()
+        for name, t in get_peft_model_state_dict(model).items()
+    }
+
+
+def set_adapter_state(model: PeftModel, state: AdapterState) -> None:
+    """Load ``state`` into the model's adapter; every key must be used."""
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in state.items()}
+    result = set_peft_model_state_dict(model, tensors)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise KeyError(f"adapter keys not in the model: {unexpected[:3]}")
+
+
+def save_adapter(model: PeftModel, state: AdapterState, out_dir: Path) -> None:
+    """Write ``state`` as a standard PEFT directory (adapter_config.json +
+    adapter_model.safetensors) that ``PeftModel.from_pretrained(base, out_dir)`` loads.
+
+    The file holds the same names ``PeftModel.save_pretrained`` writes (PEFT's state-dict
+    names), written straight from ``state`` so the model in memory is left untouched.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.peft_config["default"].save_pretrained(str(out_dir))
+    arrays = {name: np.ascontiguousarray(a) for name, a in state.items()}
+    save_file(arrays, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})

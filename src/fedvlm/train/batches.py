@@ -1,0 +1,51 @@
+"""Deterministic, resumable batch order for a client.
+
+A client's examples are read as an endless stream of epochs, each a fresh permutation
+seeded by (seed, client, epoch). Round t reads the stream from where round t-1 stopped.
+Nothing is stored: any position of the stream is a pure function of the seeds, so an
+interrupted run resumes with exactly the batches it would have seen.
+"""
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from fedvlm.train.collate import training_batch
+
+
+def stream_positions(num_examples: int, start: int, count: int, seed: Sequence[int]) -> np.ndarray:
+    """Indices ``0..num_examples-1`` at stream positions ``start .. start+count-1``."""
+    out = np.empty(count, dtype=np.int64)
+    pos = start
+    while pos < start + count:
+        epoch, offset = divmod(pos, num_examples)
+        perm = np.random.default_rng([*seed, epoch]).permutation(num_examples)
+        take = min(num_examples - offset, start + count - pos)
+        out[pos - start : pos - start + take] = perm[offset : offset + take]
+        pos += take
+    return out
+
+
+def iter_steps(
+    processor,
+    dataset,
+    indices: Sequence[int],
+    *,
+    num_steps: int,
+    batch_size: int,
+    grad_accum: int,
+    first_step: int,
+    seed: Sequence[int],
+) -> Iterator[list[dict]]:
+    """Yield ``num_steps`` optimizer steps, each ``grad_accum`` micro-batches of
+    ``batch_size`` rows of ``dataset`` drawn from ``indices`` in stream order."""
+    per_step = batch_size * grad_accum
+    order = stream_positions(len(indices), first_step * per_step, num_steps * per_step, seed)
+    rows_of = np.asarray(indices)[order]
+    for s in range(num_steps):
+        micro = []
+        for m in range(grad_accum):
+            lo = s * per_step + m * batch_size
+            rows = dataset[rows_of[lo : lo + batch_size].tolist()]
+            micro.append(training_batch(processor, rows["image"], rows["question"], rows["answer"]))
+        yield micro

@@ -1,0 +1,17 @@
+"""Shared settings for tests that run real jobs on the embedded model."""
+
+# A small federated job on the embedded model: 2 clients, 2 rounds, a few steps each.
+TINY_RUN = [
+    "run.progress=false",
+    "run.baselines=[]",
+    "data.max_train_examples=400",
+    "data.pooled_test_size=24",
+    "partition.num_clients=2",
+    "partition.min_partition_size=5",
+    "partition.max_local_test=8",
+    "federated.rounds=2",
+    "train.local_steps=2",
+    "train.batch_size=8",
+    "train.warmup_steps=1",
+    "eval.batch_size=32",
+]
