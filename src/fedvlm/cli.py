@@ -2,13 +2,20 @@
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from fedvlm.config import Config, load_config, save_config
 from fedvlm.errors import FedvlmError
 
 
-def _run_dir(cfg: Config) -> Path:
+def _run_dir(cfg: Config, suffix: str = "") -> Path:
+    """``output_dir/name``; an unnamed run is named for its strategy and start time, and the
+    name is written into the config that the run directory keeps."""
+    if cfg.run.name is None:
+        cfg.run.name = f"{cfg.federated.strategy}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    elif suffix:
+        cfg.run.name += suffix
     return Path(cfg.run.output_dir) / cfg.run.name
 
 
@@ -48,7 +55,7 @@ def _cmd_baseline(name: str):
         from fedvlm.runners.federation import build_federation
 
         cfg = load_config(args.config, args.overrides)
-        run_dir = rundir.create_run_dir(_run_dir(cfg).with_name(cfg.run.name + f"-{name}"), cfg.run.overwrite)
+        run_dir = rundir.create_run_dir(_run_dir(cfg, f"-{name}"), cfg.run.overwrite)
         save_config(cfg, run_dir / "config.yaml")
         results = run_baselines(cfg, build_federation(cfg), run_dir, [name])
         import json

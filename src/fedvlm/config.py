@@ -18,7 +18,7 @@ from fedvlm.errors import ConfigError
 
 @dataclass
 class RunConfig:
-    name: str = "default"
+    name: str | None = None  # None: "<strategy>-<date>-<time>", so runs never collide
     output_dir: str = "runs"
     seed: int = 0
     overwrite: bool = False
