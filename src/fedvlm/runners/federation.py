@@ -53,7 +53,11 @@ def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     clients = {}
     for k, rows in enumerate(parts):
         local_train, local_test = split_local(rows, p.local_test_fraction, cfg.run.seed + k)
-        clients[str(k)] = ClientData(train=local_train, test=local_test[: p.max_local_test])
+        # Rows held out beyond the local-test cap go back to training.
+        spare = local_test[p.max_local_test :]
+        clients[str(k)] = ClientData(
+            train=sorted(local_train + spare), test=local_test[: p.max_local_test]
+        )
     return clients
 
 

@@ -1,0 +1,466 @@
+"""Load any VQA dataset into one canonical schema.
+
+`load_vqa` accepts the built-in easy-VQA, a local parquet / JSONL file, a local directory
+holding one file (or parquet shards) per split, or a Hugging Face dataset name, and returns
+a `datasets.Dataset` with the columns
+
+- ``image``: `datasets.Image(mode="RGB")` (decoded lazily, on row access),
+- ``question``: str,
+- ``answer``: str (the training target),
+- ``answers``: list[str] of reference answers, only if the source has / maps one,
+- ``question_type``: str, ``"all"`` when the source has none.
+
+Other columns are dropped so that every source looks the same to the rest of fedvlm.
+Image file paths are resolved and checked for existence up front, so that a missing file
+fails at load time with its path and row instead of in the middle of a federated round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fedvlm.data.easyvqa import load_easyvqa
+from fedvlm.errors import ConfigError, DataError
+
+CANONICAL_COLUMNS = ("image", "question", "answer", "answers", "question_type")
+REQUIRED_COLUMNS = ("image", "question", "answer")
+DEFAULT_QUESTION_TYPE = "all"
+DATA_SUFFIXES = (".parquet", ".jsonl")
+
+_SHARD_STEM = re.compile(r"^(?P<split>.+?)-\d+-of-\d+$")
+
+
+def load_vqa(
+    source: str,
+    split: str,
+    columns: dict[str, str] | None = None,
+    image_dir: str | None = None,
+) -> datasets.Dataset:
+    """Load one split of a VQA dataset in the canonical fedvlm schema (see module doc).
+
+    Args:
+        source: ``"easyvqa"`` for the built-in easy-VQA; a path to a ``.parquet`` or
+            ``.jsonl`` file (loaded whole, whatever `split` says); a path to a directory
+            holding ``<split>.parquet``, ``<split>.jsonl`` or ``<split>-*.parquet`` shards
+            (directly or under ``data/``, the Hugging Face Hub layout); anything else that
+            is not an existing path is loaded with ``datasets.load_dataset(source,
+            split=split)``.
+        split: the split to load, e.g. ``"train"``.
+        columns: maps canonical column names (image, question, answer, answers,
+            question_type) to the dataset's own column names; unmapped canonical names
+            are looked up under their own name.
+        image_dir: directory that relative image paths are relative to; defaults to the
+            directory of the data file (for Hub datasets: the working directory).
+
+    Returns:
+        The dataset with columns image, question, answer, [answers], question_type.
+
+    Raises:
+        DataError: missing data or image file, missing column, unknown split, bad values.
+        ConfigError: malformed `columns` mapping.
+    """
+    if source == "easyvqa":
+        dataset = load_easyvqa(split)
+        return to_canonical_vqa(dataset, columns, image_dir, origin=f"easyvqa {split}")
+
+    path = Path(source).expanduser().absolute()
+    if path.exists():
+        files = _data_files(path, split)
+        dataset = _read_files(files)
+        base_dir = image_dir if image_dir is not None else str(files[0].parent)
+        origin = str(files[0]) if len(files) == 1 else f"{files[0].parent}/{split}-*.parquet"
+        return to_canonical_vqa(dataset, columns, base_dir, origin=origin)
+
+    if _looks_like_path(source):
+        raise DataError(f"data file not found: {path} (source {source!r} does not exist)")
+
+    dataset = _load_hub(source, split)
+    return to_canonical_vqa(dataset, columns, image_dir, origin=f"{source} split {split!r}")
+
+
+def to_canonical_vqa(
+    dataset: datasets.Dataset,
+    columns: dict[str, str] | None,
+    image_dir: str | None,
+    origin: str,
+) -> datasets.Dataset:
+    """Rename, check and cast `dataset` to the canonical VQA schema.
+
+    Args:
+        dataset: any dataset with an image, a question and an answer column.
+        columns: canonical name -> dataset column name (see `load_vqa`).
+        image_dir: base directory for relative image paths (None: leave them as they are).
+        origin: where the data came from, used in error messages (e.g. a file path).
+    """
+    mapping = _resolve_mapping(columns, dataset.column_names, origin)
+    dataset = dataset.select_columns(list(mapping.values()))
+    dataset = dataset.rename_columns({src: dst for dst, src in mapping.items() if src != dst})
+    if dataset.num_rows == 0:
+        raise DataError(f"{origin} has no rows; expected at least one VQA example")
+
+    dataset = _prepare_images(dataset, mapping["image"], image_dir, origin)
+    for name in ("question", "answer", "question_type"):
+        if name in mapping:
+            dataset = _as_string_column(dataset, name, mapping[name], origin)
+    if "question_type" not in mapping:
+        dataset = dataset.add_column(
+            "question_type",
+            [DEFAULT_QUESTION_TYPE] * dataset.num_rows,
+            feature=datasets.Value("string"),
+        )
+    if "answers" in mapping:
+        dataset = _as_answers_column(dataset, mapping["answers"], origin)
+
+    order = [name for name in CANONICAL_COLUMNS if name in dataset.column_names]
+    return dataset.select_columns(order)
+
+
+def _resolve_mapping(
+    columns: dict[str, str] | None, available: list[str], origin: str
+) -> dict[str, str]:
+    """Return {canonical name: dataset column} for the canonical columns that exist."""
+    columns = dict(columns or {})
+    for key, value in columns.items():
+        if key not in CANONICAL_COLUMNS:
+            raise ConfigError(
+                f"unknown key {key!r} in the columns mapping; expected any of: "
+                f"{', '.join(CANONICAL_COLUMNS)}"
+            )
+        if not isinstance(value, str) or not value:
+            raise ConfigError(
+                f"columns mapping for {key!r} must be a dataset column name (str), "
+                f"got {value!r}"
+            )
+    mapping: dict[str, str] = {}
+    for name in CANONICAL_COLUMNS:
+        src = columns.get(name, name)
+        if src in available:
+            mapping[name] = src
+        elif name in columns or name in REQUIRED_COLUMNS:
+            hint = "" if name in columns else f" (map it with columns={{'{name}': ...}})"
+            raise DataError(
+                f"column {src!r} (for {name!r}) not found in {origin}; available "
+                f"columns: {', '.join(available)}{hint}"
+            )
+    used: dict[str, str] = {}
+    for name, src in mapping.items():
+        if src in used:
+            raise ConfigError(
+                f"columns mapping uses dataset column {src!r} for both {used[src]!r} "
+                f"and {name!r}; each column can fill one canonical name"
+            )
+        used[src] = name
+    return mapping
+
+
+def _data_files(path: Path, split: str) -> list[Path]:
+    """The data file(s) of `split` under `path` (a data file or a split directory)."""
+    if path.is_file():
+        if path.suffix not in DATA_SUFFIXES:
+            raise DataError(
+                f"unsupported data file {path}; expected a .parquet or .jsonl file, or a "
+                f"directory holding <split>.parquet / <split>.jsonl"
+            )
+        return [path]
+
+    groups = []
+    for folder in (path, path / "data"):
+        for pattern in (f"{split}.jsonl", f"{split}.parquet", f"{split}-*.parquet"):
+            found = sorted(p for p in folder.glob(pattern) if p.is_file())
+            if found:
+                groups.append(found)
+    if not groups:
+        available = _available_splits(path)
+        raise DataError(
+            f"unknown split {split!r} in {path}: no {split}.parquet, {split}.jsonl or "
+            f"{split}-*.parquet there; available splits: {', '.join(available) or 'none'}"
+        )
+    if len(groups) > 1:
+        names = ", ".join(str(g[0]) for g in groups)
+        raise DataError(
+            f"split {split!r} in {path} is ambiguous: found {names}; keep exactly one "
+            f"of <split>.parquet, <split>.jsonl or <split>-*.parquet"
+        )
+    return groups[0]
+
+
+def _available_splits(path: Path) -> list[str]:
+    """Split names deducible from the data files in a split directory."""
+    names = set()
+    for folder in (path, path / "data"):
+        for file in folder.glob("*"):
+            if file.suffix in DATA_SUFFIXES and file.is_file():
+                match = _SHARD_STEM.match(file.stem)
+                names.add(match.group("split") if match else file.stem)
+    return sorted(names)
+
+
+def _read_files(files: list[Path]) -> datasets.Dataset:
+    """Read parquet files (memory-mapped via the datasets cache) or one JSONL file."""
+    if files[0].suffix == ".jsonl":
+        return _read_jsonl(files[0])
+    try:
+        return datasets.Dataset.from_parquet([str(f) for f in files])
+    except Exception as err:  # pyarrow raises many types for a corrupt file
+        raise DataError(f"could not read parquet {files[0]}: {_first_line(err)}") from err
+
+
+def _read_jsonl(path: Path) -> datasets.Dataset:
+    """Read a JSON-lines file (one JSON object per non-empty line) into memory."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path} line {line_number}: invalid JSON ({err})") from err
+            if not isinstance(row, dict):
+                raise DataError(
+                    f"{path} line {line_number}: expected a JSON object, got "
+                    f"{type(row).__name__}"
+                )
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path} has no rows; expected one JSON object per line")
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    table = {name: _jsonl_column([row.get(name) for row in rows], name, path) for name in names}
+    return datasets.Dataset(pa.table(table))
+
+
+def _jsonl_column(values: list, name: str, path: Path) -> pa.Array:
+    """One JSONL field as an arrow array; mixed scalars (e.g. 2 and "two") become text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError):
+        pass
+
+    def text(value):
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, (bool, int, float)):
+            return json.dumps(value)
+        if isinstance(value, list):
+            return [text(item) for item in value]
+        raise DataError(
+            f"{path}: field {name!r} mixes JSON objects with other values; expected "
+            f"scalars or lists of scalars"
+        )
+
+    try:
+        return pa.array([text(v) for v in values])
+    except (pa.ArrowException, TypeError, ValueError) as err:
+        raise DataError(
+            f"{path}: field {name!r} mixes lists and single values; expected the same "
+            f"kind on every line ({_first_line(err)})"
+        ) from err
+
+
+def _load_hub(source: str, split: str) -> datasets.Dataset:
+    """`datasets.load_dataset(source, split=split)` with one-line errors."""
+    try:
+        return datasets.load_dataset(source, split=split)
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise DataError(
+                f"unknown split {split!r} for dataset {source!r}: {_first_line(err)}"
+            ) from err
+        raise DataError(f"could not load dataset {source!r}: {_first_line(err)}") from err
+    except Exception as err:  # Hub / network / builder errors come in many types
+        raise DataError(
+            f"{source!r} is not an existing file or directory and loading it as a "
+            f"Hugging Face dataset failed: {_first_line(err)}"
+        ) from err
+
+
+def _prepare_images(
+    dataset: datasets.Dataset, src_name: str, image_dir: str | None, origin: str
+) -> datasets.Dataset:
+    """Resolve and check image paths, then cast `image` to `datasets.Image(mode="RGB")`.
+
+    Accepted storages: file paths (str), encoded bytes, {"bytes", "path"} structs (the
+    Hugging Face parquet encoding) and existing `datasets.Image` columns. Rows without
+    bytes must have a path to an existing file (relative paths are joined to `image_dir`).
+    Works on the (possibly memory-mapped) arrow chunks: image bytes are never copied.
+    """
+    storage = dataset.select_columns(["image"]).with_format("arrow")["image"]
+    kind = storage.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        data, paths = None, storage
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        data, paths = storage, None
+    elif pa.types.is_struct(kind) and {"bytes", "path"} & {f.name for f in kind}:
+        data = pc.struct_field(storage, "bytes") if kind.get_field_index("bytes") >= 0 else None
+        paths = pc.struct_field(storage, "path") if kind.get_field_index("path") >= 0 else None
+    else:
+        raise DataError(
+            f"column {src_name!r} (image) in {origin} has type {kind}; expected image "
+            f"file paths (str), image bytes or {{'bytes', 'path'}} structs"
+        )
+
+    if data is None:
+        needs_file = [True] * len(storage)
+    else:
+        needs_file = pc.or_(pc.is_null(data), storage.is_null()).to_pylist()
+    if not any(needs_file):
+        return dataset.cast_column("image", datasets.Image(mode="RGB"))
+
+    path_list = paths.to_pylist() if paths is not None else [None] * len(storage)
+    resolved, changed = _resolve_image_paths(path_list, needs_file, image_dir, src_name, origin)
+    if changed:
+        new_paths = pa.array(resolved, type=pa.string())
+        if data is None:
+            new_storage = new_paths
+        else:  # rare: a mix of embedded and file images; this copies the bytes once
+            bytes_array = data.combine_chunks().cast(pa.binary())
+            new_storage = pa.StructArray.from_arrays([bytes_array, new_paths], ["bytes", "path"])
+        dataset = _replace_column(dataset, "image", new_storage, None)
+    return dataset.cast_column("image", datasets.Image(mode="RGB"))
+
+
+def _resolve_image_paths(
+    paths: list[str | None],
+    needs_file: list[bool],
+    image_dir: str | None,
+    src_name: str,
+    origin: str,
+) -> tuple[list[str | None], bool]:
+    """Join relative paths of rows that need a file to `image_dir`; check the files exist.
+
+    Returns the paths (resolved where needed) and whether any path changed.
+    """
+    resolved = list(paths)
+    exists: dict[str, bool] = {}
+    missing: list[tuple[int, str]] = []
+    changed = False
+    for row, (path, needed) in enumerate(zip(paths, needs_file)):
+        if not needed:
+            continue
+        if path is None:
+            raise DataError(
+                f"row {row} of {origin} has no image: column {src_name!r} holds neither "
+                f"bytes nor a file path"
+            )
+        if image_dir is not None and not os.path.isabs(path):
+            path = os.path.join(image_dir, path)
+            resolved[row] = path
+            changed = True
+        if path not in exists:
+            exists[path] = os.path.isfile(path)
+        if not exists[path]:
+            missing.append((row, path))
+    if missing:
+        row, path = missing[0]
+        more = f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""
+        raise DataError(
+            f"image file not found: {path} (row {row}, column {src_name!r} of {origin}){more}"
+        )
+    return resolved, changed
+
+
+def _as_string_column(
+    dataset: datasets.Dataset, name: str, src_name: str, origin: str
+) -> datasets.Dataset:
+    """Check `name` has no missing values and cast it to str."""
+    column = _arrow_column(dataset, name)
+    if column.null_count:
+        first = pc.index(column.is_null(), True).as_py()
+        raise DataError(
+            f"column {src_name!r} ({name}) in {origin} has {column.null_count} missing "
+            f"values, first at row {first}; expected a value on every row"
+        )
+    if dataset.features[name] == datasets.Value("string"):
+        return dataset
+    kind = column.type
+    if not (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_large_string(kind)
+    ):
+        raise DataError(
+            f"column {src_name!r} ({name}) in {origin} has type {kind}; expected text"
+        )
+    return _replace_column(dataset, name, column.cast(pa.string()), datasets.Value("string"))
+
+
+def _as_answers_column(
+    dataset: datasets.Dataset, src_name: str, origin: str
+) -> datasets.Dataset:
+    """Normalise `answers` to list[str].
+
+    Accepts lists of strings (or numbers) and the VQAv2 style list of
+    {"answer": ..., ...} dicts.
+    """
+    column = _arrow_column(dataset, "answers")
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        raise DataError(
+            f"column {src_name!r} (answers) in {origin} has type {kind}; expected a list "
+            f"of reference answers per row"
+        )
+    target = datasets.List(datasets.Value("string"))
+    if dataset.features["answers"] == target:
+        return dataset
+    item = kind.value_type
+    if pa.types.is_struct(item):
+        if item.get_field_index("answer") < 0:
+            raise DataError(
+                f"column {src_name!r} (answers) in {origin} holds {item} items; expected "
+                f"strings or dicts with an 'answer' key"
+            )
+        values = [
+            None if row is None else [str(a["answer"]) for a in row]
+            for row in column.to_pylist()
+        ]
+        return _replace_column(dataset, "answers", values, target)
+    try:
+        array = column.cast(pa.list_(pa.string()))
+    except pa.ArrowException as err:
+        raise DataError(
+            f"column {src_name!r} (answers) in {origin} holds {item} items; expected "
+            f"strings ({_first_line(err)})"
+        ) from err
+    return _replace_column(dataset, "answers", array, target)
+
+
+def _replace_column(
+    dataset: datasets.Dataset,
+    name: str,
+    values: pa.Array | list,
+    feature: datasets.Value | datasets.List | None,
+) -> datasets.Dataset:
+    """Swap a column for new values (in memory; avoids `Dataset.cast`'s full rewrite)."""
+    dataset = dataset.remove_columns(name)
+    return dataset.add_column(name, values, feature=feature)
+
+
+def _arrow_column(dataset: datasets.Dataset, name: str) -> pa.Array:
+    """One column as a single pyarrow array, without decoding images or building rows."""
+    column = dataset.select_columns([name]).with_format("arrow")[name]
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column
+
+
+def _looks_like_path(source: str) -> bool:
+    """Whether a non-existing `source` was meant as a local path, not a Hub name."""
+    return (
+        source.endswith((*DATA_SUFFIXES, ".json"))
+        or source.startswith(("/", ".", "~"))
+        or "\\" in source
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception message (our errors must stay one line)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
