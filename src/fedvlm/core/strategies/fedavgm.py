@@ -1,0 +1,60 @@
+"""FedAvg with server momentum (FedAvgM)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.sampling import sample_clients
+from fedvlm.core.server_opt import momentum_step, pseudo_delta, zeros_like_state
+from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
+
+
+@dataclass
+class FedAvgM:
+    """FedAvg with server momentum (Hsu et al. 2019, https://arxiv.org/abs/1909.06335).
+
+    Each round: ``Delta = weighted_mean(client states) - x``; ``v = momentum * v + Delta``;
+    ``x = x + server_lr * v``. The momentum buffer ``v`` lives in ``ServerState.buffers["v"]``
+    (the notation of ALGORITHMS.md) so it is checkpointed with the round.
+
+    Defaults: ``momentum=0.9`` (the paper's and ALGORITHMS.md's beta) and ``server_lr=1.0``
+    (Flower's default; with ``momentum=0`` the strategy is then exactly FedAvg).
+    """
+
+    fraction: float = 1.0
+    min_clients: int = 1
+    server_lr: float = 1.0
+    momentum: float = 0.9
+
+    def initialize(self, initial: AdapterState) -> ServerState:
+        return ServerState(
+            round=0, global_state=dict(initial), buffers={"v": zeros_like_state(initial)}
+        )
+
+    def configure(
+        self,
+        round_num: int,
+        state: ServerState,
+        client_ids: Sequence[str],
+        rng: np.random.Generator,
+    ) -> dict[str, Instruction]:
+        chosen = sample_clients(client_ids, self.fraction, self.min_clients, rng)
+        return {cid: Instruction(payload=state.global_state) for cid in chosen}
+
+    def aggregate(
+        self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
+    ) -> ServerState:
+        mean = weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
+        x = state.global_state
+        v = state.buffers.get("v") or zeros_like_state(x)
+        new_x, new_v = momentum_step(
+            x, pseudo_delta(x, mean), v, lr=self.server_lr, momentum=self.momentum
+        )
+        return ServerState(
+            round=round_num,
+            global_state=new_x,
+            buffers={**state.buffers, "v": new_v},
+            scalars=state.scalars,
+        )

@@ -1,0 +1,74 @@
+"""FedYogi: Yogi as the server optimizer."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.sampling import sample_clients
+from fedvlm.core.server_opt import pseudo_delta, yogi_step, zeros_like_state
+from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
+
+
+@dataclass
+class FedYogi:
+    """FedYogi (Reddi et al. 2021, "Adaptive Federated Optimization",
+    https://arxiv.org/abs/2003.00295, Algorithm 2).
+
+    Each round: ``Delta = weighted_mean(client states) - x``;
+    ``m = beta1 m + (1-beta1) Delta``; ``v = v - (1-beta2) Delta^2 sign(v - Delta^2)``;
+    ``x = x + server_lr * m / (sqrt(v) + tau)``; no bias correction. ``m`` and ``v`` live in
+    ``ServerState.buffers["m"]`` / ``["v"]`` so they are checkpointed.
+
+    ``v_init`` is the starting value of ``v``: 0 by default, as Flower's code does (its
+    first step then equals FedAdam's); the paper's Algorithm 2 asks for
+    ``v_{-1} >= tau^2``, i.e. ``v_init=tau**2``. Other defaults follow Flower:
+    ``server_lr=1e-2``, ``beta1=0.9``, ``beta2=0.99``, ``tau=1e-3``.
+    """
+
+    fraction: float = 1.0
+    min_clients: int = 1
+    server_lr: float = 1e-2
+    beta1: float = 0.9
+    beta2: float = 0.99
+    tau: float = 1e-3
+    v_init: float = 0.0
+
+    def initialize(self, initial: AdapterState) -> ServerState:
+        buffers = {"m": zeros_like_state(initial), "v": zeros_like_state(initial, self.v_init)}
+        return ServerState(round=0, global_state=dict(initial), buffers=buffers)
+
+    def configure(
+        self,
+        round_num: int,
+        state: ServerState,
+        client_ids: Sequence[str],
+        rng: np.random.Generator,
+    ) -> dict[str, Instruction]:
+        chosen = sample_clients(client_ids, self.fraction, self.min_clients, rng)
+        return {cid: Instruction(payload=state.global_state) for cid in chosen}
+
+    def aggregate(
+        self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
+    ) -> ServerState:
+        mean = weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
+        x = state.global_state
+        m = state.buffers.get("m") or zeros_like_state(x)
+        v = state.buffers.get("v") or zeros_like_state(x, self.v_init)
+        new_x, new_m, new_v = yogi_step(
+            x,
+            pseudo_delta(x, mean),
+            m,
+            v,
+            lr=self.server_lr,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            tau=self.tau,
+        )
+        return ServerState(
+            round=round_num,
+            global_state=new_x,
+            buffers={**state.buffers, "m": new_m, "v": new_v},
+            scalars=state.scalars,
+        )
