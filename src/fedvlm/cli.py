@@ -20,13 +20,10 @@ def _run_dir(cfg: Config, suffix: str = "") -> Path:
 
 
 def _finish(cfg: Config, run_dir: Path) -> None:
-    from fedvlm.runners.report import read_metrics, summary_table, write_report
-    import json
+    from fedvlm.runners.report import read_baselines, read_metrics, summary_table, write_report
 
     report = write_report(run_dir)
-    baselines_path = run_dir / "baselines.json"
-    baselines = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
-    print(summary_table(read_metrics(run_dir), baselines))
+    print(summary_table(read_metrics(run_dir), read_baselines(run_dir)))
     print(f"\nrun directory: {run_dir}\nreport: {report}\nfinal adapter: {run_dir / 'adapters' / 'final'}")
 
 
@@ -67,7 +64,7 @@ def _cmd_baseline(name: str):
 
 
 def cmd_partition(args) -> None:
-    from fedvlm.data.partition import format_partition_table, label_histograms, plot_partition_heatmap
+    from fedvlm.data.partition_report import format_partition_table, label_histograms, plot_partition_heatmap
     from fedvlm.data.vqa import load_vqa
     from fedvlm.runners.federation import build_clients
 

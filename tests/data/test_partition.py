@@ -9,12 +9,14 @@ import pytest
 
 from fedvlm.data.partition import (
     PARTITION_METHODS,
-    format_partition_table,
-    label_histograms,
     overlap_partition,
     partition_indices,
-    plot_partition_heatmap,
     split_local,
+)
+from fedvlm.data.partition_report import (
+    format_partition_table,
+    label_histograms,
+    plot_partition_heatmap,
 )
 from fedvlm.errors import ConfigError, DataError
 

@@ -11,28 +11,34 @@ Inputs, all inside ``run_dir``:
 
 Outputs: ``report.md`` and ``plots/{accuracy,client_accuracy,loss,bytes}.png``. Everything
 works on a partial run (only round 0, no baselines): plots without data are skipped.
-
-Plots use the object API (``matplotlib.figure.Figure``) only, never pyplot's global state,
-so this module is safe to call from any thread or a headless process.
+This module reads the run directory and writes the Markdown; the plots are drawn by
+`fedvlm.runners.plots`.
 """
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import yaml
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from fedvlm.errors import DataError
+from fedvlm.runners.plots import PLOT_NAMES, write_plots
+from fedvlm.runners.records import (
+    best_round,
+    centralized_accuracy,
+    final_round,
+    global_accuracy,
+    local_pooled_accuracy,
+    mean_client_loss,
+    number,
+    question_types,
+)
 
 METRICS_FILE = "metrics.jsonl"
 BASELINES_FILE = "baselines.json"
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
-PLOT_NAMES = ("accuracy", "client_accuracy", "loss", "bytes")
 
 CENTRALIZED_LABEL = "centralized (same samples)"
 LOCAL_LABEL = "local-only (mean over clients, local test / pooled test)"
@@ -103,105 +109,31 @@ def read_config(run_dir: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-# ---------------------------------------------------------------------- small helpers
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None (missing, non-numeric, NaN, inf)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+# ------------------------------------------------------------------------- formatting
 
 
 def format_pct(value: Any) -> str:
     """Accuracy in [0, 1] as a percentage with one decimal: 0.713 -> ``"71.3"``."""
-    v = _number(value)
+    v = number(value)
     return MISSING if v is None else f"{100 * v:.1f}"
 
 
 def format_mb(num_bytes: Any) -> str:
     """Bytes as megabytes (10^6) with two decimals: 1_234_567 -> ``"1.23"``."""
-    v = _number(num_bytes)
+    v = number(num_bytes)
     return MISSING if v is None else f"{v / 1e6:.2f}"
 
 
 def format_seconds(value: Any) -> str:
     """Seconds with one decimal."""
-    v = _number(value)
+    v = number(value)
     return MISSING if v is None else f"{v:.1f}"
 
 
 def format_loss(value: Any) -> str:
     """Loss with three decimals."""
-    v = _number(value)
+    v = number(value)
     return MISSING if v is None else f"{v:.3f}"
-
-
-def client_sort_key(client_id: str) -> tuple:
-    """Sort client ids numerically when they are numbers ("2" before "10")."""
-    return (0, int(client_id), "") if client_id.isdigit() else (1, 0, client_id)
-
-
-def mean_client_loss(record: dict) -> float | None:
-    """Unweighted mean training loss over the clients that took part in this round."""
-    losses = [
-        _number(stats.get("loss"))
-        for stats in (record.get("clients") or {}).values()
-        if isinstance(stats, dict)
-    ]
-    losses = [v for v in losses if v is not None]
-    return sum(losses) / len(losses) if losses else None
-
-
-def global_accuracy(record: dict) -> float | None:
-    """Pooled-test accuracy of the global model recorded in this round, if any."""
-    return _number((record.get("eval") or {}).get("accuracy"))
-
-
-def question_types(metrics: list[dict], baselines: dict | None = None) -> list[str]:
-    """Sorted union of question types seen in any round's ``eval.by_type`` (and the centralized baseline)."""
-    seen: set[str] = set()
-    for record in metrics:
-        seen.update((record.get("eval") or {}).get("by_type") or {})
-    seen.update(((baselines or {}).get("centralized") or {}).get("by_type") or {})
-    return sorted(seen)
-
-
-def client_ids(metrics: list[dict], section: str) -> list[str]:
-    """Sorted ids of all clients seen under ``section`` ("clients" or "eval.clients")."""
-    seen: set[str] = set()
-    for record in metrics:
-        seen.update(_section(record, section))
-    return sorted(seen, key=client_sort_key)
-
-
-def _section(record: dict, section: str) -> dict:
-    """``record["clients"]`` or ``record["eval"]["clients"]`` as a dict (``{}`` when absent)."""
-    if section == "clients":
-        node = record.get("clients")
-    else:
-        node = (record.get("eval") or {}).get("clients")
-    return node if isinstance(node, dict) else {}
-
-
-def best_round(metrics: list[dict]) -> tuple[int, float] | None:
-    """(round, accuracy) of the best training round (round >= 1); earliest wins ties. None if no such round."""
-    best = None
-    for record in metrics:
-        acc = global_accuracy(record)
-        if record["round"] >= 1 and acc is not None and (best is None or acc > best[1]):
-            best = (record["round"], acc)
-    return best
-
-
-def final_round(metrics: list[dict]) -> tuple[int, float] | None:
-    """(round, accuracy) of the last record that has a pooled accuracy, or None."""
-    for record in reversed(metrics):
-        acc = global_accuracy(record)
-        if acc is not None:
-            return record["round"], acc
-    return None
 
 
 # -------------------------------------------------------------------------- the table
@@ -274,192 +206,6 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
     return markdown_table(header, rows)
 
 
-# ------------------------------------------------------------------------------ plots
-
-
-def _new_figure(width: float = 8.0, height: float = 4.8) -> Figure:
-    """A fresh, unattached figure (no pyplot state)."""
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def _legend(ax, count: int) -> None:
-    """Legend outside the axes on the right, in columns when there are many entries."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
-              ncol=1 if count <= 14 else 2, frameon=False)
-
-
-def _round_ticks(ax, rounds: list[int]) -> None:
-    """Integer ticks on the round axis (at most ~12 labels)."""
-    if not rounds:
-        return
-    lo, hi = min(rounds), max(rounds)
-    step = max(1, math.ceil((hi - lo + 1) / 12))
-    ax.set_xticks(list(range(lo, hi + 1, step)))
-    ax.set_xlabel("round (0 = zero-shot)" if lo == 0 else "round")
-
-
-def plot_accuracy(metrics: list[dict], baselines: dict | None, path: Path) -> Path | None:
-    """Pooled accuracy per round (thick), per-type accuracy (thin), baselines as dashed lines.
-
-    Returns ``path``, or None (nothing written) when no round has a pooled accuracy.
-    """
-    points = [(r["round"], global_accuracy(r)) for r in metrics]
-    points = [(x, y) for x, y in points if y is not None]
-    if not points:
-        return None
-    baselines = baselines or {}
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    xs = [x for x, _ in points]
-    ax.plot(xs, [100 * y for _, y in points], marker="o", linewidth=2.5, color="black",
-            label="global (pooled test)", zorder=3)
-    entries = 1
-    for t in question_types(metrics):
-        pts = [(r["round"], _number(((r.get("eval") or {}).get("by_type") or {}).get(t))) for r in metrics]
-        pts = [(x, 100 * y) for x, y in pts if y is not None]
-        if pts:
-            ax.plot(*zip(*pts), linewidth=1, alpha=0.75, marker=".", label=t)
-            entries += 1
-    central = _number((baselines.get("centralized") or {}).get("accuracy"))
-    if central is not None:
-        ax.axhline(100 * central, linestyle="--", color="tab:red", linewidth=1.5,
-                   label="centralized (same samples)")
-        entries += 1
-    local = _number((baselines.get("local") or {}).get("mean_pooled"))
-    if local is not None:
-        ax.axhline(100 * local, linestyle="--", color="tab:gray", linewidth=1.5,
-                   label="local-only (pooled test)")
-        entries += 1
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Global model accuracy")
-    ax.grid(alpha=0.3)
-    _round_ticks(ax, xs)
-    _legend(ax, entries)
-    return _save(fig, path)
-
-
-def _colormap_colors(name: str) -> list:
-    """The discrete colors of a qualitative matplotlib colormap, without pyplot."""
-    return list(colormaps[name].colors)
-
-
-def _per_client_lines(ax, metrics: list[dict], section: str, field: str, scale: float) -> list[int]:
-    """Plot ``field`` of each client under ``section`` vs round; returns the rounds plotted."""
-    ids = client_ids(metrics, section)
-    colors = _colormap_colors("tab10" if len(ids) <= 10 else "tab20")
-    rounds: set[int] = set()
-    for i, cid in enumerate(ids):
-        pts = []
-        for record in metrics:
-            stats = _section(record, section).get(cid)
-            value = _number(stats.get(field)) if isinstance(stats, dict) else None
-            if value is not None:
-                pts.append((record["round"], scale * value))
-        if pts:
-            rounds.update(x for x, _ in pts)
-            ax.plot(*zip(*pts), marker="o", markersize=3.5, linewidth=1.2,
-                    color=colors[i % len(colors)],
-                    label=f"client {cid}")
-    return sorted(rounds)
-
-
-def plot_client_accuracy(metrics: list[dict], path: Path) -> Path | None:
-    """Each client's local-test accuracy of the global model per round (``eval.clients``).
-
-    Returns ``path``, or None when no round has per-client evaluation.
-    """
-    if not client_ids(metrics, "eval.clients"):
-        return None
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    rounds = _per_client_lines(ax, metrics, "eval.clients", "accuracy", 100.0)
-    if not rounds:
-        return None
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("accuracy on client's local test (%)")
-    ax.set_title("Global model accuracy per client")
-    ax.grid(alpha=0.3)
-    _round_ticks(ax, rounds)
-    _legend(ax, len(client_ids(metrics, "eval.clients")))
-    return _save(fig, path)
-
-
-def plot_loss(metrics: list[dict], path: Path) -> Path | None:
-    """Each sampled client's training loss per round, plus the mean over clients (thick, dashed).
-
-    Points of a client are joined across rounds it skipped. Returns None when no loss was recorded.
-    """
-    if not client_ids(metrics, "clients"):
-        return None
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    rounds = _per_client_lines(ax, metrics, "clients", "loss", 1.0)
-    if not rounds:
-        return None
-    mean = [(r["round"], mean_client_loss(r)) for r in metrics]
-    mean = [(x, y) for x, y in mean if y is not None]
-    ax.plot(*zip(*mean), color="black", linewidth=2.5, linestyle="--", marker="s",
-            markersize=4, label="mean over clients", zorder=3)
-    ax.set_ylabel("training loss (mean over local steps)")
-    ax.set_title("Client training loss")
-    ax.grid(alpha=0.3)
-    _round_ticks(ax, rounds)
-    _legend(ax, len(client_ids(metrics, "clients")) + 1)
-    return _save(fig, path)
-
-
-def plot_bytes(metrics: list[dict], path: Path) -> Path | None:
-    """MB up and down per round (bars, left) and cumulative MB (lines, right).
-
-    Returns None when no round recorded ``bytes_up`` or ``bytes_down``.
-    """
-    rows = [
-        (r["round"], _number(r.get("bytes_up")) or 0.0, _number(r.get("bytes_down")) or 0.0)
-        for r in metrics
-        if _number(r.get("bytes_up")) is not None or _number(r.get("bytes_down")) is not None
-    ]
-    if not rows:
-        return None
-    rounds = [r for r, _, _ in rows]
-    up = [u / 1e6 for _, u, _ in rows]
-    down = [d / 1e6 for _, _, d in rows]
-    fig = _new_figure(width=10.0, height=4.2)
-    per_round, cumulative = fig.subplots(1, 2)
-    width = 0.38
-    per_round.bar([x - width / 2 for x in rounds], up, width=width, label="up (clients → server)",
-                  color="tab:blue")
-    per_round.bar([x + width / 2 for x in rounds], down, width=width,
-                  label="down (server → clients)", color="tab:orange")
-    per_round.set_ylim(0, 1.3 * max(up + down) if max(up + down) > 0 else 1.0)  # room for the legend
-    per_round.set_ylabel("MB per round")
-    per_round.set_title("Communication per round")
-    cum_up, cum_down, total_up, total_down = [], [], 0.0, 0.0
-    for u, d in zip(up, down):
-        total_up, total_down = total_up + u, total_down + d
-        cum_up.append(total_up)
-        cum_down.append(total_down)
-    cumulative.plot(rounds, cum_up, marker="o", label="up (cumulative)", color="tab:blue")
-    cumulative.plot(rounds, cum_down, marker="o", label="down (cumulative)", color="tab:orange")
-    cumulative.plot(rounds, [u + d for u, d in zip(cum_up, cum_down)], marker="o",
-                    linestyle="--", color="black", label="total (cumulative)")
-    cumulative.set_ylabel("MB (cumulative)")
-    cumulative.set_title("Cumulative communication")
-    cumulative.set_ylim(bottom=0)
-    per_round.legend(fontsize="small", loc="upper center", ncol=2)
-    cumulative.legend(fontsize="small", loc="upper left")
-    for ax in (per_round, cumulative):
-        ax.grid(alpha=0.3)
-        _round_ticks(ax, rounds)
-    return _save(fig, path)
-
-
 # ----------------------------------------------------------------------------- report
 
 
@@ -518,26 +264,15 @@ def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
         if zero is not None:
             text += f", {100 * (final[1] - zero):+.1f} points vs zero-shot"
         lines.append(text + ")")
-        central = _number((baselines.get("centralized") or {}).get("accuracy"))
+        central = centralized_accuracy(baselines)
         if central is not None:
             lines.append(f"- **gap to centralized**: {100 * (final[1] - central):+.1f} points "
                          f"(centralized {format_pct(central)}%)")
-        local = _number((baselines.get("local") or {}).get("mean_pooled"))
+        local = local_pooled_accuracy(baselines)
         if local is not None:
             lines.append(f"- **gain over local-only** (pooled test): {100 * (final[1] - local):+.1f} "
                          f"points (local-only {format_pct(local)}%)")
     return lines
-
-
-def write_plots(metrics: list[dict], baselines: dict | None, plots_dir: Path) -> dict[str, Path | None]:
-    """Write the four plots into ``plots_dir``; maps plot name -> path, or None if skipped (no data)."""
-    plots_dir = Path(plots_dir)
-    return {
-        "accuracy": plot_accuracy(metrics, baselines, plots_dir / "accuracy.png"),
-        "client_accuracy": plot_client_accuracy(metrics, plots_dir / "client_accuracy.png"),
-        "loss": plot_loss(metrics, plots_dir / "loss.png"),
-        "bytes": plot_bytes(metrics, plots_dir / "bytes.png"),
-    }
 
 
 _PLOT_TITLES = {

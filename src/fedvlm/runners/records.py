@@ -1,0 +1,93 @@
+"""Queries over the per-round records of a run's ``metrics.jsonl``.
+
+Each record is one JSON object (see `fedvlm.runners.report` for the layout). These helpers
+tolerate partial records: missing, non-numeric or non-finite values count as absent.
+Shared by the report (`fedvlm.runners.report`) and its plots (`fedvlm.runners.plots`).
+"""
+
+import math
+from typing import Any
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, non-numeric, NaN, inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def client_sort_key(client_id: str) -> tuple:
+    """Sort client ids numerically when they are numbers ("2" before "10")."""
+    return (0, int(client_id), "") if client_id.isdigit() else (1, 0, client_id)
+
+
+def mean_client_loss(record: dict) -> float | None:
+    """Unweighted mean training loss over the clients that took part in this round."""
+    losses = [
+        number(stats.get("loss"))
+        for stats in (record.get("clients") or {}).values()
+        if isinstance(stats, dict)
+    ]
+    losses = [v for v in losses if v is not None]
+    return sum(losses) / len(losses) if losses else None
+
+
+def global_accuracy(record: dict) -> float | None:
+    """Pooled-test accuracy of the global model recorded in this round, if any."""
+    return number((record.get("eval") or {}).get("accuracy"))
+
+
+def centralized_accuracy(baselines: dict | None) -> float | None:
+    """Pooled-test accuracy of the centralized baseline, if recorded."""
+    return number(((baselines or {}).get("centralized") or {}).get("accuracy"))
+
+
+def local_pooled_accuracy(baselines: dict | None) -> float | None:
+    """Local-only baseline: mean over clients of the pooled-test accuracy, if recorded."""
+    return number(((baselines or {}).get("local") or {}).get("mean_pooled"))
+
+
+def question_types(metrics: list[dict], baselines: dict | None = None) -> list[str]:
+    """Sorted union of question types seen in any round's ``eval.by_type`` (and the centralized baseline)."""
+    seen: set[str] = set()
+    for record in metrics:
+        seen.update((record.get("eval") or {}).get("by_type") or {})
+    seen.update(((baselines or {}).get("centralized") or {}).get("by_type") or {})
+    return sorted(seen)
+
+
+def client_ids(metrics: list[dict], section: str) -> list[str]:
+    """Sorted ids of all clients seen under ``section`` ("clients" or "eval.clients")."""
+    seen: set[str] = set()
+    for record in metrics:
+        seen.update(client_section(record, section))
+    return sorted(seen, key=client_sort_key)
+
+
+def client_section(record: dict, section: str) -> dict:
+    """``record["clients"]`` or ``record["eval"]["clients"]`` as a dict (``{}`` when absent)."""
+    if section == "clients":
+        node = record.get("clients")
+    else:
+        node = (record.get("eval") or {}).get("clients")
+    return node if isinstance(node, dict) else {}
+
+
+def best_round(metrics: list[dict]) -> tuple[int, float] | None:
+    """(round, accuracy) of the best training round (round >= 1); earliest wins ties. None if no such round."""
+    best = None
+    for record in metrics:
+        acc = global_accuracy(record)
+        if record["round"] >= 1 and acc is not None and (best is None or acc > best[1]):
+            best = (record["round"], acc)
+    return best
+
+
+def final_round(metrics: list[dict]) -> tuple[int, float] | None:
+    """(round, accuracy) of the last record that has a pooled accuracy, or None."""
+    for record in reversed(metrics):
+        acc = global_accuracy(record)
+        if acc is not None:
+            return record["round"], acc
+    return None
