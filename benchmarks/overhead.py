@@ -1,7 +1,7 @@
 """Simulator overhead: one federated round's training part vs a bare peft loop.
 
     ratio = wall time of the simulator's round (configure -> run_client_round per client ->
-            validate_update -> aggregate, i.e. run_simulation's round minus evaluation,
+            validate_update -> aggregate: ``runners.simulate.train_round``, i.e. a round minus evaluation,
             checkpointing and adapter saving)
           / wall time of a hand-written torch/peft/numpy loop doing the same optimizer steps
             on the same batches (same rows, same collation, same lr per step, same clipping)
@@ -28,7 +28,9 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,49 +39,30 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 import numpy as np
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
-from tqdm.auto import tqdm
 
 from fedvlm.config import load_config
-from fedvlm.core.types import state_nbytes
-from fedvlm.core.validate import validate_update
-from fedvlm.runners.client import run_client_round, steps_per_round
+from fedvlm.runners.client import steps_per_round
 from fedvlm.runners.federation import build_federation, seed_for
-from fedvlm.runners.simulate import make_strategy
+from fedvlm.runners.rundir import ClientStore
+from fedvlm.runners.simulate import make_strategy, train_round
 from fedvlm.train.batches import stream_positions
 from fedvlm.train.collate import training_batch
 from fedvlm.train.schedule import lr_at
 
 
-def simulator_round(cfg, fed, round_num: int = 1):
-    """The training part of one round of ``run_simulation``, in its order of calls."""
-    strategy = make_strategy(cfg)
-    client_ids = list(fed.clients)
-    show = cfg.run.progress
+def simulator_round(cfg, fed, store, round_num: int = 1):
+    """The training part of one round of ``run_simulation``: its own ``train_round``."""
+    strategy = make_strategy(cfg, len(fed.clients))
     state = strategy.initialize(fed.initial_adapter)
     rng = np.random.default_rng(seed_for(cfg, 5))
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    instructions = strategy.configure(round_num, state, client_ids, rng)
-    updates, client_metrics, bytes_down = [], {}, 0
-    for cid in tqdm(instructions, desc=f"round {round_num} clients", leave=False, disable=not show):
-        ins = instructions[cid]
-        bytes_down += state_nbytes(ins.payload)
-        steps_bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not show)
-        update = run_client_round(
-            cfg, fed.model, fed.processor, fed.train_ds, fed.clients[cid].train,
-            cid, client_ids.index(cid), ins, round_num,
-            on_step=lambda loss, bar=steps_bar: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
-        )
-        steps_bar.close()
-        validate_update(update, state.global_state)
-        updates.append(update)
-        client_metrics[cid] = update.metrics
-    bytes_up = sum(state_nbytes(u.state) + state_nbytes(u.extras) for u in updates)
-    state = strategy.aggregate(round_num, state, updates)
+    state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    train_local_seconds = sum(m["seconds"] for m in client_metrics.values())
+    train_local_seconds = sum(m["seconds"] for m in record["clients"].values())
     return seconds, state.global_state, {"train_local_seconds": train_local_seconds, "cpu": cpu,
-                                         "clients": list(instructions), "bytes": (bytes_down, bytes_up)}
+                                         "clients": list(record["clients"]),
+                                         "bytes": (record["bytes_down"], record["bytes_up"])}
 
 
 def bare_round(cfg, fed, client_ids, round_num: int = 1):
@@ -168,8 +151,10 @@ def main(argv=None) -> int:
           f"steps={args.steps} batch={args.batch_size} -> {args.clients * args.steps} optimizer steps "
           f"per variant per alternation")
 
+    store = ClientStore(Path(tempfile.mkdtemp(prefix="fedvlm-bench-")))
+
     def run_sim():
-        return simulator_round(cfg, fed)
+        return simulator_round(cfg, fed, store)
 
     sim_clients = None
     for _ in range(args.warmup):

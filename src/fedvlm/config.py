@@ -72,6 +72,13 @@ class FederatedConfig:
     rounds: int = 8
     fraction: float = 1.0
     min_clients: int = 1
+    # Strategy options; null keeps the strategy's own default (see core/strategies/).
+    server_lr: float | None = None
+    momentum: float | None = None  # fedavgm
+    beta1: float | None = None  # fedadam, fedyogi, fedadagrad
+    beta2: float | None = None  # fedadam, fedyogi
+    tau: float | None = None  # fedadam, fedyogi, fedadagrad
+    mu: float | None = None  # fedprox
 
 
 @dataclass
@@ -112,7 +119,7 @@ class Config:
 
 _CHOICES = {
     "partition.method": {"iid", "dirichlet", "pathological", "overlap", "natural"},
-    "federated.strategy": {"fedavg"},
+    "federated.strategy": {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold"},
     "train.schedule": {"cosine", "linear", "constant"},
     "model.dtype": {"float32", "bfloat16", "float16"},
 }
@@ -191,9 +198,29 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key 'train.local_epochs': expected a positive number or null")
     if cfg.train.lr <= 0:
         raise ConfigError(f"config key 'train.lr': expected a positive number, got {cfg.train.lr}")
+    from fedvlm.core.strategies import STRATEGIES
+
+    takes = {f.name for f in fields(STRATEGIES[cfg.federated.strategy])}
+    for key, value in strategy_options(cfg).items():
+        if value is not None and key not in takes:
+            raise ConfigError(
+                f"config key 'federated.{key}': strategy {cfg.federated.strategy!r} has no such "
+                f"option (it takes {', '.join(sorted(takes))})"
+            )
     for b in cfg.run.baselines:
         if b not in _BASELINES:
             raise ConfigError(f"config key 'run.baselines': unknown baseline {b!r} (valid: {sorted(_BASELINES)})")
+
+
+def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, Any]:
+    """The ``federated`` settings handed to the strategy's constructor."""
+    f = cfg.federated
+    options = {
+        k: getattr(f, k) for k in ("fraction", "min_clients", "server_lr", "momentum", "beta1", "beta2", "tau", "mu")
+    }
+    if f.strategy == "scaffold":
+        options["num_clients"] = num_clients or cfg.partition.num_clients
+    return options
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

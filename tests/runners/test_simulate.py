@@ -106,8 +106,10 @@ def _fedvlm(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path):
-    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}"]
+@pytest.mark.parametrize("strategy", ["fedavg", "scaffold", "fedadam"])
+def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
+    # SCAFFOLD checks that client control variates survive; FedAdam the server moments.
+    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", f"federated.strategy={strategy}"]
     straight = _fedvlm("run", *common, "run.name=straight", cwd=tmp_path)
     killed = _fedvlm("run", *common, "run.name=killed", cwd=tmp_path)
     state_file = tmp_path / "killed" / "checkpoint" / "state.json"
@@ -129,5 +131,9 @@ def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path):
     a = (tmp_path / "straight" / "adapters" / "final" / "adapter_model.safetensors").read_bytes()
     b = (tmp_path / "killed" / "adapters" / "final" / "adapter_model.safetensors").read_bytes()
     assert a == b
+    if strategy == "scaffold":
+        assert len(list((tmp_path / "killed" / "clients").rglob("scaffold_c.*"))) >= 2
+        c_a = (tmp_path / "straight" / "checkpoint" / "buffer.c.safetensors").read_bytes()
+        assert c_a == (tmp_path / "killed" / "checkpoint" / "buffer.c.safetensors").read_bytes()
     rounds = [json.loads(l)["round"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2, 3]

@@ -23,6 +23,7 @@ class Instruction:
 
     payload: AdapterState
     config: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, AdapterState] = field(default_factory=dict)  # e.g. SCAFFOLD's {"c": ...}
 
 
 @dataclass
@@ -30,15 +31,16 @@ class ClientUpdate:
     """What one client returns after local training.
 
     ``state`` is the client's trained adapter (strategies that want a delta compute it
-    against the payload they sent). ``extras`` holds algorithm-specific arrays (for
-    example SCAFFOLD's control-variate delta); ``metrics`` scalar diagnostics.
+    against the payload they sent). ``extras`` holds algorithm-specific named array groups
+    (for example SCAFFOLD's control-variate delta ``{"dc": ...}``); ``metrics`` scalar
+    diagnostics.
     """
 
     client_id: str
     state: AdapterState
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
-    extras: AdapterState = field(default_factory=dict)
+    extras: dict[str, AdapterState] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,3 +61,8 @@ class ServerState:
 def state_nbytes(state: AdapterState) -> int:
     """Bytes of array data in ``state``: what crosses the wire for it, uncompressed."""
     return int(sum(a.nbytes for a in state.values()))
+
+
+def message_nbytes(state: AdapterState, extras: dict[str, AdapterState]) -> int:
+    """Bytes of one message's arrays: the adapter state plus every extras group."""
+    return state_nbytes(state) + sum(state_nbytes(group) for group in extras.values())

@@ -38,3 +38,22 @@ def save_adapter(model: PeftModel, state: AdapterState, out_dir: Path) -> None:
     model.peft_config["default"].save_pretrained(str(out_dir))
     arrays = {name: np.ascontiguousarray(a) for name, a in state.items()}
     save_file(arrays, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def trainable_by_state_key(model: PeftModel) -> dict[str, torch.nn.Parameter]:
+    """The model's trainable parameters keyed by the names ``get_adapter_state`` uses.
+
+    PEFT's state-dict names drop the adapter name (``lora_A.default.weight`` ->
+    ``lora_A.weight``; ``modules_to_save.default.x`` -> ``x``); client hooks use this map to
+    line up server arrays (global weights, control variates) with live parameters.
+    """
+    keys = set(get_peft_model_state_dict(model))
+    out = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = name.replace(".modules_to_save.default.", ".").replace(".default.", ".")
+        if key not in keys:
+            raise KeyError(f"trainable parameter {name} has no adapter state key ({key})")
+        out[key] = param
+    return out

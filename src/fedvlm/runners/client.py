@@ -7,9 +7,12 @@ import torch
 
 from fedvlm.config import Config
 from fedvlm.core.types import ClientUpdate, Instruction
-from fedvlm.models.adapter import get_adapter_state, set_adapter_state
+from fedvlm.models.adapter import get_adapter_state, set_adapter_state, trainable_by_state_key
+from fedvlm.runners.rundir import ClientStore
 from fedvlm.train.batches import iter_steps
+from fedvlm.train.fedprox import ProximalTerm
 from fedvlm.train.local import train_local
+from fedvlm.train.scaffold import ScaffoldCorrection
 from fedvlm.train.schedule import lr_at
 
 
@@ -21,33 +24,50 @@ def steps_per_round(cfg: Config, num_examples: int) -> int:
     return max(1, math.ceil(t.local_epochs * num_examples / (t.batch_size * t.grad_accum)))
 
 
+def _hooks(model, instruction: Instruction, store: ClientStore, client_id: str, round_num: int):
+    """Client-side algorithm hooks the instruction asks for (FedProx, SCAFFOLD)."""
+    hooks, scaffold = [], None
+    params = trainable_by_state_key(model)
+    mu = instruction.config.get("proximal_mu", 0.0)
+    if mu:
+        hooks.append(ProximalTerm(params, instruction.payload, mu))
+    if "c" in instruction.extras:
+        c = instruction.extras["c"]
+        c_i = store.load(client_id, "scaffold_c", before_round=round_num)
+        c_i = c_i if c_i is not None else {k: np.zeros_like(v) for k, v in c.items()}
+        scaffold = ScaffoldCorrection(params, c, c_i)
+        hooks.append(scaffold)
+    return hooks, scaffold
+
+
 def run_client_round(
     cfg: Config,
-    model,
-    processor,
-    dataset,
-    train_rows: list[int],
+    fed,
     client_id: str,
-    client_num: int,
     instruction: Instruction,
     round_num: int,
+    store: ClientStore,
     on_step=None,
 ) -> ClientUpdate:
-    """Train ``client_id`` for one round starting from ``instruction.payload``.
+    """Train ``client_id`` of the federation ``fed`` for one round from ``instruction``.
 
     Batches, dropout and any other randomness are seeded from (seed, client, round), so a
-    client's round is reproducible on its own, whichever order clients run in.
+    client's round is reproducible on its own, whichever order clients run in. What the
+    client keeps between rounds goes to its ``store``, versioned by round.
     """
     t = cfg.train
-    n_steps = steps_per_round(cfg, len(train_rows))
+    client_num = list(fed.clients).index(client_id)
+    rows = fed.clients[client_id].train
+    n_steps = steps_per_round(cfg, len(rows))
     first_step = (round_num - 1) * n_steps
     total = cfg.federated.rounds * n_steps
-    set_adapter_state(model, instruction.payload)
+    set_adapter_state(fed.model, instruction.payload)
+    hooks, scaffold = _hooks(fed.model, instruction, store, client_id, round_num)
     torch.manual_seed(int(np.random.SeedSequence([cfg.run.seed, 4, client_num, round_num]).generate_state(1)[0]))
     steps = iter_steps(
-        processor,
-        dataset,
-        train_rows,
+        fed.processor,
+        fed.train_ds,
+        rows,
         num_steps=n_steps,
         batch_size=t.batch_size,
         grad_accum=t.grad_accum,
@@ -55,22 +75,25 @@ def run_client_round(
         seed=[cfg.run.seed, 3, client_num],
     )
     result = train_local(
-        model,
+        fed.model,
         steps,
         lr_at=lambda s: lr_at(s, total, t.lr, t.warmup_steps, t.schedule),
         first_step=first_step,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
+        hooks=hooks,
         on_step=on_step,
     )
+    state = get_adapter_state(fed.model)
+    extras = {}
+    if scaffold is not None:
+        c_new = scaffold.new_control(instruction.payload, state)
+        extras["dc"] = {k: c_new[k] - scaffold.c_i[k] for k in c_new}
+        store.save(client_id, "scaffold_c", c_new, round_num)
     return ClientUpdate(
         client_id=client_id,
-        state=get_adapter_state(model),
+        state=state,
         num_examples=result.examples,
-        metrics={
-            "loss": result.loss,
-            "examples": result.examples,
-            "steps": result.steps,
-            "seconds": result.seconds,
-        },
+        metrics={"loss": result.loss, "examples": result.examples, "steps": result.steps, "seconds": result.seconds},
+        extras=extras,
     )

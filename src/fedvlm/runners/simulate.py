@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedvlm.config import Config, save_config
-from fedvlm.core.strategies import STRATEGIES
-from fedvlm.core.types import state_nbytes
+from fedvlm.config import Config, save_config, strategy_options
+from fedvlm.core.strategies import build_strategy
+from fedvlm.core.types import message_nbytes
 from fedvlm.core.validate import validate_update
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.runners import rundir
@@ -22,9 +22,33 @@ from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate_vqa
 
 
-def make_strategy(cfg: Config):
-    f = cfg.federated
-    return STRATEGIES[f.strategy](fraction=f.fraction, min_clients=f.min_clients)
+def make_strategy(cfg: Config, num_clients: int):
+    return build_strategy(cfg.federated.strategy, **strategy_options(cfg, num_clients))
+
+
+def train_round(cfg: Config, fed: Federation, strategy, state, rng, round_num: int, store) -> tuple:
+    """One round's training: configure, each sampled client trains, validate, aggregate.
+
+    Returns the new server state and the round's record (per-client metrics and bytes).
+    """
+    show = cfg.run.progress
+    instructions = strategy.configure(round_num, state, list(fed.clients), rng)
+    updates = []
+    for cid in tqdm(instructions, desc=f"round {round_num} clients", leave=False, disable=not show):
+        bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not show)
+        update = run_client_round(
+            cfg, fed, cid, instructions[cid], round_num, store,
+            on_step=lambda loss: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
+        )
+        bar.close()
+        validate_update(update, state.global_state)
+        updates.append(update)
+    record = {
+        "bytes_up": sum(message_nbytes(u.state, u.extras) for u in updates),
+        "bytes_down": sum(message_nbytes(i.payload, i.extras) for i in instructions.values()),
+        "clients": {u.client_id: u.metrics for u in updates},
+    }
+    return strategy.aggregate(round_num, state, updates), record
 
 
 def evaluate_global(cfg: Config, fed: Federation, state) -> dict:
@@ -61,8 +85,8 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
     """Run (or continue) the federated job of ``cfg`` in ``run_dir``; returns the federation
     so that baselines can reuse the loaded model and data."""
     fed = fed or build_federation(cfg)
-    strategy = make_strategy(cfg)
-    client_ids = list(fed.clients)
+    strategy = make_strategy(cfg, len(fed.clients))
+    store = rundir.ClientStore(run_dir / "clients")
     show = cfg.run.progress
     if resume:
         state, rng_state, extra = rundir.load_checkpoint(run_dir)
@@ -83,23 +107,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
                   initial=state.round, total=cfg.federated.rounds)
     for round_num in rounds:
         start = time.perf_counter()
-        instructions = strategy.configure(round_num, state, client_ids, rng)
-        updates, client_metrics, bytes_down = [], {}, 0
-        for cid in tqdm(instructions, desc=f"round {round_num} clients", leave=False, disable=not show):
-            ins = instructions[cid]
-            bytes_down += state_nbytes(ins.payload)
-            steps_bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not show)
-            update = run_client_round(
-                cfg, fed.model, fed.processor, fed.train_ds, fed.clients[cid].train,
-                cid, client_ids.index(cid), ins, round_num,
-                on_step=lambda loss, bar=steps_bar: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
-            )
-            steps_bar.close()
-            validate_update(update, state.global_state)
-            updates.append(update)
-            client_metrics[cid] = update.metrics
-        bytes_up = sum(state_nbytes(u.state) + state_nbytes(u.extras) for u in updates)
-        state = strategy.aggregate(round_num, state, updates)
+        state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
         train_seconds = time.perf_counter() - start
         result = evaluate_global(cfg, fed, state.global_state)
         is_best = result["accuracy"] > best_acc
@@ -109,9 +117,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             "round": round_num,
             "seconds": time.perf_counter() - start,
             "train_seconds": train_seconds,
-            "bytes_up": bytes_up,
-            "bytes_down": bytes_down,
-            "clients": client_metrics,
+            **record,
             "eval": result,
         }
         save_round_adapters(cfg, fed, run_dir, state, round_num, is_best)

@@ -1,0 +1,37 @@
+"""FedProx: FedAvg aggregation, clients add a proximal term."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.sampling import sample_clients
+from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
+
+
+@dataclass
+class FedProx:
+    """FedProx (Li et al. 2020, https://arxiv.org/abs/1812.06127).
+
+    The server is FedAvg; each client minimizes ``loss + mu/2 ||w - w_global||^2`` over
+    the trainable parameters (``fedvlm.train.fedprox.ProximalTerm``), ``mu`` sent in the
+    round config. ``mu=0`` is exactly FedAvg. OpenFedLLM's default is ``mu=0.01``.
+    """
+
+    fraction: float = 1.0
+    min_clients: int = 1
+    mu: float = 0.01
+
+    def initialize(self, initial: AdapterState) -> ServerState:
+        return ServerState(round=0, global_state=dict(initial))
+
+    def configure(
+        self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
+    ) -> dict[str, Instruction]:
+        chosen = sample_clients(client_ids, self.fraction, self.min_clients, rng)
+        return {cid: Instruction(payload=state.global_state, config={"proximal_mu": self.mu}) for cid in chosen}
+
+    def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
+        new_global = weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
+        return ServerState(round=round_num, global_state=new_global, buffers=state.buffers, scalars=state.scalars)

@@ -1,0 +1,100 @@
+"""FedProx and SCAFFOLD client-side hooks against hand-computed numbers."""
+
+import numpy as np
+import pytest
+import torch
+
+from fedvlm.core.strategies.fedprox import FedProx
+from fedvlm.core.strategies.scaffold import Scaffold
+from fedvlm.core.types import ClientUpdate
+from fedvlm.train.fedprox import ProximalTerm
+from fedvlm.train.local import train_local
+from fedvlm.train.scaffold import ScaffoldCorrection
+
+
+def _params(values):
+    return {k: torch.nn.Parameter(torch.tensor(v, dtype=torch.float32)) for k, v in values.items()}
+
+
+def test_proximal_term_value_and_gradient():
+    params = _params({"w": [1.0, 3.0]})
+    term = ProximalTerm(params, {"w": np.array([0.0, 1.0], dtype=np.float32)}, mu=0.5)
+    loss = term.extra_loss(None)
+    # mu/2 * ((1-0)^2 + (3-1)^2) = 0.25 * 5
+    assert loss.item() == pytest.approx(1.25)
+    loss.backward()
+    # gradient mu * (w - w_g)
+    assert params["w"].grad.tolist() == pytest.approx([0.5, 1.0])
+
+
+class _Quadratic(torch.nn.Module):
+    """loss = sum((w - target)^2) / 2; the batch carries only a dummy input_ids."""
+
+    def __init__(self, w, target, scale=1.0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w))
+        self.target = torch.tensor(target)
+        self.scale = scale
+
+    def forward(self, input_ids):
+        return type("Out", (), {"loss": self.scale * 0.5 * ((self.w - self.target) ** 2).sum()})()
+
+
+def _train(model, hooks, steps=5, lr=0.1):
+    batches = [[{"input_ids": torch.zeros(1, 1)}] for _ in range(steps)]
+    return train_local(model, batches, lr_at=lambda s: lr, first_step=0, weight_decay=0.0,
+                       max_grad_norm=0.0, hooks=hooks)
+
+
+def test_proximal_term_pulls_towards_global():
+    free = _Quadratic([0.0], [10.0])
+    prox = _Quadratic([0.0], [10.0])
+    _train(free, [])
+    _train(prox, [ProximalTerm({"w": prox.w}, {"w": np.zeros(1, dtype=np.float32)}, mu=10.0)])
+    assert 0 < prox.w.item() < free.w.item()
+
+
+def test_scaffold_correction_is_a_no_op_when_control_variates_agree():
+    a, b = _Quadratic([0.0, 1.0], [3.0, -2.0]), _Quadratic([0.0, 1.0], [3.0, -2.0])
+    c = {"w": np.array([0.3, -0.1], dtype=np.float32)}
+    _train(a, [])
+    _train(b, [ScaffoldCorrection({"w": b.w}, c, dict(c))])
+    assert torch.equal(a.w, b.w)
+
+
+def test_scaffold_correction_steps_and_new_control():
+    model = _Quadratic([0.0], [0.0], scale=0.0)  # zero gradient: only the correction moves w
+    c, c_i = {"w": np.array([1.0], dtype=np.float32)}, {"w": np.array([0.25], dtype=np.float32)}
+    hook = ScaffoldCorrection({"w": model.w}, c, c_i)
+    _train(model, [hook], steps=4, lr=0.1)
+    # each step w -= lr (c - c_i) = 0.1 * 0.75 -> 4 steps: -0.3
+    assert model.w.item() == pytest.approx(-0.3)
+    assert hook.lr_sum == pytest.approx(0.4)
+    y = {"w": model.w.detach().numpy().copy()}
+    new = hook.new_control({"w": np.zeros(1, dtype=np.float32)}, y)
+    # c_i+ = c_i - c + (x - y) / sum(lr) = 0.25 - 1 + 0.3 / 0.4 = 0
+    assert new["w"][0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_scaffold_server_update():
+    s = Scaffold(num_clients=4, server_lr=1.0)
+    state = s.initialize({"w": np.zeros(2, dtype=np.float32)})
+    updates = [
+        ClientUpdate("0", {"w": np.array([1.0, 0.0], np.float32)}, 10, extras={"dc": {"w": np.array([4.0, 0.0], np.float32)}}),
+        ClientUpdate("1", {"w": np.array([0.0, 2.0], np.float32)}, 30, extras={"dc": {"w": np.array([0.0, 8.0], np.float32)}}),
+    ]
+    new = s.aggregate(1, state, updates)
+    np.testing.assert_allclose(new.global_state["w"], [0.25, 1.5])  # example-weighted mean of y
+    np.testing.assert_allclose(new.buffers["c"]["w"], [1.0, 2.0])  # (1/N) sum dc, N = 4
+    ins = s.configure(2, new, ["0", "1", "2", "3"], np.random.default_rng(0))
+    assert all(np.array_equal(i.extras["c"]["w"], [1.0, 2.0]) for i in ins.values())
+
+
+def test_fedprox_sends_mu_and_averages_like_fedavg():
+    s = FedProx(mu=0.1)
+    state = s.initialize({"w": np.zeros(1, dtype=np.float32)})
+    ins = s.configure(1, state, ["0", "1"], np.random.default_rng(0))
+    assert all(i.config["proximal_mu"] == 0.1 for i in ins.values())
+    new = s.aggregate(1, state, [ClientUpdate("0", {"w": np.array([2.0], np.float32)}, 1),
+                                 ClientUpdate("1", {"w": np.array([4.0], np.float32)}, 3)])
+    np.testing.assert_allclose(new.global_state["w"], [3.5])
