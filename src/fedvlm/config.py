@@ -79,6 +79,13 @@ class FederatedConfig:
     beta2: float | None = None  # fedadam, fedyogi
     tau: float | None = None  # fedadam, fedyogi, fedadagrad
     mu: float | None = None  # fedprox
+    # LoRA variant: naive (A, B averaged), svd (exact dW + truncated SVD, fedavg only),
+    # ffa (A frozen, only B exchanged), fedsa (only A exchanged, B stays on the client).
+    aggregation: str = "naive"
+    server_rank: int | None = None  # svd: rank after truncation (<= lora.r); null: lora.r
+    error_feedback: bool = False  # svd: carry the truncated tail into the next round
+    compression: str = "none"  # client->server: none, int8, int4 (stochastic, per block)
+    compression_block: int = 64
 
 
 @dataclass
@@ -121,12 +128,14 @@ _CHOICES = {
     "partition.method": {"iid", "dirichlet", "pathological", "overlap", "natural"},
     "federated.strategy": {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold"},
     "train.schedule": {"cosine", "linear", "constant"},
+    "federated.aggregation": {"naive", "svd", "ffa", "fedsa"},
+    "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
 }
 _POSITIVE = {
     "partition.num_clients", "federated.rounds", "train.batch_size", "train.grad_accum",
     "train.local_steps", "lora.r", "eval.batch_size", "eval.max_new_tokens",
-    "data.pooled_test_size",
+    "data.pooled_test_size", "federated.compression_block",
 }
 _BASELINES = {"centralized", "local"}
 
@@ -198,6 +207,13 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key 'train.local_epochs': expected a positive number or null")
     if cfg.train.lr <= 0:
         raise ConfigError(f"config key 'train.lr': expected a positive number, got {cfg.train.lr}")
+    f = cfg.federated
+    if f.aggregation == "svd" and f.strategy != "fedavg":
+        raise ConfigError("config key 'federated.aggregation': svd works with federated.strategy=fedavg only")
+    if f.aggregation != "svd" and (f.server_rank is not None or f.error_feedback):
+        raise ConfigError("config keys 'federated.server_rank' / 'federated.error_feedback' need federated.aggregation=svd")
+    if f.server_rank is not None and not 0 < f.server_rank <= cfg.lora.r:
+        raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {f.server_rank}")
     from fedvlm.core.strategies import STRATEGIES
 
     takes = {f.name for f in fields(STRATEGIES[cfg.federated.strategy])}
@@ -220,6 +236,13 @@ def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, A
     }
     if f.strategy == "scaffold":
         options["num_clients"] = num_clients or cfg.partition.num_clients
+    if f.aggregation == "svd":
+        options.update(
+            aggregation="svd",
+            lora_scaling=cfg.lora.alpha / cfg.lora.r,
+            server_rank=f.server_rank,
+            error_feedback=f.error_feedback,
+        )
     return options
 
 

@@ -171,3 +171,21 @@ def state_nbytes_quantized(qstate: dict[str, QuantizedArray]) -> int:
     """Sum of ``nbytes`` over the arrays: the array payload, names not counted (as in
     ``types.state_nbytes``)."""
     return sum(nbytes(q) for q in qstate.values())
+
+
+def compress_delta(
+    state: AdapterState, reference: AdapterState, bits: int, block: int, rng: np.random.Generator
+) -> tuple[AdapterState, int]:
+    """Send ``state`` as a quantized delta from ``reference`` (which the receiver has).
+
+    Returns what the receiver reconstructs, ``reference + dequantize(delta)``, after a real
+    serialize / deserialize round trip, and the exact number of bytes serialized. The
+    quantization is stochastic and unbiased, so the server's mean stays unbiased.
+    """
+    received, total = {}, 0
+    for name, value in state.items():
+        delta = value.astype(np.float64) - reference[name]
+        wire = serialize(quantize(delta.astype(value.dtype), bits, block, rng))
+        total += len(wire)
+        received[name] = (reference[name] + dequantize(deserialize(wire))).astype(value.dtype)
+    return received, total

@@ -252,3 +252,16 @@ def dense_delta(state: AdapterState, scaling: float) -> dict[str, np.ndarray]:
         prefix: scaling * state[b].astype(np.float64) @ state[a].astype(np.float64)
         for prefix, (a, b) in lora_pairs(state).items()
     }
+
+
+def pad_rank(state: AdapterState, rank: int) -> AdapterState:
+    """Zero-pad every LoRA pair to ``rank`` (A gains zero rows, B zero columns), leaving
+    ``B A`` unchanged: a lower-rank server state in the clients' adapter shape."""
+    out = dict(state)
+    for a_key, b_key in lora_pairs(state).values():
+        a, b = state[a_key], state[b_key]
+        if a.shape[0] > rank:
+            raise ValueError(f"{a_key}: rank {a.shape[0]} exceeds {rank}")
+        out[a_key] = np.pad(a, ((0, rank - a.shape[0]), (0, 0)))
+        out[b_key] = np.pad(b, ((0, 0), (0, rank - b.shape[1])))
+    return out

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from fedvlm.config import Config
-from fedvlm.core.types import ClientUpdate, Instruction
+from fedvlm.core.compress import compress_delta
+from fedvlm.core.sharing import split_state
+from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, message_nbytes
 from fedvlm.models.adapter import get_adapter_state, set_adapter_state, trainable_by_state_key
 from fedvlm.runners.rundir import ClientStore
 from fedvlm.train.batches import iter_steps
@@ -24,18 +26,30 @@ def steps_per_round(cfg: Config, num_examples: int) -> int:
     return max(1, math.ceil(t.local_epochs * num_examples / (t.batch_size * t.grad_accum)))
 
 
-def _hooks(model, instruction: Instruction, store: ClientStore, client_id: str, round_num: int):
+def kept_state(cfg: Config, fed, store: ClientStore, client_id: str, round_num: int) -> AdapterState:
+    """The adapter arrays that never travel (see ``core.sharing``): FFA-LoRA's frozen A,
+    regenerated from the shared seed (here: the run's initial adapter), or FedSA-LoRA's
+    local B, from the client's store (the initial B before its first round)."""
+    _, initial_kept = split_state(fed.initial_adapter, cfg.federated.aggregation)
+    if cfg.federated.aggregation == "fedsa":
+        own = store.load(client_id, "fedsa_b", before_round=round_num)
+        return own if own is not None else initial_kept
+    return initial_kept
+
+
+def _hooks(model, instruction: Instruction, start: AdapterState, store: ClientStore, client_id: str, round_num: int):
     """Client-side algorithm hooks the instruction asks for (FedProx, SCAFFOLD)."""
     hooks, scaffold = [], None
     params = trainable_by_state_key(model)
     mu = instruction.config.get("proximal_mu", 0.0)
     if mu:
-        hooks.append(ProximalTerm(params, instruction.payload, mu))
+        hooks.append(ProximalTerm(params, start, mu))
     if "c" in instruction.extras:
         c = instruction.extras["c"]
         c_i = store.load(client_id, "scaffold_c", before_round=round_num)
         c_i = c_i if c_i is not None else {k: np.zeros_like(v) for k, v in c.items()}
-        scaffold = ScaffoldCorrection(params, c, c_i)
+        # Control variates cover the exchanged arrays; a local-only B is left uncorrected.
+        scaffold = ScaffoldCorrection({k: p for k, p in params.items() if k in c}, c, c_i)
         hooks.append(scaffold)
     return hooks, scaffold
 
@@ -61,8 +75,9 @@ def run_client_round(
     n_steps = steps_per_round(cfg, len(rows))
     first_step = (round_num - 1) * n_steps
     total = cfg.federated.rounds * n_steps
-    set_adapter_state(fed.model, instruction.payload)
-    hooks, scaffold = _hooks(fed.model, instruction, store, client_id, round_num)
+    start = {**kept_state(cfg, fed, store, client_id, round_num), **instruction.payload}
+    set_adapter_state(fed.model, start)
+    hooks, scaffold = _hooks(fed.model, instruction, start, store, client_id, round_num)
     torch.manual_seed(int(np.random.SeedSequence([cfg.run.seed, 4, client_num, round_num]).generate_state(1)[0]))
     steps = iter_steps(
         fed.processor,
@@ -84,16 +99,24 @@ def run_client_round(
         hooks=hooks,
         on_step=on_step,
     )
-    state = get_adapter_state(fed.model)
+    state, kept = split_state(get_adapter_state(fed.model), cfg.federated.aggregation)
+    if cfg.federated.aggregation == "fedsa":
+        store.save(client_id, "fedsa_b", kept, round_num)
     extras = {}
     if scaffold is not None:
         c_new = scaffold.new_control(instruction.payload, state)
         extras["dc"] = {k: c_new[k] - scaffold.c_i[k] for k in c_new}
         store.save(client_id, "scaffold_c", c_new, round_num)
-    return ClientUpdate(
-        client_id=client_id,
-        state=state,
-        num_examples=result.examples,
-        metrics={"loss": result.loss, "examples": result.examples, "steps": result.steps, "seconds": result.seconds},
-        extras=extras,
-    )
+    state, nbytes = _send(cfg, state, instruction.payload, [client_num, round_num])
+    metrics = {"loss": result.loss, "examples": result.examples, "steps": result.steps, "seconds": result.seconds}
+    return ClientUpdate(client_id, state, result.examples, {**metrics, "bytes_up": nbytes + message_nbytes({}, extras)}, extras)
+
+
+def _send(cfg: Config, state: AdapterState, payload: AdapterState, tags: list[int]) -> tuple[AdapterState, int]:
+    """What the server receives of ``state``, and the bytes on the wire: the arrays as they
+    are, or (``federated.compression``) a stochastically quantized delta from the payload."""
+    f = cfg.federated
+    if f.compression == "none":
+        return state, message_nbytes(state, {})
+    rng = np.random.default_rng([cfg.run.seed, 8, *tags])
+    return compress_delta(state, payload, {"int8": 8, "int4": 4}[f.compression], f.compression_block, rng)

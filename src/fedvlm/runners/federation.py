@@ -77,6 +77,11 @@ def build_federation(cfg: Config) -> Federation:
     model = attach_lora(
         base, lo.r, lo.alpha, lo.dropout, lo.target_modules, lo.modules_to_save, cfg.run.seed
     )
+    if cfg.federated.aggregation == "ffa":
+        # FFA-LoRA: A stays at its shared seeded initialization on every client.
+        for name, param in model.named_parameters():
+            if ".lora_A." in name:
+                param.requires_grad_(False)
     return Federation(
         model=model,
         processor=processor,

@@ -17,7 +17,10 @@ from fedvlm.core.types import message_nbytes
 from fedvlm.core.validate import validate_update
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.runners import rundir
-from fedvlm.runners.client import run_client_round
+from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.sharing import split_state
+from fedvlm.core.types import AdapterState
+from fedvlm.runners.client import kept_state, run_client_round
 from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate_vqa
 
@@ -44,41 +47,53 @@ def train_round(cfg: Config, fed: Federation, strategy, state, rng, round_num: i
         validate_update(update, state.global_state)
         updates.append(update)
     record = {
-        "bytes_up": sum(message_nbytes(u.state, u.extras) for u in updates),
+        "bytes_up": sum(u.metrics["bytes_up"] for u in updates),
         "bytes_down": sum(message_nbytes(i.payload, i.extras) for i in instructions.values()),
         "clients": {u.client_id: u.metrics for u in updates},
     }
     return strategy.aggregate(round_num, state, updates), record
 
 
-def evaluate_global(cfg: Config, fed: Federation, state) -> dict:
-    """The global adapter on the pooled test set and on each client's local test split."""
-    set_adapter_state(fed.model, state)
+def evaluate_global(cfg: Config, fed: Federation, state, client_states=None) -> dict:
+    """``state`` (a full adapter) on the pooled test set, and on each client's local test
+    split either the same state or, for personalized methods, ``client_states[cid]``."""
     e = cfg.eval
-    result = evaluate_vqa(
-        fed.model, fed.processor, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens
-    )
+
+    def run(adapter, ds, rows):
+        set_adapter_state(fed.model, adapter)
+        return evaluate_vqa(fed.model, fed.processor, ds, rows, e.batch_size, e.max_new_tokens)
+
+    result = run(state, fed.test_ds, fed.pooled_test)
     if e.local:
-        result["clients"] = {
-            cid: {
-                k: v
-                for k, v in evaluate_vqa(
-                    fed.model, fed.processor, fed.train_ds, c.test, e.batch_size, e.max_new_tokens
-                ).items()
-                if k in ("accuracy", "num_examples")
-            }
-            for cid, c in fed.clients.items()
-            if c.test
-        }
+        result["clients"] = {}
+        for cid, c in fed.clients.items():
+            if c.test:
+                local = run((client_states or {}).get(cid, state), fed.train_ds, c.test)
+                result["clients"][cid] = {"accuracy": local["accuracy"], "num_examples": local["num_examples"]}
     return result
 
 
-def save_round_adapters(cfg: Config, fed: Federation, run_dir: Path, state, round_num: int, best: bool):
+def full_states(cfg: Config, fed: Federation, shared: AdapterState, store, round_num: int):
+    """The global adapter as a model loads it, plus personalized per-client adapters.
+
+    The server only holds the exchanged arrays; the rest is FFA-LoRA's frozen A (from the
+    shared initialization) or, for FedSA-LoRA, each client's own B. FedSA-LoRA's "global"
+    adapter uses the mean of the clients' B, for reference; its real output is the
+    personalized adapters.
+    """
+    if cfg.federated.aggregation != "fedsa":
+        return {**kept_state(cfg, fed, store, "", round_num + 1), **shared}, None
+    own = {cid: kept_state(cfg, fed, store, cid, round_num + 1) for cid in fed.clients}
+    mean_b = weighted_mean(list(own.values()), [1.0] * len(own))
+    return {**mean_b, **shared}, {cid: {**b, **shared} for cid, b in own.items()}
+
+
+def save_round_adapters(cfg: Config, fed: Federation, run_dir: Path, full, round_num: int, best: bool):
     adapters = run_dir / "adapters"
-    save_adapter(fed.model, state.global_state, adapters / f"round_{round_num:04d}")
+    save_adapter(fed.model, full, adapters / f"round_{round_num:04d}")
     rundir.rotate_round_adapters(adapters, cfg.eval.keep_last)
     if best:
-        save_adapter(fed.model, state.global_state, adapters / "best")
+        save_adapter(fed.model, full, adapters / "best")
 
 
 def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federation | None = None) -> Federation:
@@ -97,9 +112,9 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         rundir.truncate_metrics(run_dir, state.round)
     else:
         save_config(cfg, run_dir / "config.yaml")
-        state = strategy.initialize(fed.initial_adapter)
+        state = strategy.initialize(split_state(fed.initial_adapter, cfg.federated.aggregation)[0])
         rng = np.random.default_rng(seed_for(cfg, 5))
-        zero_shot = evaluate_global(cfg, fed, state.global_state)
+        zero_shot = evaluate_global(cfg, fed, fed.initial_adapter)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
         best_acc = -1.0  # the first trained round is always saved as best so far
 
@@ -109,7 +124,10 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         start = time.perf_counter()
         state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
         train_seconds = time.perf_counter() - start
-        result = evaluate_global(cfg, fed, state.global_state)
+        full, personal = full_states(cfg, fed, state.global_state, store, round_num)
+        result = evaluate_global(cfg, fed, full, personal)
+        if state.scalars.get("truncation_error") is not None:
+            record["truncation_error"] = state.scalars["truncation_error"]
         is_best = result["accuracy"] > best_acc
         best_acc = max(best_acc, result["accuracy"])
         rounds.set_postfix(acc=f"{result['accuracy']:.3f}")
@@ -120,12 +138,15 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             **record,
             "eval": result,
         }
-        save_round_adapters(cfg, fed, run_dir, state, round_num, is_best)
+        save_round_adapters(cfg, fed, run_dir, full, round_num, is_best)
         rundir.append_metrics(run_dir, record)
         rundir.save_checkpoint(
             run_dir, state, rng,
             {"torch_rng": torch.get_rng_state().tolist(), "best_accuracy": best_acc},
         )
-    save_adapter(fed.model, state.global_state, run_dir / "adapters" / "final")
-    set_adapter_state(fed.model, state.global_state)
+    full, personal = full_states(cfg, fed, state.global_state, store, cfg.federated.rounds)
+    save_adapter(fed.model, full, run_dir / "adapters" / "final")
+    for cid, adapter in (personal or {}).items():
+        save_adapter(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
+    set_adapter_state(fed.model, full)
     return fed

@@ -1,4 +1,4 @@
-"""FedAvg over adapter state."""
+"""FedAvg over adapter state, with exact (SVD) LoRA aggregation as an option."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.lora import pad_rank, svd_aggregate
 from fedvlm.core.sampling import sample_clients
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
@@ -16,12 +17,23 @@ class FedAvg:
 
     Each sampled client starts from the global adapter; the new global adapter is the mean
     of the returned states weighted by the examples each client trained on this round.
-    On LoRA this averages A and B separately (FedIT, https://arxiv.org/abs/2305.05644) and
-    any other trainable module (e.g. the projector) in the same way.
+
+    ``aggregation="naive"`` averages LoRA's A and B separately (FedIT,
+    https://arxiv.org/abs/2305.05644), which is not the mean of the clients' updates
+    ``s B_k A_k``. ``aggregation="svd"`` (FlexLoRA, https://arxiv.org/abs/2402.11505) forms
+    the exact weighted ``dW`` in factored form and truncates it to ``server_rank`` by SVD
+    (``core.lora.svd_aggregate``); the relative truncation error per round is kept in
+    ``scalars["truncation_error"]`` and, with ``error_feedback``, the truncated tail is
+    carried into the next round (``buffers["svd_residual"]``). Other trainable modules
+    (e.g. the projector) are averaged the same way under both.
     """
 
     fraction: float = 1.0
     min_clients: int = 1
+    aggregation: str = "naive"
+    lora_scaling: float = 1.0  # alpha / r of the clients' adapters (svd only)
+    server_rank: int | None = None  # svd only; None: the clients' rank
+    error_feedback: bool = False  # svd only
 
     def initialize(self, initial: AdapterState) -> ServerState:
         return ServerState(round=0, global_state=dict(initial))
@@ -39,7 +51,23 @@ class FedAvg:
     def aggregate(
         self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
     ) -> ServerState:
-        new_global = weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
-        return ServerState(
-            round=round_num, global_state=new_global, buffers=state.buffers, scalars=state.scalars
+        states, weights = [u.state for u in updates], [u.num_examples for u in updates]
+        if self.aggregation != "svd":
+            new_global = weighted_mean(states, weights)
+            return ServerState(round_num, new_global, state.buffers, state.scalars)
+        client_rank = next(a.shape[0] for k, a in states[0].items() if k.endswith(".lora_A.weight"))
+        new_global, errors, residual = svd_aggregate(
+            states,
+            weights,
+            [self.lora_scaling] * len(states),
+            self.server_rank or client_rank,
+            self.lora_scaling,
+            error_feedback=state.buffers.get("svd_residual") if self.error_feedback else None,
+            residual_rank=client_rank * len(states),
         )
+        new_global = pad_rank(new_global, client_rank)
+        buffers = dict(state.buffers)
+        if self.error_feedback:
+            buffers["svd_residual"] = residual
+        scalars = {**state.scalars, "truncation_error": float(np.mean(list(errors.values())))}
+        return ServerState(round_num, new_global, buffers, scalars)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from fedvlm.core.lora import dense_delta, pad_rank, svd_aggregate
+from fedvlm.core.sharing import shared_keys, split_state
+from fedvlm.core.strategies.fedavg import FedAvg
+from fedvlm.core.types import ClientUpdate
+
+A, B, P = "m.q.lora_A.weight", "m.q.lora_B.weight", "m.proj.weight"
+
+
+def _state(rng, r=2):
+    return {A: rng.normal(size=(r, 5)).astype(np.float32), B: rng.normal(size=(4, r)).astype(np.float32),
+            P: rng.normal(size=(3,)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("aggregation,shared", [("naive", [A, B, P]), ("svd", [A, B, P]), ("ffa", [B, P]), ("fedsa", [A, P])])
+def test_shared_keys(aggregation, shared):
+    state = _state(np.random.default_rng(0))
+    assert shared_keys(state, aggregation) == shared
+    sent, kept = split_state(state, aggregation)
+    assert list(sent) == shared and set(kept) == set(state) - set(shared)
+
+
+def test_unknown_aggregation():
+    with pytest.raises(ValueError, match="bogus"):
+        shared_keys([A], "bogus")
+
+
+def test_pad_rank_keeps_product():
+    state = _state(np.random.default_rng(1), r=2)
+    padded = pad_rank(state, 5)
+    assert padded[A].shape == (5, 5) and padded[B].shape == (4, 5)
+    np.testing.assert_allclose(padded[B] @ padded[A], state[B] @ state[A], atol=1e-6)
+
+
+def test_fedavg_svd_is_exact_at_full_rank_and_identical_clients_keep_dw():
+    rng = np.random.default_rng(2)
+    s1, s2 = _state(rng), _state(rng)
+    s2[A] = s1[A].copy()  # a shared A keeps the mean dW at rank 2: full rank for the server
+    strategy = FedAvg(aggregation="svd", lora_scaling=2.0)
+    state = strategy.initialize(s1)
+    out = strategy.aggregate(1, state, [ClientUpdate("0", s1, 1), ClientUpdate("1", s2, 3)])
+    want = 0.25 * dense_delta(s1, 2.0)["m.q"] + 0.75 * dense_delta(s2, 2.0)["m.q"]
+    got = dense_delta(out.global_state, 2.0)["m.q"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert out.scalars["truncation_error"] == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(out.global_state[P], 0.25 * s1[P] + 0.75 * s2[P], atol=1e-6)
+    # identical clients at the clients' rank: the product B A is unchanged
+    same = FedAvg(aggregation="svd", lora_scaling=2.0).aggregate(1, state, [ClientUpdate("0", s1, 2), ClientUpdate("1", s1, 5)])
+    np.testing.assert_allclose(dense_delta(same.global_state, 2.0)["m.q"], dense_delta(s1, 2.0)["m.q"], atol=1e-5)
+
+
+def test_fedavg_svd_truncation_pads_to_client_rank_and_feeds_back_error():
+    rng = np.random.default_rng(3)
+    s1, s2 = _state(rng), _state(rng)
+    strategy = FedAvg(aggregation="svd", lora_scaling=1.0, server_rank=1, error_feedback=True)
+    state = strategy.aggregate(1, strategy.initialize(s1), [ClientUpdate("0", s1, 1), ClientUpdate("1", s2, 1)])
+    assert state.global_state[A].shape == s1[A].shape  # padded back to rank 2
+    assert np.all(state.global_state[A][1] == 0)
+    assert state.scalars["truncation_error"] > 0
+    assert "svd_residual" in state.buffers and state.buffers["svd_residual"]
+    # kept + residual = the exact mean dW
+    kept = dense_delta(state.global_state, 1.0)["m.q"]
+    tail = dense_delta(state.buffers["svd_residual"], 1.0)["m.q"]
+    want = 0.5 * (s1[B] @ s1[A] + s2[B] @ s2[A])
+    np.testing.assert_allclose(kept + tail, want, atol=1e-5)
