@@ -1,4 +1,4 @@
-"""``fedvlm`` command line: run | centralized | local | partition | report."""
+"""``fedvlm`` command line: run | centralized | local | partition | merge | report."""
 
 import argparse
 import sys
@@ -80,6 +80,18 @@ def cmd_partition(args) -> None:
     print(f"heat-map: {out}")
 
 
+def cmd_merge(args) -> None:
+    from fedvlm.runners.merge import merge_adapters
+
+    if args.weights and args.sizes:
+        raise FedvlmError("give --weights or --sizes, not both")
+    weights = args.weights or args.sizes or [1.0] * len(args.adapters)
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise FedvlmError(f"--weights/--sizes must be non-negative with a positive sum, got {weights}")
+    out = merge_adapters([Path(a) for a in args.adapters], args.method, weights, args.rank, Path(args.out))
+    print(f"merged {len(args.adapters)} adapters ({args.method}) into {out}")
+
+
 def cmd_report(args) -> None:
     from fedvlm.runners.report import write_report
 
@@ -104,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     part = with_config(sub.add_parser("partition", help="show per-client sizes and label histograms"))
     part.add_argument("--out", help="heat-map PNG path (default: partition-METHOD.png)")
     part.set_defaults(func=cmd_partition)
+    merge = sub.add_parser("merge", help="merge trained PEFT LoRA adapters into one (one-shot)")
+    merge.add_argument("adapters", nargs="+", help="PEFT adapter directories")
+    merge.add_argument("--method", choices=["naive", "svd"], default="svd")
+    merge.add_argument("--rank", type=int, help="rank of the merged adapter (svd; default: the largest)")
+    merge.add_argument("--weights", type=float, nargs="+", help="explicit weights, one per adapter")
+    merge.add_argument("--sizes", type=float, nargs="+", help="dataset sizes, one per adapter (weights by size)")
+    merge.add_argument("--out", required=True, help="output directory (must not exist)")
+    merge.set_defaults(func=cmd_merge)
     rep = sub.add_parser("report", help="(re)write a run directory's report")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)

@@ -39,6 +39,7 @@ class LoraConfig:
     dropout: float = 0.0
     target_modules: list[str] | str = "language_model"  # family default, or explicit names
     modules_to_save: list[str] = field(default_factory=lambda: ["multi_modal_projector"])
+    init_adapter: str | None = None  # warm start from a PEFT adapter directory (same r, targets)
 
 
 @dataclass

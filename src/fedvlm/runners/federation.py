@@ -1,6 +1,7 @@
 """Build what every runner needs once: the model with its adapter, data and client splits."""
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,9 @@ from fedvlm.core.types import AdapterState
 from fedvlm.data.partition import partition_indices, split_local
 from fedvlm.data.vqa import load_vqa
 from fedvlm.models.adapter import get_adapter_state
+from fedvlm.errors import ModelError
 from fedvlm.models.load import attach_lora, load_base
+from fedvlm.runners.merge import read_adapter
 
 
 @dataclass
@@ -61,6 +64,21 @@ def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     return clients
 
 
+def warm_start(initial: AdapterState, path: Path) -> AdapterState:
+    """The adapter at ``path`` in place of the fresh one; it must match key for key."""
+    _, state = read_adapter(path)
+    missing, extra = sorted(set(initial) - set(state)), sorted(set(state) - set(initial))
+    if missing or extra:
+        raise ModelError(
+            f"lora.init_adapter {path}: layers differ from lora.* settings "
+            f"(missing {missing[:2]}, unexpected {extra[:2]})"
+        )
+    for k, a in initial.items():
+        if state[k].shape != a.shape:
+            raise ModelError(f"lora.init_adapter {path}: {k} has shape {state[k].shape}, expected {a.shape}")
+    return {k: state[k].astype(a.dtype) for k, a in initial.items()}
+
+
 def build_federation(cfg: Config) -> Federation:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     d = cfg.data
@@ -77,6 +95,9 @@ def build_federation(cfg: Config) -> Federation:
     model = attach_lora(
         base, lo.r, lo.alpha, lo.dropout, lo.target_modules, lo.modules_to_save, cfg.run.seed
     )
+    initial = get_adapter_state(model)
+    if lo.init_adapter:
+        initial = warm_start(initial, Path(lo.init_adapter))
     if cfg.federated.aggregation == "ffa":
         # FFA-LoRA: A stays at its shared seeded initialization on every client.
         for name, param in model.named_parameters():
@@ -85,7 +106,7 @@ def build_federation(cfg: Config) -> Federation:
     return Federation(
         model=model,
         processor=processor,
-        initial_adapter=get_adapter_state(model),
+        initial_adapter=initial,
         train_ds=train_ds,
         test_ds=test_ds,
         pooled_test=sorted(pooled.tolist()),
