@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedvlm.core.types import AdapterState
+from fedvlm.core.types import AdapterState, ClientUpdate
 
 
 def normalized_weights(weights: Sequence[float]) -> np.ndarray:
@@ -33,3 +33,8 @@ def weighted_mean(states: Sequence[AdapterState], weights: Sequence[float]) -> A
             acc += p_k * state[name].astype(np.float64)
         out[name] = acc.astype(first.dtype)
     return out
+
+
+def example_weighted_mean(updates: Sequence[ClientUpdate]) -> AdapterState:
+    """The mean of the clients' states weighted by the examples each trained on this round."""
+    return weighted_mean([u.state for u in updates], [u.num_examples for u in updates])

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import weighted_mean
-from fedvlm.core.sampling import sample_clients
+from fedvlm.core.aggregate import example_weighted_mean
+from fedvlm.core.sampling import broadcast
 from fedvlm.core.server_opt import adam_step, pseudo_delta, zeros_like_state
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
@@ -37,19 +37,14 @@ class FedAdam:
         return ServerState(round=0, global_state=dict(initial), buffers=buffers)
 
     def configure(
-        self,
-        round_num: int,
-        state: ServerState,
-        client_ids: Sequence[str],
-        rng: np.random.Generator,
+        self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
-        chosen = sample_clients(client_ids, self.fraction, self.min_clients, rng)
-        return {cid: Instruction(payload=state.global_state) for cid in chosen}
+        return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng)
 
     def aggregate(
         self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
     ) -> ServerState:
-        mean = weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
+        mean = example_weighted_mean(updates)
         x = state.global_state
         m = state.buffers.get("m") or zeros_like_state(x)
         v = state.buffers.get("v") or zeros_like_state(x)

@@ -7,7 +7,7 @@ import numpy as np
 
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.lora import pad_rank, svd_aggregate
-from fedvlm.core.sampling import sample_clients
+from fedvlm.core.sampling import broadcast
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
 
@@ -39,14 +39,9 @@ class FedAvg:
         return ServerState(round=0, global_state=dict(initial))
 
     def configure(
-        self,
-        round_num: int,
-        state: ServerState,
-        client_ids: Sequence[str],
-        rng: np.random.Generator,
+        self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
-        chosen = sample_clients(client_ids, self.fraction, self.min_clients, rng)
-        return {cid: Instruction(payload=state.global_state) for cid in chosen}
+        return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng)
 
     def aggregate(
         self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import weighted_mean
-from fedvlm.core.sampling import sample_clients
+from fedvlm.core.aggregate import example_weighted_mean
+from fedvlm.core.sampling import broadcast
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
 
@@ -29,9 +29,8 @@ class FedProx:
     def configure(
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
-        chosen = sample_clients(client_ids, self.fraction, self.min_clients, rng)
-        return {cid: Instruction(payload=state.global_state, config={"proximal_mu": self.mu}) for cid in chosen}
+        return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng, config={"proximal_mu": self.mu})
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        new_global = weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
+        new_global = example_weighted_mean(updates)
         return ServerState(round=round_num, global_state=new_global, buffers=state.buffers, scalars=state.scalars)

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import weighted_mean
-from fedvlm.core.sampling import sample_clients
+from fedvlm.core.aggregate import example_weighted_mean
+from fedvlm.core.sampling import broadcast
 from fedvlm.core.server_opt import zeros_like_state
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
@@ -35,13 +35,11 @@ class Scaffold:
     def configure(
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
-        chosen = sample_clients(client_ids, self.fraction, self.min_clients, rng)
-        c = state.buffers["c"]
-        return {cid: Instruction(payload=state.global_state, extras={"c": c}) for cid in chosen}
+        return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng, extras={"c": state.buffers["c"]})
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         x, c = state.global_state, state.buffers["c"]
-        mean_y = weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
+        mean_y = example_weighted_mean(updates)
         new_x = {
             k: (x[k] + self.server_lr * (mean_y[k].astype(np.float64) - x[k])).astype(x[k].dtype) for k in x
         }
