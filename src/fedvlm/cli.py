@@ -98,6 +98,18 @@ def cmd_report(args) -> None:
     print(write_report(Path(args.run_dir)))
 
 
+def cmd_bench(args) -> None:
+    from fedvlm.runners.bench import load_bench, run_bench
+    from fedvlm.runners.bench_report import summarize_bench
+
+    bench = load_bench(args.bench_file)
+    out = Path(args.out or f"runs/bench-{bench.path.stem}")
+    if not args.summarize_only:
+        run_bench(bench, out)
+    written = summarize_bench(out, bench)
+    print(f"results: {written['markdown']}, {written['csv']}\nplots: {out / 'plots'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedvlm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write a run directory's report")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
+    bench = sub.add_parser("bench", help="run algorithms x partitions x seeds (resumable) and tabulate them")
+    bench.add_argument("bench_file", metavar="CONFIG", help="bench YAML: base, algorithms, partitions, seeds")
+    bench.add_argument("--out", help="bench directory (default: runs/bench-<CONFIG stem>)")
+    bench.add_argument("--summarize-only", action="store_true", help="only rewrite results.csv/.md and plots")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -81,7 +81,9 @@ class FederatedConfig:
     tau: float | None = None  # fedadam, fedyogi, fedadagrad
     mu: float | None = None  # fedprox
     # LoRA variant: naive (A, B averaged), svd (exact dW + truncated SVD, fedavg only),
-    # ffa (A frozen, only B exchanged), fedsa (only A exchanged, B stays on the client).
+    # ffa (A frozen, only B exchanged), fedsa (only A exchanged, B stays on the client),
+    # flora (stacked factors merged into the base, fresh LoRA each round), fedex (averaged
+    # factors + exact residual merged into the base); flora/fedex need a full-precision base.
     aggregation: str = "naive"
     server_rank: int | None = None  # svd: rank after truncation (<= lora.r); null: lora.r
     error_feedback: bool = False  # svd: carry the truncated tail into the next round
@@ -129,7 +131,7 @@ _CHOICES = {
     "partition.method": {"iid", "dirichlet", "pathological", "overlap", "natural"},
     "federated.strategy": {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold"},
     "train.schedule": {"cosine", "linear", "constant"},
-    "federated.aggregation": {"naive", "svd", "ffa", "fedsa"},
+    "federated.aggregation": {"naive", "svd", "ffa", "fedsa", "flora", "fedex"},
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
 }
@@ -209,24 +211,32 @@ def _check(cfg: Config) -> None:
     if cfg.train.lr <= 0:
         raise ConfigError(f"config key 'train.lr': expected a positive number, got {cfg.train.lr}")
     f = cfg.federated
-    if f.aggregation == "svd" and f.strategy != "fedavg":
-        raise ConfigError("config key 'federated.aggregation': svd works with federated.strategy=fedavg only")
+    if f.aggregation in ("svd", "flora", "fedex") and f.strategy != "fedavg":
+        raise ConfigError(
+            f"config key 'federated.aggregation': {f.aggregation} works with federated.strategy=fedavg only"
+        )
     if f.aggregation != "svd" and (f.server_rank is not None or f.error_feedback):
         raise ConfigError("config keys 'federated.server_rank' / 'federated.error_feedback' need federated.aggregation=svd")
     if f.server_rank is not None and not 0 < f.server_rank <= cfg.lora.r:
         raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {f.server_rank}")
     from fedvlm.core.strategies import STRATEGIES
 
-    takes = {f.name for f in fields(STRATEGIES[cfg.federated.strategy])}
+    takes = {f.name for f in fields(STRATEGIES[strategy_name(cfg)])}
     for key, value in strategy_options(cfg).items():
         if value is not None and key not in takes:
             raise ConfigError(
-                f"config key 'federated.{key}': strategy {cfg.federated.strategy!r} has no such "
+                f"config key 'federated.{key}': strategy {strategy_name(cfg)!r} has no such "
                 f"option (it takes {', '.join(sorted(takes))})"
             )
     for b in cfg.run.baselines:
         if b not in _BASELINES:
             raise ConfigError(f"config key 'run.baselines': unknown baseline {b!r} (valid: {sorted(_BASELINES)})")
+
+
+def strategy_name(cfg: Config) -> str:
+    """The server strategy to build: FLoRA and FedEx-LoRA replace FedAvg's aggregation."""
+    f = cfg.federated
+    return f.aggregation if f.aggregation in ("flora", "fedex") else f.strategy
 
 
 def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, Any]:
@@ -237,6 +247,10 @@ def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, A
     }
     if f.strategy == "scaffold":
         options["num_clients"] = num_clients or cfg.partition.num_clients
+    if f.aggregation in ("flora", "fedex"):
+        options["lora_scaling"] = cfg.lora.alpha / cfg.lora.r
+    if f.aggregation == "flora":
+        options["seed"] = cfg.run.seed
     if f.aggregation == "svd":
         options.update(
             aggregation="svd",

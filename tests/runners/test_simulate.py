@@ -106,10 +106,12 @@ def _fedvlm(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "scaffold", "fedadam"])
+@pytest.mark.parametrize("strategy", ["fedavg", "scaffold", "fedadam", "flora"])
 def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
     # SCAFFOLD checks that client control variates survive; FedAdam the server moments.
-    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", f"federated.strategy={strategy}"]
+    # FLoRA checks the base weights rebuilt from the checkpointed merge.
+    variant = "federated.aggregation=flora" if strategy == "flora" else f"federated.strategy={strategy}"
+    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", variant]
     straight = _fedvlm("run", *common, "run.name=straight", cwd=tmp_path)
     killed = _fedvlm("run", *common, "run.name=killed", cwd=tmp_path)
     state_file = tmp_path / "killed" / "checkpoint" / "state.json"

@@ -62,3 +62,50 @@ def test_svd_aggregation_logs_truncation_error(tmp_path_factory):
     final = _final(run_dir)
     a = next(v for k, v in final.items() if ".lora_A." in k)
     assert a.shape[0] == 8 and np.all(a[4:] == 0)  # rank 4 inside the clients' rank-8 shape
+
+
+@pytest.mark.parametrize("aggregation", ["flora", "fedex"])
+def test_merged_base_exports_an_adapter_stock_peft_reproduces(tmp_path_factory, aggregation):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from fedvlm.runners.base_delta import MergedBase
+    from fedvlm.train.collate import training_batch
+
+    fed, run_dir, records = _run(tmp_path_factory, f"federated.aggregation={aggregation}")
+    path = fed.model.peft_config["default"].base_model_name_or_path
+    rows = fed.test_ds[fed.pooled_test[:4]]
+    batch = training_batch(fed.processor, rows["image"], rows["question"], rows["answer"])
+    from fedvlm.models.adapter import set_adapter_state
+    from fedvlm.runners import rundir
+
+    # what fedvlm evaluated: the base with the merged updates plus the last LoRA
+    state, _, _ = rundir.load_checkpoint(run_dir)
+    merged = MergedBase(fed.model, aggregation)
+    merged.apply(state.buffers["base_delta"])
+    set_adapter_state(fed.model, state.global_state)
+    with torch.no_grad():
+        ours = fed.model(**batch).logits
+    merged.apply({})
+    stock = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(path), str(run_dir / "adapters" / "final"))
+    stock.eval()
+    with torch.no_grad():
+        theirs = stock(**batch).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    rank = state.buffers["base_delta"][next(k for k in state.buffers["base_delta"] if ".lora_A." in k)].shape[0]
+    assert stock.peft_config["default"].r == rank + 8
+    assert records[2]["bytes_down"] > records[1]["bytes_down"]  # round 2 also ships round 1's merge
+
+
+def test_merged_base_refuses_a_quantized_model():
+    from fedvlm.errors import ModelError
+    from fedvlm.runners.base_delta import MergedBase
+
+    import torch
+
+    class Quantized(torch.nn.Module):
+        is_loaded_in_4bit = True
+
+    with pytest.raises(ModelError, match="full-precision"):
+        MergedBase(Quantized(), "flora")

@@ -1,6 +1,7 @@
 """Which adapter arrays a LoRA variant exchanges, and which stay put.
 
-- ``naive`` / ``svd``: everything trainable travels (A, B and modules like the projector).
+- ``naive`` / ``svd`` / ``flora`` / ``fedex``: everything trainable travels (A, B and modules
+  like the projector).
 - ``ffa`` (FFA-LoRA, https://arxiv.org/abs/2403.12313): every A is frozen at the shared
   seeded initialization, which each client regenerates itself; only B (and non-LoRA
   modules) is trained and sent, both ways. Averaging B is then exact.
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
 from fedvlm.core.types import AdapterState
 
-AGGREGATIONS = ("naive", "svd", "ffa", "fedsa")
+AGGREGATIONS = ("naive", "svd", "ffa", "fedsa", "flora", "fedex")
 
 
 def kept_suffix(aggregation: str) -> str | None:

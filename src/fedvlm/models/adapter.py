@@ -1,5 +1,6 @@
 """Get and set adapter state as named numpy arrays, and save standard PEFT directories."""
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def set_adapter_state(model: PeftModel, state: AdapterState) -> None:
         raise KeyError(f"adapter keys not in the model: {unexpected[:3]}")
 
 
-def save_adapter(model: PeftModel, state: AdapterState, out_dir: Path) -> None:
+def save_adapter(model: PeftModel, state: AdapterState, out_dir: Path, config_overrides: dict | None = None) -> None:
     """Write ``state`` as a standard PEFT directory (adapter_config.json +
     adapter_model.safetensors) that ``PeftModel.from_pretrained(base, out_dir)`` loads.
 
@@ -35,7 +36,10 @@ def save_adapter(model: PeftModel, state: AdapterState, out_dir: Path) -> None:
     names), written straight from ``state`` so the model in memory is left untouched.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.peft_config["default"].save_pretrained(str(out_dir))
+    config = copy.deepcopy(model.peft_config["default"])
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    config.save_pretrained(str(out_dir))
     arrays = {name: np.ascontiguousarray(a) for name, a in state.items()}
     save_file(arrays, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
 

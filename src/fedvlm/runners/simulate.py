@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedvlm.config import Config, save_config, strategy_options
+from fedvlm.config import Config, save_config, strategy_name, strategy_options
 from fedvlm.core.strategies import build_strategy
 from fedvlm.core.types import message_nbytes
 from fedvlm.core.validate import validate_update
@@ -20,13 +20,14 @@ from fedvlm.runners import rundir
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sharing import split_state
 from fedvlm.core.types import AdapterState
+from fedvlm.runners.base_delta import MergedBase, export_merged
 from fedvlm.runners.client import kept_state, run_client_round
 from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate_vqa
 
 
 def make_strategy(cfg: Config, num_clients: int):
-    return build_strategy(cfg.federated.strategy, **strategy_options(cfg, num_clients))
+    return build_strategy(strategy_name(cfg), **strategy_options(cfg, num_clients))
 
 
 def train_round(cfg: Config, fed: Federation, strategy, state, rng, round_num: int, store) -> tuple:
@@ -88,12 +89,20 @@ def full_states(cfg: Config, fed: Federation, shared: AdapterState, store, round
     return {**mean_b, **shared}, {cid: {**b, **shared} for cid, b in own.items()}
 
 
-def save_round_adapters(cfg: Config, fed: Federation, run_dir: Path, full, round_num: int, best: bool):
+def save_global_adapter(cfg: Config, fed: Federation, full: AdapterState, state, out_dir: Path) -> None:
+    """Write the global model as one standard PEFT adapter; for FLoRA / FedEx-LoRA the
+    updates merged into the base go into it too (a higher-rank LoRA)."""
+    delta = state.buffers.get("base_delta", {})
+    adapter, overrides = export_merged(full, delta, cfg.lora.alpha / cfg.lora.r)
+    save_adapter(fed.model, adapter, out_dir, overrides)
+
+
+def save_round_adapters(cfg: Config, fed: Federation, run_dir: Path, full, state, round_num: int, best: bool):
     adapters = run_dir / "adapters"
-    save_adapter(fed.model, full, adapters / f"round_{round_num:04d}")
+    save_global_adapter(cfg, fed, full, state, adapters / f"round_{round_num:04d}")
     rundir.rotate_round_adapters(adapters, cfg.eval.keep_last)
     if best:
-        save_adapter(fed.model, full, adapters / "best")
+        save_global_adapter(cfg, fed, full, state, adapters / "best")
 
 
 def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federation | None = None) -> Federation:
@@ -103,6 +112,8 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
     strategy = make_strategy(cfg, len(fed.clients))
     store = rundir.ClientStore(run_dir / "clients")
     show = cfg.run.progress
+    aggregation = cfg.federated.aggregation
+    merged = MergedBase(fed.model, aggregation) if aggregation in ("flora", "fedex") else None
     if resume:
         state, rng_state, extra = rundir.load_checkpoint(run_dir)
         rng = np.random.default_rng()
@@ -117,12 +128,16 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
         best_acc = -1.0  # the first trained round is always saved as best so far
+    if merged is not None:
+        merged.apply(state.buffers["base_delta"])
 
     rounds = tqdm(range(state.round + 1, cfg.federated.rounds + 1), desc="rounds", disable=not show,
                   initial=state.round, total=cfg.federated.rounds)
     for round_num in rounds:
         start = time.perf_counter()
         state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
+        if merged is not None:
+            merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
         full, personal = full_states(cfg, fed, state.global_state, store, round_num)
         result = evaluate_global(cfg, fed, full, personal)
@@ -138,15 +153,17 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             **record,
             "eval": result,
         }
-        save_round_adapters(cfg, fed, run_dir, full, round_num, is_best)
+        save_round_adapters(cfg, fed, run_dir, full, state, round_num, is_best)
         rundir.append_metrics(run_dir, record)
         rundir.save_checkpoint(
             run_dir, state, rng,
             {"torch_rng": torch.get_rng_state().tolist(), "best_accuracy": best_acc},
         )
     full, personal = full_states(cfg, fed, state.global_state, store, cfg.federated.rounds)
-    save_adapter(fed.model, full, run_dir / "adapters" / "final")
+    save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
     for cid, adapter in (personal or {}).items():
         save_adapter(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
+    if merged is not None:
+        merged.apply({})  # give the shared model its original base back (for baselines)
     set_adapter_state(fed.model, full)
     return fed

@@ -7,6 +7,8 @@ from fedvlm.core.strategies.fedadagrad import FedAdagrad
 from fedvlm.core.strategies.fedadam import FedAdam
 from fedvlm.core.strategies.fedavg import FedAvg
 from fedvlm.core.strategies.fedavgm import FedAvgM
+from fedvlm.core.strategies.fedex import FedExLoRA
+from fedvlm.core.strategies.flora import FLoRA
 from fedvlm.core.strategies.fedprox import FedProx
 from fedvlm.core.strategies.fedyogi import FedYogi
 from fedvlm.core.strategies.scaffold import Scaffold
@@ -19,6 +21,9 @@ STRATEGIES = {
     "fedadagrad": FedAdagrad,
     "fedprox": FedProx,
     "scaffold": Scaffold,
+    # LoRA aggregations that change the server's state shape (federated.aggregation):
+    "flora": FLoRA,
+    "fedex": FedExLoRA,
 }
 
 

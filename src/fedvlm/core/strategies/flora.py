@@ -1,0 +1,75 @@
+"""FLoRA: stacking client LoRAs, merged into the base every round."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedvlm.core.lora import flora_stack, lora_pairs, non_lora_mean
+from fedvlm.core.sampling import broadcast
+from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
+
+
+def append_factors(delta: AdapterState, increment: dict[str, tuple[np.ndarray, np.ndarray]], pairs) -> AdapterState:
+    """Grow a factored base delta (``B A`` per layer, scaling 1) by ``increment``'s
+    ``(A_inc, B_inc)`` pairs: A gains rows, B gains columns."""
+    out = dict(delta)
+    for prefix, (a_inc, b_inc) in increment.items():
+        a_key, b_key = pairs[prefix]
+        out[a_key] = np.vstack([delta[a_key], a_inc]) if a_key in delta else a_inc
+        out[b_key] = np.hstack([delta[b_key], b_inc]) if b_key in delta else b_inc
+    return out
+
+
+def fresh_lora(state: AdapterState, rng: np.random.Generator) -> AdapterState:
+    """A new LoRA like PEFT's default init: A ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) (Kaiming
+    uniform with a=sqrt(5)), B = 0."""
+    out = dict(state)
+    for a_key, b_key in lora_pairs(state).values():
+        d_in = state[a_key].shape[1]
+        bound = 1.0 / np.sqrt(d_in)
+        out[a_key] = rng.uniform(-bound, bound, size=state[a_key].shape).astype(state[a_key].dtype)
+        out[b_key] = np.zeros_like(state[b_key])
+    return out
+
+
+@dataclass
+class FLoRA:
+    """FLoRA (Wang et al. 2024, https://arxiv.org/abs/2409.05976).
+
+    The server stacks the clients' factors, ``A = [p_1 s A_1; ...; p_K s A_K]``,
+    ``B = [B_1 ... B_K]``, so ``B A = sum_k p_k s B_k A_k`` exactly (``core.lora.flora_stack``),
+    and every client merges that into its base weight; then all start a fresh LoRA. The
+    merged updates accumulate in ``buffers["base_delta"]`` in factored form (rank grows by
+    ``K r`` a round, never a dense d_out x d_in matrix); this round's stack is sent to the
+    clients as ``extras["base_increment"]``. Non-LoRA modules are averaged. The base must
+    be full precision (a quantized base cannot absorb the merge).
+    """
+
+    fraction: float = 1.0
+    min_clients: int = 1
+    lora_scaling: float = 1.0
+    seed: int = 0
+
+    def initialize(self, initial: AdapterState) -> ServerState:
+        return ServerState(0, dict(initial), buffers={"base_delta": {}, "base_increment": {}})
+
+    def configure(
+        self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
+    ) -> dict[str, Instruction]:
+        return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng,
+                         extras={"base_increment": state.buffers["base_increment"]})
+
+    def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
+        states, weights = [u.state for u in updates], [u.num_examples for u in updates]
+        pairs = lora_pairs(states[0])
+        stack = flora_stack(states, weights, [self.lora_scaling] * len(states))
+        increment = append_factors({}, stack, pairs)
+        fresh = fresh_lora(states[0], np.random.default_rng([self.seed, 9, round_num]))
+        new_global = {**fresh, **non_lora_mean(states, weights)}
+        buffers = {
+            **state.buffers,
+            "base_delta": append_factors(state.buffers["base_delta"], stack, pairs),
+            "base_increment": increment,
+        }
+        return ServerState(round_num, {k: new_global[k] for k in states[0]}, buffers, state.scalars)

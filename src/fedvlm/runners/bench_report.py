@@ -1,0 +1,181 @@
+"""The summary of a bench (`fedvlm.runners.bench`): ``results.csv``, ``results.md`` and
+``plots/accuracy_<partition>.png``, ``plots/accuracy_vs_uplink.png`` in the bench directory.
+
+Only finished runs (their last round logged in ``metrics.jsonl``) count, so a partial bench
+can be summarized; a cell without a finished seed shows ``-``. Statistics over seeds are
+the mean and the population standard deviation (ddof=0): defined for one seed (std 0) and
+numpy's default; with two seeds it is half their difference.
+"""
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedvlm.errors import DataError
+from fedvlm.runners.bench import Bench, BenchRun, bench_runs, load_bench
+from fedvlm.runners.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
+from fedvlm.runners.records import best_round, final_round, global_accuracy, number
+from fedvlm.runners.report import (
+    MISSING,
+    PLOTS_DIR,
+    format_mb,
+    format_pct,
+    format_seconds,
+    markdown_table,
+    read_metrics,
+)
+
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+CSV_COLUMNS = [
+    "partition", "algorithm", "seeds",
+    "final_accuracy_mean", "final_accuracy_std", "best_accuracy_mean", "best_accuracy_std",
+    "uplink_mb", "downlink_mb", "wall_seconds",
+]
+STD_NOTE = (
+    "mean ± standard deviation over the finished seeds; the std is the population std "
+    "(ddof=0), so a single seed shows ± 0.0"
+)
+
+
+def run_totals(run_dir: Path) -> dict[str, Any]:
+    """A run's numbers from its ``metrics.jsonl``: final and best (round >= 1) pooled
+    accuracy in [0, 1], total bytes up / down and total ``seconds`` summed over all rounds,
+    and ``curve``: round -> pooled accuracy (round 0 = zero-shot)."""
+    metrics = read_metrics(run_dir)
+    final, best = final_round(metrics), best_round(metrics)
+
+    def total(field: str) -> float:
+        return sum(number(r.get(field)) or 0.0 for r in metrics)
+
+    return {
+        "final_accuracy": None if final is None else final[1],
+        "best_accuracy": None if best is None else best[1],
+        "bytes_up": total("bytes_up"),
+        "bytes_down": total("bytes_down"),
+        "seconds": total("seconds"),
+        "curve": {r["round"]: global_accuracy(r) for r in metrics if global_accuracy(r) is not None},
+    }
+
+
+def collect_results(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str], list[dict]]:
+    """(partition, algorithm) -> `run_totals` of each seed whose last round is logged, in
+    bench order (partitions, then algorithms). Unfinished runs are left out."""
+    results: dict[tuple[str, str], list[dict]] = {(p, a): [] for p in bench.partitions for a in bench.algorithms}
+    for run in runs:
+        totals = run_totals(run.run_dir)
+        if run.cfg.federated.rounds in totals["curve"]:
+            results[run.partition, run.algorithm].append(totals)
+    return results
+
+
+def mean_std(values: list[float]) -> tuple[float, float] | None:
+    """Mean and population standard deviation (ddof=0: one value gives std 0); None if empty."""
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values))
+
+
+def summary_rows(results: dict[tuple[str, str], list[dict]]) -> list[dict]:
+    """One row per (partition, algorithm): accuracy mean/std in [0, 1], mean total bytes
+    up/down and mean wall seconds over the finished seeds (None where no seed finished)."""
+    rows = []
+    for (partition, algorithm), totals in results.items():
+        row = {"partition": partition, "algorithm": algorithm, "seeds": len(totals)}
+        for field in ("final_accuracy", "best_accuracy"):
+            stats = mean_std([t[field] for t in totals if t[field] is not None])
+            row[f"{field}_mean"], row[f"{field}_std"] = stats or (None, None)
+        for field in ("bytes_up", "bytes_down", "seconds"):
+            row[field] = (mean_std([t[field] for t in totals]) or (None,))[0]
+        rows.append(row)
+    return rows
+
+
+def write_results_csv(rows: list[dict], path: Path) -> Path:
+    """``CSV_COLUMNS``: accuracies as fractions, MB = 10^6 bytes; empty cells where no seed finished."""
+
+    def cell(value: Any, scale: float = 1.0) -> str:
+        return "" if value is None else f"{value / scale:.6f}"
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for r in rows:
+            writer.writerow([
+                r["partition"], r["algorithm"], r["seeds"],
+                cell(r["final_accuracy_mean"]), cell(r["final_accuracy_std"]),
+                cell(r["best_accuracy_mean"]), cell(r["best_accuracy_std"]),
+                cell(r["bytes_up"], 1e6), cell(r["bytes_down"], 1e6), cell(r["seconds"]),
+            ])
+    return path
+
+
+def _pct_pm(mean: float | None, std: float | None) -> str:
+    return MISSING if mean is None else f"{format_pct(mean)} ± {format_pct(std)}"
+
+
+def render_results(bench: Bench, rows: list[dict], plots: dict[str, Path | None]) -> str:
+    """``results.md``: one table per partition, its accuracy plot, then accuracy vs uplink."""
+    finished = sum(r["seeds"] for r in rows)
+    total = len(bench.seeds) * len(rows)
+    parts = [
+        f"# Bench: {bench.path.stem}", "",
+        f"- **bench file**: `{bench.path}`",
+        f"- **runs finished**: {finished} / {total} (seeds {', '.join(map(str, bench.seeds))})",
+        f"- **accuracy**: pooled test, %, final round and best round; {STD_NOTE}",
+        "- **MB up / down**: total over all rounds and clients (MB = 10^6 bytes), mean over seeds",
+        "- **wall s**: sum of the rounds' `seconds` (training + evaluation), mean over seeds",
+        "",
+    ]
+    header = ["algorithm", "final acc %", "best acc %", "MB up", "MB down", "wall s", "seeds"]
+    for partition, overrides in bench.partitions.items():
+        parts += [f"## Partition `{partition}`", ""]
+        if overrides:
+            parts += [" ".join(f"`{o}`" for o in overrides), ""]
+        table = [
+            [
+                r["algorithm"],
+                _pct_pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
+                _pct_pm(r["best_accuracy_mean"], r["best_accuracy_std"]),
+                format_mb(r["bytes_up"]), format_mb(r["bytes_down"]), format_seconds(r["seconds"]),
+                str(r["seeds"]),
+            ]
+            for r in rows if r["partition"] == partition
+        ]
+        parts += [markdown_table(header, table), ""]
+        plot = plots.get(f"accuracy_{partition}")
+        if plot is not None:
+            parts += [f"![accuracy per round, {partition}]({PLOTS_DIR}/{plot.name})", ""]
+    parts += ["## Final accuracy vs uplink", ""]
+    plot = plots.get("accuracy_vs_uplink")
+    parts += [f"![final accuracy vs uplink]({PLOTS_DIR}/{plot.name})" if plot else "_no finished runs yet_", ""]
+    return "\n".join(parts)
+
+
+def summarize_bench(out_dir: str | Path, bench: Bench | str | Path) -> dict[str, Path | None]:
+    """Write ``results.csv``, ``results.md`` and ``plots/*.png`` in ``out_dir`` from the run
+    directories there (finished runs only; works on a partial bench). ``bench`` is a
+    loaded `Bench` or the path of its file. Returns name -> path (None: plot skipped, no data)."""
+    bench = bench if isinstance(bench, Bench) else load_bench(bench)
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise DataError(f"bench directory {out_dir} not found (run the bench first, or pass its --out)")
+    results = collect_results(bench, bench_runs(bench, out_dir))
+    rows = summary_rows(results)
+    plots: dict[str, Path | None] = {}
+    for partition in bench.partitions:
+        curves = {a: [t["curve"] for t in results[partition, a]] for a in bench.algorithms}
+        plots[f"accuracy_{partition}"] = plot_accuracy_per_round(
+            curves, f"Global accuracy per round, partition {partition}",
+            out_dir / PLOTS_DIR / f"accuracy_{partition}.png",
+        )
+    plots["accuracy_vs_uplink"] = plot_accuracy_vs_uplink(rows, out_dir / PLOTS_DIR / "accuracy_vs_uplink.png")
+    for name, path in plots.items():
+        if path is None:  # no data now: drop a plot left from an earlier summary
+            (out_dir / PLOTS_DIR / f"{name}.png").unlink(missing_ok=True)
+    csv_path = write_results_csv(rows, out_dir / RESULTS_CSV)
+    md_path = out_dir / RESULTS_MD
+    md_path.write_text(render_results(bench, rows, plots), encoding="utf-8")
+    return {"csv": csv_path, "markdown": md_path, **plots}
