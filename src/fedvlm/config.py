@@ -40,6 +40,8 @@ class LoraConfig:
     target_modules: list[str] | str = "language_model"  # family default, or explicit names
     modules_to_save: list[str] = field(default_factory=lambda: ["multi_modal_projector"])
     init_adapter: str | None = None  # warm start from a PEFT adapter directory (same r, targets)
+    # Heterogeneous ranks: {client_id: rank <= r}; others use r. alpha/r is shared by all.
+    client_ranks: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,7 +163,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if origin is list and isinstance(value, list):
             return value
         if origin is dict and isinstance(value, dict):
-            return {str(k): str(v) for k, v in value.items()}
+            value_type = (get_args(opt) or (str, str))[1]
+            out = {}
+            for k, v in value.items():
+                if value_type is int and (not isinstance(v, int) or isinstance(v, bool)):
+                    raise ConfigError(f"config key '{key}.{k}': expected int, got {v!r}")
+                out[str(k)] = v if value_type is int else str(v)
+            return out
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"config key '{key}': expected {names}, got {value!r}")
 
@@ -219,6 +227,18 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config keys 'federated.server_rank' / 'federated.error_feedback' need federated.aggregation=svd")
     if f.server_rank is not None and not 0 < f.server_rank <= cfg.lora.r:
         raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {f.server_rank}")
+    ranks = cfg.lora.client_ranks
+    clients = {str(k) for k in range(cfg.partition.num_clients)}
+    for cid, rank in ranks.items():
+        if cid not in clients:
+            raise ConfigError(f"config key 'lora.client_ranks.{cid}': no such client (ids 0..{cfg.partition.num_clients - 1})")
+        if not 0 < rank <= cfg.lora.r:
+            raise ConfigError(f"config key 'lora.client_ranks.{cid}': expected 1..lora.r ({cfg.lora.r}), got {rank}")
+    if ranks and f.aggregation not in ("naive", "svd"):
+        raise ConfigError(
+            f"config key 'lora.client_ranks': heterogeneous ranks work with federated.aggregation "
+            f"naive (zero-padded, HetLoRA) or svd (FlexLoRA), not {f.aggregation}"
+        )
     from fedvlm.core.strategies import STRATEGIES
 
     takes = {f.name for f in fields(STRATEGIES[strategy_name(cfg)])}

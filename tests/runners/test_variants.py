@@ -109,3 +109,18 @@ def test_merged_base_refuses_a_quantized_model():
 
     with pytest.raises(ModelError, match="full-precision"):
         MergedBase(Quantized(), "flora")
+
+
+@pytest.mark.parametrize("aggregation", ["naive", "svd"])
+def test_heterogeneous_client_ranks(tmp_path_factory, aggregation):
+    fed, run_dir, records = _run(tmp_path_factory, f"federated.aggregation={aggregation}", "lora.client_ranks={1: 2}")
+    full = state_nbytes(fed.initial_adapter)
+    lora_a = [k for k in fed.initial_adapter if ".lora_A." in k]
+    lora_bytes = sum(fed.initial_adapter[k].nbytes + fed.initial_adapter[k.replace("lora_A", "lora_B")].nbytes for k in lora_a)
+    r1 = records[1]
+    assert r1["clients"]["1"]["rank"] == 2 and r1["clients"]["0"]["rank"] == 8
+    # client 1 sends a quarter of the LoRA factors (rank 2 of 8) plus the full projector
+    assert r1["bytes_up"] == full + (full - lora_bytes) + lora_bytes // 4
+    final = _final(run_dir)
+    a = final[lora_a[0]]
+    assert a.shape[0] == 8 and np.abs(a[2:]).sum() > 0  # the rank-8 client fills the rest

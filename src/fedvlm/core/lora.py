@@ -265,3 +265,14 @@ def pad_rank(state: AdapterState, rank: int) -> AdapterState:
         out[a_key] = np.pad(a, ((0, rank - a.shape[0]), (0, 0)))
         out[b_key] = np.pad(b, ((0, 0), (0, rank - b.shape[1])))
     return out
+
+
+def slice_rank(state: AdapterState, rank: int) -> AdapterState:
+    """The first ``rank`` components of every LoRA pair (A's rows, B's columns): what a
+    rank-``rank`` client holds of a higher-rank state whose scaling ``alpha / r`` is shared
+    (HetLoRA, https://arxiv.org/abs/2401.06432). Non-LoRA keys are kept."""
+    out = dict(state)
+    for a_key, b_key in lora_pairs(state).values():
+        out[a_key] = state[a_key][:rank].copy()
+        out[b_key] = state[b_key][:, :rank].copy()
+    return out

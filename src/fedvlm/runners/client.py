@@ -7,6 +7,7 @@ import torch
 
 from fedvlm.config import Config
 from fedvlm.core.compress import compress_delta
+from fedvlm.core.lora import pad_rank, slice_rank
 from fedvlm.core.sharing import split_state
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, message_nbytes
 from fedvlm.models.adapter import get_adapter_state, set_adapter_state, trainable_by_state_key
@@ -14,6 +15,7 @@ from fedvlm.runners.rundir import ClientStore
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.fedprox import ProximalTerm
 from fedvlm.train.local import train_local
+from fedvlm.train.rank_mask import RankMask
 from fedvlm.train.scaffold import ScaffoldCorrection
 from fedvlm.train.schedule import lr_at
 
@@ -75,9 +77,12 @@ def run_client_round(
     n_steps = steps_per_round(cfg, len(rows))
     first_step = (round_num - 1) * n_steps
     total = cfg.federated.rounds * n_steps
-    start = {**kept_state(cfg, fed, store, client_id, round_num), **instruction.payload}
+    rank = cfg.lora.client_ranks.get(client_id, cfg.lora.r)
+    payload = _at_rank(instruction.payload, rank, cfg.lora.r)  # what a rank-`rank` client holds
+    start = {**kept_state(cfg, fed, store, client_id, round_num), **payload}
     set_adapter_state(fed.model, start)
     hooks, scaffold = _hooks(fed.model, instruction, start, store, client_id, round_num)
+    mask = RankMask(trainable_by_state_key(fed.model), rank) if rank < cfg.lora.r else None
     torch.manual_seed(int(np.random.SeedSequence([cfg.run.seed, 4, client_num, round_num]).generate_state(1)[0]))
     steps = iter_steps(
         fed.processor,
@@ -99,6 +104,8 @@ def run_client_round(
         hooks=hooks,
         on_step=on_step,
     )
+    if mask is not None:
+        mask.remove()
     state, kept = split_state(get_adapter_state(fed.model), cfg.federated.aggregation)
     if cfg.federated.aggregation == "fedsa":
         store.save(client_id, "fedsa_b", kept, round_num)
@@ -107,9 +114,24 @@ def run_client_round(
         c_new = scaffold.new_control(instruction.payload, state)
         extras["dc"] = {k: c_new[k] - scaffold.c_i[k] for k in c_new}
         store.save(client_id, "scaffold_c", c_new, round_num)
-    state, nbytes = _send(cfg, state, instruction.payload, [client_num, round_num])
-    metrics = {"loss": result.loss, "examples": result.examples, "steps": result.steps, "seconds": result.seconds}
-    return ClientUpdate(client_id, state, result.examples, {**metrics, "bytes_up": nbytes + message_nbytes({}, extras)}, extras)
+    # Only the client's own rank travels; the server sees it zero-padded to lora.r.
+    own = (lambda x: slice_rank(x, rank)) if rank < cfg.lora.r else (lambda x: x)
+    sent, nbytes = _send(cfg, own(state), own(payload), [client_num, round_num])
+    metrics = {
+        "loss": result.loss,
+        "examples": result.examples,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "rank": rank,
+        "bytes_up": nbytes + message_nbytes({}, extras),
+        "bytes_down": message_nbytes(own(instruction.payload), instruction.extras),
+    }
+    return ClientUpdate(client_id, _at_rank(sent, rank, cfg.lora.r), result.examples, metrics, extras)
+
+
+def _at_rank(state: AdapterState, rank: int, full_rank: int) -> AdapterState:
+    """``state`` with LoRA components past ``rank`` zeroed (shapes kept at ``full_rank``)."""
+    return pad_rank(slice_rank(state, rank), full_rank) if rank < full_rank else state
 
 
 def _send(cfg: Config, state: AdapterState, payload: AdapterState, tags: list[int]) -> tuple[AdapterState, int]:

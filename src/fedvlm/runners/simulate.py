@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 
 from fedvlm.config import Config, save_config, strategy_name, strategy_options
 from fedvlm.core.strategies import build_strategy
-from fedvlm.core.types import message_nbytes
 from fedvlm.core.validate import validate_update
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.runners import rundir
@@ -49,7 +48,7 @@ def train_round(cfg: Config, fed: Federation, strategy, state, rng, round_num: i
         updates.append(update)
     record = {
         "bytes_up": sum(u.metrics["bytes_up"] for u in updates),
-        "bytes_down": sum(message_nbytes(i.payload, i.extras) for i in instructions.values()),
+        "bytes_down": sum(u.metrics["bytes_down"] for u in updates),
         "clients": {u.client_id: u.metrics for u in updates},
     }
     return strategy.aggregate(round_num, state, updates), record
