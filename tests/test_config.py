@@ -22,11 +22,26 @@ def test_defaults_and_overrides_are_typed():
         ("federated.fraction=1.5", "federated.fraction"),
         ("data.pooled_test_size=1.5", "data.pooled_test_size"),
         ("run.baselines=[central]", "run.baselines"),
+        ("lora.client_ranks={9: 2}", "lora.client_ranks.9"),
+        ("lora.client_ranks={0: 20}", "lora.client_ranks.0"),
+        ("lora.client_ranks={0: two}", "lora.client_ranks.0"),
+        ("federated.mu=0.1", "federated.mu"),
+        ("federated.server_rank=4", "federated.server_rank"),
     ],
 )
 def test_bad_key_or_value_names_it(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_combinations_that_cannot_work_are_refused():
+    for overrides, names in [
+        (["federated.aggregation=svd", "federated.strategy=fedadam"], "federated.aggregation"),
+        (["federated.aggregation=flora", "federated.strategy=scaffold"], "federated.aggregation"),
+        (["federated.aggregation=ffa", "lora.client_ranks={0: 2}"], "lora.client_ranks"),
+    ]:
+        with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+            load_config(None, overrides)
 
 
 def test_yaml_file_errors(tmp_path):
