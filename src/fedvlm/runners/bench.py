@@ -27,6 +27,8 @@ completed a round) is replaced.
 The tables and plots over the runs are written by `fedvlm.runners.bench_report`.
 """
 
+import functools
+import json
 import math
 import re
 import shutil
@@ -52,6 +54,7 @@ _RUN_DIR_ENTRIES = {
     "config.yaml", "metrics.jsonl", "baselines.json", "adapters", "checkpoint", "checkpoint.tmp",
     "checkpoint.old", "clients", "report.md", "plots",
 }
+_STATUS_LABELS = {"finished": "finished", "resume": "to resume", "incomplete": "to redo", "new": "new"}
 # Differences that do not change what a run computes.
 _IGNORED_CHANGES = {"run.output_dir", "run.progress", "run.overwrite"}
 
@@ -261,16 +264,18 @@ def _final_accuracy(run_dir: Path) -> str:
     return "-" if final is None else f"{100 * final[1]:.1f}%"
 
 
-def run_bench(bench: Bench, out_dir: str | Path, log: Callable[[str], None] = print) -> list[BenchRun]:
+def run_bench(
+    bench: Bench, out_dir: str | Path, log: Callable[[str], None] = functools.partial(print, flush=True)
+) -> list[BenchRun]:
     """Run (or continue) every run of ``bench`` under ``out_dir``; one ``log`` line per run.
 
     All configs and existing run directories are checked before the first run starts.
     """
     runs = bench_runs(bench, out_dir)
     statuses = [run_status(run) for run in runs]
-    counts = {s: statuses.count(s) for s in ("finished", "resume", "incomplete", "new")}
+    counts = {label: statuses.count(s) for s, label in _STATUS_LABELS.items()}
     log(f"bench {bench.path}: {len(runs)} runs in {out_dir} ("
-        + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ")")
+        + ", ".join(f"{n} {label}" for label, n in counts.items() if n) + ")")
     width = len(str(len(runs)))
     for i, (run, status) in enumerate(zip(runs, statuses), start=1):
         prefix = f"[{i:>{width}}/{len(runs)}] {run.name}:"
@@ -281,7 +286,7 @@ def run_bench(bench: Bench, out_dir: str | Path, log: Callable[[str], None] = pr
             log(f"{prefix} removing {run.run_dir}: it never completed a round")
         note = ""
         if status == "resume":
-            done = max((r["round"] for r in read_metrics(run.run_dir)), default=0)
+            done = json.loads((run.run_dir / "checkpoint" / "state.json").read_text())["round"]
             note = f" (resumed after round {done})"
         start = time.perf_counter()
         try:

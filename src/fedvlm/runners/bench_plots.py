@@ -12,12 +12,15 @@ import numpy as np
 from fedvlm.runners.plots import _colormap_colors, _legend, _new_figure, _round_ticks, _save
 
 _MARKERS = "osD^vP*Xhp<>"
-_LINESTYLES = ("-", "--", ":", "-.")
+_LINESTYLES = ("-", "--", ":")
 
 
-def _style(i: int, colors: list) -> tuple:
-    """Colour and line style of the ``i``-th algorithm: 10 colours, then the next line style."""
-    return colors[i % len(colors)], _LINESTYLES[(i // len(colors)) % len(_LINESTYLES)]
+def _style(i: int) -> tuple:
+    """Colour and line style of the ``i``-th algorithm: the 10 tab10 colours with solid
+    lines, then their light tab20 partners with dashed lines."""
+    pairs = _colormap_colors("tab20")  # dark, light, dark, light, ...
+    palette = pairs[0::2] + pairs[1::2]
+    return palette[i % len(palette)], _LINESTYLES[(i // 10) % len(_LINESTYLES)]
 
 
 def mean_curve(curves: list[dict[int, float]]) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -37,10 +40,9 @@ def plot_accuracy_per_round(curves: dict[str, list[dict[int, float]]], title: st
         return None
     fig = _new_figure()
     ax = fig.add_subplot()
-    colors = _colormap_colors("tab10")
     seen: set[int] = set()
     for i, (algorithm, (rounds, mean, std)) in enumerate(lines.items()):
-        color, linestyle = _style(i, colors)
+        color, linestyle = _style(i)
         ax.plot(rounds, mean, marker="o", markersize=3, linewidth=1.5, color=color,
                 linestyle=linestyle, label=f"{algorithm} (n={len(curves[algorithm])})")
         ax.fill_between(rounds, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
@@ -56,7 +58,8 @@ def plot_accuracy_per_round(curves: dict[str, list[dict[int, float]]], title: st
 
 def plot_accuracy_vs_uplink(rows: list[dict], path: Path) -> Path | None:
     """Final accuracy (mean ± std over seeds) against total uplink MB, one marker per
-    algorithm x partition: colour and text label = algorithm, marker shape = partition.
+    algorithm x partition: colour and text label = algorithm, marker shape = partition
+    (both in the legend, as points with equal uplink pile up).
 
     ``rows`` as `fedvlm.runners.bench_report.summary_rows` returns them. Returns ``path``,
     or None when no row has a finished seed.
@@ -66,25 +69,32 @@ def plot_accuracy_vs_uplink(rows: list[dict], path: Path) -> Path | None:
         return None
     algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
     partitions = list(dict.fromkeys(r["partition"] for r in rows))
-    colors = _colormap_colors("tab10")
-    fig = _new_figure(width=9.0, height=5.5)
+    fig = _new_figure(width=10.0, height=6.0)
     ax = fig.add_subplot()
     for r in points:
-        color, _ = _style(algorithms.index(r["algorithm"]), colors)
+        color, _ = _style(algorithms.index(r["algorithm"]))
         marker = _MARKERS[partitions.index(r["partition"]) % len(_MARKERS)]
         x, y = r["bytes_up"] / 1e6, 100 * r["final_accuracy_mean"]
         ax.errorbar(x, y, yerr=100 * r["final_accuracy_std"], fmt=marker, color=color,
                     markersize=6, capsize=2, elinewidth=0.8)
         ax.annotate(r["algorithm"], (x, y), xytext=(4, 3), textcoords="offset points",
                     fontsize=6.5, color=color)
+    for i, algorithm in enumerate(algorithms):
+        ax.plot([], [], "-", linewidth=4, color=_style(i)[0], label=algorithm)
     for i, partition in enumerate(partitions):
         ax.plot([], [], _MARKERS[i % len(_MARKERS)], color="dimgray", label=f"partition {partition}")
     xs = [r["bytes_up"] / 1e6 for r in points]
-    if min(xs) > 0 and max(xs) > 20 * min(xs):  # e.g. int4 next to full-precision FedAvg
+    if min(xs) > 0 and max(xs) > 20 * min(xs):  # linear would squash the small ones at 0
         ax.set_xscale("log")
+    else:
+        ax.set_xlim(left=0)  # so compression ratios read off the axis
+    lo = min(100 * (r["final_accuracy_mean"] - r["final_accuracy_std"]) for r in points)
+    hi = max(100 * (r["final_accuracy_mean"] + r["final_accuracy_std"]) for r in points)
+    pad = max(2.0, 0.1 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
     ax.set_xlabel("total uplink over all rounds (MB, mean over seeds)")
     ax.set_ylabel("final accuracy, pooled test (%)")
     ax.set_title("Final accuracy vs uplink")
     ax.grid(alpha=0.3)
-    _legend(ax, len(partitions))
+    _legend(ax, len(algorithms) + len(partitions))
     return _save(fig, path)

@@ -1,0 +1,207 @@
+"""``fedvlm bench``: a real 2-algorithm x 1-partition x 1-seed grid through the CLI, its
+summary checked against the runs' own metrics, skipping and resuming on a rerun, and the
+up-front validation of bench files (including the shipped one)."""
+
+import contextlib
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedvlm.cli import main
+from fedvlm.config import parse_override
+from fedvlm.errors import ConfigError
+from fedvlm.runners.bench import bench_runs, load_bench
+from fedvlm.runners.bench_report import mean_std
+from fedvlm.runners.report import format_pct, read_metrics
+from tiny import TINY_RUN
+
+REPO = Path(__file__).resolve().parents[2]
+ALGORITHMS = {
+    "fedavg": {"federated": {"strategy": "fedavg"}},
+    "fedavg-int8": {"federated": {"compression": "int8"}},
+}
+IID = {"iid": {"partition": {"method": "iid"}}}
+
+
+def _nested(overrides: list[str]) -> dict:
+    """``["train.lr=0.1"]`` -> ``{"train": {"lr": 0.1}}``."""
+    sections: dict = {}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        sections.setdefault(section, {})[key] = value
+    return sections
+
+
+def _write_bench(path: Path, algorithms: dict, changes: dict | None = None) -> Path:
+    base = _nested(TINY_RUN)
+    base["federated"]["rounds"] = 1
+    bench = {"base": base, "algorithms": algorithms, "partitions": IID, "seeds": [0], **(changes or {})}
+    path.write_text(yaml.safe_dump(bench))
+    return path
+
+
+def _fedvlm(*args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    bench_file = _write_bench(tmp / "tiny.yaml", ALGORITHMS)
+    out = tmp / "out"
+    # Left by a crash before the first round completed: no checkpoint, so it is replaced.
+    stale = out / "fedavg" / "iid" / "seed0"
+    stale.mkdir(parents=True)
+    (stale / "metrics.jsonl").write_text(json.dumps({"round": 0, "eval": {"accuracy": -1.0}}) + "\n")
+    code, stdout, stderr = _fedvlm("bench", bench_file, "--out", out)
+    assert code == 0, stderr[-2000:]
+    return bench_file, out, stdout
+
+
+def _expected_row(run_dir: Path) -> dict:
+    metrics = read_metrics(run_dir)
+    trained = [r for r in metrics if r["round"] >= 1]
+    return {
+        "final": metrics[-1]["eval"]["accuracy"],
+        "best": max(r["eval"]["accuracy"] for r in trained),
+        "up_mb": sum(r["bytes_up"] for r in trained) / 1e6,
+        "down_mb": sum(r["bytes_down"] for r in trained) / 1e6,
+        "seconds": sum(r["seconds"] for r in trained),
+    }
+
+
+def test_bench_tables_match_the_runs_metrics(bench):
+    bench_file, out, stdout = bench
+    assert "removing" in stdout and "never completed a round" in stdout
+    assert "[1/2] fedavg/iid/seed0: final accuracy" in stdout
+    assert "[2/2] fedavg-int8/iid/seed0: final accuracy" in stdout
+    with open(out / "results.csv", newline="") as f:
+        rows = {r["algorithm"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(ALGORITHMS)
+    markdown = (out / "results.md").read_text()
+    assert "## Partition `iid`" in markdown
+    for algorithm, row in rows.items():
+        run_dir = out / algorithm / "iid" / "seed0"
+        assert [r["round"] for r in read_metrics(run_dir)] == [0, 1]
+        assert (run_dir / "adapters" / "final").is_dir() and (run_dir / "report.md").is_file()
+        expected = _expected_row(run_dir)
+        assert row["partition"] == "iid" and row["seeds"] == "1"
+        assert float(row["final_accuracy_mean"]) == pytest.approx(expected["final"], abs=1e-6)
+        assert float(row["best_accuracy_mean"]) == pytest.approx(expected["best"], abs=1e-6)
+        assert float(row["final_accuracy_std"]) == float(row["best_accuracy_std"]) == 0.0  # one seed
+        assert float(row["uplink_mb"]) == pytest.approx(expected["up_mb"], abs=1e-6)
+        assert float(row["downlink_mb"]) == pytest.approx(expected["down_mb"], abs=1e-6)
+        assert float(row["wall_seconds"]) == pytest.approx(expected["seconds"], abs=1e-6)
+        line = next(ln for ln in markdown.splitlines() if ln.startswith(f"| {algorithm} "))
+        assert f"{format_pct(expected['final'])} ± 0.0" in line and f"{expected['up_mb']:.2f}" in line
+    # int8 shrinks only the uplink.
+    assert float(rows["fedavg-int8"]["uplink_mb"]) < float(rows["fedavg"]["uplink_mb"]) / 3
+    assert rows["fedavg-int8"]["downlink_mb"] == rows["fedavg"]["downlink_mb"]
+    for name in ("accuracy_iid.png", "accuracy_vs_uplink.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{name}" in markdown
+
+
+def test_rerun_skips_finished_runs_and_resumes_an_unfinished_one(bench):
+    bench_file, out, _ = bench
+    done = out / "fedavg" / "iid" / "seed0"
+    files = [done / "metrics.jsonl", done / "adapters" / "final" / "adapter_model.safetensors"]
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    # Killed after the last checkpoint but before the final adapter was written.
+    unfinished = out / "fedavg-int8" / "iid" / "seed0"
+    metrics_before = (unfinished / "metrics.jsonl").read_text()
+    shutil.rmtree(unfinished / "adapters" / "final")
+
+    code, stdout, stderr = _fedvlm("bench", bench_file, "--out", out)
+    assert code == 0, stderr[-2000:]
+    assert "2 runs in" in stdout and "(1 finished, 1 to resume)" in stdout
+    assert "[1/2] fedavg/iid/seed0: skipped (finished)" in stdout
+    assert "[2/2] fedavg-int8/iid/seed0: final accuracy" in stdout and "resumed after round 1" in stdout
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    assert (unfinished / "adapters" / "final" / "adapter_model.safetensors").is_file()
+    assert (unfinished / "metrics.jsonl").read_text() == metrics_before
+
+
+def test_summarize_only_rebuilds_the_tables_without_running(bench):
+    bench_file, out, _ = bench
+    (out / "results.csv").unlink()
+    (out / "plots" / "accuracy_iid.png").unlink()
+    code, stdout, stderr = _fedvlm("bench", bench_file, "--out", out, "--summarize-only")
+    assert code == 0, stderr
+    assert "[1/2]" not in stdout and "results:" in stdout
+    assert (out / "results.csv").is_file() and (out / "plots" / "accuracy_iid.png").is_file()
+
+
+def test_changed_settings_are_not_mixed_into_existing_runs(bench, tmp_path):
+    _, out, _ = bench
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file())
+    changed = _write_bench(tmp_path / "changed.yaml", ALGORITHMS)
+    text = yaml.safe_load(changed.read_text())
+    text["base"]["train"]["lr"] = 0.5
+    changed.write_text(yaml.safe_dump(text))
+    code, _, stderr = _fedvlm("bench", changed, "--out", out)
+    assert code == 2 and "train.lr" in stderr and "other settings" in stderr
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()) == before
+
+
+def test_bad_key_fails_up_front_and_runs_nothing(tmp_path):
+    bench_file = _write_bench(tmp_path / "typo.yaml", {**ALGORITHMS, "typo": {"federated": {"bogus": 1}}})
+    code, stdout, stderr = _fedvlm("bench", bench_file, "--out", tmp_path / "out")
+    assert code == 2
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fedvlm: error:")
+    assert "federated.bogus" in lines[0] and str(bench_file) in lines[0] and "typo/iid/seed0" in lines[0]
+    assert not (tmp_path / "out").exists() and stdout == ""
+
+
+@pytest.mark.parametrize(
+    "changes,names",
+    [
+        ({"seed": [0]}, "'seed'"),
+        ({"seeds": [0, "one"]}, "'seeds'"),
+        ({"algorithms": {"fedavg": [1, 2]}}, "algorithms.fedavg"),
+        ({"algorithms": {"fedavg": {"federated": "fedavg"}}}, "algorithms.fedavg.federated"),
+        ({"algorithms": {"a/b": {}}}, "'a/b'"),
+        ({"partitions": {"iid": {"run": {"seed": 3}}}}, "run.seed"),
+    ],
+)
+def test_malformed_bench_file_names_the_key(tmp_path, changes, names):
+    bench_file = _write_bench(tmp_path / "bad.yaml", ALGORITHMS, changes)
+    with pytest.raises(ConfigError, match="bad.yaml") as err:
+        bench_runs(load_bench(bench_file), tmp_path / "out")
+    assert names in str(err.value)
+
+
+def test_summarize_only_needs_an_existing_bench_dir(tmp_path):
+    bench_file = _write_bench(tmp_path / "b.yaml", ALGORITHMS)
+    code, _, stderr = _fedvlm("bench", bench_file, "--out", tmp_path / "nothing", "--summarize-only")
+    assert code == 2 and "nothing" in stderr
+
+
+def test_std_over_seeds_is_the_population_std():
+    assert mean_std([0.4, 0.6]) == pytest.approx((0.5, 0.1))
+    assert mean_std([0.3]) == (0.3, 0.0)
+    assert mean_std([]) is None
+
+
+def test_shipped_easyvqa_bench_builds_all_84_configs(tmp_path):
+    bench = load_bench(REPO / "configs" / "bench" / "easyvqa.yaml")
+    runs = bench_runs(bench, tmp_path / "out")
+    # 14 algorithms (7 strategies, 5 LoRA variants, 2 compressions) x 3 partitions x 2 seeds.
+    assert len(runs) == 84 and len({r.name for r in runs}) == 84
+    variants = {(r.cfg.federated.strategy, r.cfg.federated.aggregation, r.cfg.federated.compression) for r in runs}
+    assert len(variants) == 14
+    assert {r.cfg.partition.alpha for r in runs} == {0.1, 0.5, 1.0}
+    assert {r.seed for r in runs} == {0, 1}
+    assert all(r.cfg.partition.method == "dirichlet" and r.cfg.partition.label_column == "answer" for r in runs)
+    assert {r.cfg.federated.mu for r in runs if r.algorithm == "fedprox"} == {0.01}
+    assert all(r.run_dir == tmp_path / "out" / r.algorithm / r.partition / f"seed{r.seed}" for r in runs)
+    assert not (tmp_path / "out").exists()
