@@ -57,7 +57,7 @@ class DataConfig:
 
 @dataclass
 class PartitionConfig:
-    method: str = "dirichlet"
+    method: str = "iid"
     num_clients: int = 4
     alpha: float = 1.0
     label_column: str = "answer"
@@ -97,7 +97,7 @@ class FederatedConfig:
 class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
-    local_steps: int = 15
+    local_steps: int = 20
     local_epochs: float | None = None  # when set, overrides local_steps per client
     lr: float = 2e-3
     weight_decay: float = 0.0
