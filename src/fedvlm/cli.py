@@ -154,8 +154,20 @@ def _split_config_arg(args) -> None:
         args.config = None
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal to fedvlm's own progress: no per-load weight bars from transformers,
+    and no deprecation notice peft triggers inside transformers on every model wrap."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     _split_config_arg(args)
     try:
         args.func(args)
