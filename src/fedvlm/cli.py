@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     for name, helptext in [("centralized", "train on the pooled data (same samples)"),
                            ("local", "train each client alone (same samples)")]:
-        with_config(sub.add_parser(name, help=helptext)).set_defaults(func=_cmd_baseline(name if name != "local" else "local"))
+        with_config(sub.add_parser(name, help=helptext)).set_defaults(func=_cmd_baseline(name))
     part = with_config(sub.add_parser("partition", help="show per-client sizes and label histograms"))
     part.add_argument("--out", help="heat-map PNG path (default: partition-METHOD.png)")
     part.set_defaults(func=cmd_partition)

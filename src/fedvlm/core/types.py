@@ -57,6 +57,15 @@ class ServerState:
     buffers: dict[str, AdapterState] = field(default_factory=dict)
     scalars: dict[str, Any] = field(default_factory=dict)
 
+    def advance(
+        self, round_num: int, global_state: AdapterState, scalars: dict[str, Any] | None = None, **buffers: AdapterState
+    ) -> "ServerState":
+        """The state after ``round_num``: a new global adapter, the named buffers replaced
+        (others kept), scalars replaced if given."""
+        return ServerState(
+            round_num, global_state, {**self.buffers, **buffers}, self.scalars if scalars is None else scalars
+        )
+
 
 def state_nbytes(state: AdapterState) -> int:
     """Bytes of array data in ``state``: what crosses the wire for it, uncompressed."""

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from fedvlm.config import Config, save_config, strategy_name, strategy_options
 from fedvlm.core.strategies import build_strategy
+from fedvlm.core.strategies.base import Strategy
 from fedvlm.core.validate import validate_update
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.runners import rundir
@@ -25,11 +26,11 @@ from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate_vqa
 
 
-def make_strategy(cfg: Config, num_clients: int):
+def make_strategy(cfg: Config, num_clients: int) -> Strategy:
     return build_strategy(strategy_name(cfg), **strategy_options(cfg, num_clients))
 
 
-def train_round(cfg: Config, fed: Federation, strategy, state, rng, round_num: int, store) -> tuple:
+def train_round(cfg: Config, fed: Federation, strategy: Strategy, state, rng, round_num: int, store) -> tuple:
     """One round's training: configure, each sampled client trains, validate, aggregate.
 
     Returns the new server state and the round's record (per-client metrics and bytes).

@@ -49,14 +49,9 @@ class FedAdagrad:
     ) -> ServerState:
         mean = example_weighted_mean(updates)
         x = state.global_state
-        m = state.buffers.get("m") or zeros_like_state(x)
-        v = state.buffers.get("v") or zeros_like_state(x, self.v_init)
+        m = state.buffers["m"]
+        v = state.buffers["v"]
         new_x, new_m, new_v = adagrad_step(
             x, pseudo_delta(x, mean), m, v, lr=self.server_lr, beta1=self.beta1, tau=self.tau
         )
-        return ServerState(
-            round=round_num,
-            global_state=new_x,
-            buffers={**state.buffers, "m": new_m, "v": new_v},
-            scalars=state.scalars,
-        )
+        return state.advance(round_num, new_x, m=new_m, v=new_v)

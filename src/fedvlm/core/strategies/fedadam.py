@@ -46,8 +46,8 @@ class FedAdam:
     ) -> ServerState:
         mean = example_weighted_mean(updates)
         x = state.global_state
-        m = state.buffers.get("m") or zeros_like_state(x)
-        v = state.buffers.get("v") or zeros_like_state(x)
+        m = state.buffers["m"]
+        v = state.buffers["v"]
         new_x, new_m, new_v = adam_step(
             x,
             pseudo_delta(x, mean),
@@ -58,9 +58,4 @@ class FedAdam:
             beta2=self.beta2,
             tau=self.tau,
         )
-        return ServerState(
-            round=round_num,
-            global_state=new_x,
-            buffers={**state.buffers, "m": new_m, "v": new_v},
-            scalars=state.scalars,
-        )
+        return state.advance(round_num, new_x, m=new_m, v=new_v)

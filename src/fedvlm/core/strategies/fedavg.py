@@ -49,7 +49,7 @@ class FedAvg:
         states, weights = [u.state for u in updates], [u.num_examples for u in updates]
         if self.aggregation != "svd":
             new_global = weighted_mean(states, weights)
-            return ServerState(round_num, new_global, state.buffers, state.scalars)
+            return state.advance(round_num, new_global)
         client_rank = next(a.shape[0] for k, a in states[0].items() if k.endswith(".lora_A.weight"))
         new_global, errors, residual = svd_aggregate(
             states,
@@ -61,8 +61,6 @@ class FedAvg:
             residual_rank=client_rank * len(states),
         )
         new_global = pad_rank(new_global, client_rank)
-        buffers = dict(state.buffers)
-        if self.error_feedback:
-            buffers["svd_residual"] = residual
         scalars = {**state.scalars, "truncation_error": float(np.mean(list(errors.values())))}
-        return ServerState(round_num, new_global, buffers, scalars)
+        feedback = {"svd_residual": residual} if self.error_feedback else {}
+        return state.advance(round_num, new_global, scalars, **feedback)

@@ -43,13 +43,8 @@ class FedAvgM:
     ) -> ServerState:
         mean = example_weighted_mean(updates)
         x = state.global_state
-        v = state.buffers.get("v") or zeros_like_state(x)
+        v = state.buffers["v"]
         new_x, new_v = momentum_step(
             x, pseudo_delta(x, mean), v, lr=self.server_lr, momentum=self.momentum
         )
-        return ServerState(
-            round=round_num,
-            global_state=new_x,
-            buffers={**state.buffers, "v": new_v},
-            scalars=state.scalars,
-        )
+        return state.advance(round_num, new_x, v=new_v)

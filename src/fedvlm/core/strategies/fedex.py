@@ -48,9 +48,9 @@ class FedExLoRA:
             b = np.hstack([P, -s * avg[b_key].astype(np.float64)]).astype(avg[b_key].dtype)
             a = np.vstack([Q, avg[a_key].astype(np.float64)]).astype(avg[a_key].dtype)
             residual[prefix] = (a, b)
-        buffers = {
-            **state.buffers,
-            "base_delta": append_factors(state.buffers["base_delta"], residual, pairs),
-            "base_increment": append_factors({}, residual, pairs),
-        }
-        return ServerState(round_num, avg, buffers, state.scalars)
+        return state.advance(
+            round_num,
+            avg,
+            base_delta=append_factors(state.buffers["base_delta"], residual, pairs),
+            base_increment=append_factors({}, residual, pairs),
+        )

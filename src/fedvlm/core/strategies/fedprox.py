@@ -33,4 +33,4 @@ class FedProx:
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         new_global = example_weighted_mean(updates)
-        return ServerState(round=round_num, global_state=new_global, buffers=state.buffers, scalars=state.scalars)
+        return state.advance(round_num, new_global)

@@ -64,12 +64,11 @@ class FLoRA:
         states, weights = [u.state for u in updates], [u.num_examples for u in updates]
         pairs = lora_pairs(states[0])
         stack = flora_stack(states, weights, [self.lora_scaling] * len(states))
-        increment = append_factors({}, stack, pairs)
         fresh = fresh_lora(states[0], np.random.default_rng([self.seed, 9, round_num]))
         new_global = {**fresh, **non_lora_mean(states, weights)}
-        buffers = {
-            **state.buffers,
-            "base_delta": append_factors(state.buffers["base_delta"], stack, pairs),
-            "base_increment": increment,
-        }
-        return ServerState(round_num, {k: new_global[k] for k in states[0]}, buffers, state.scalars)
+        return state.advance(
+            round_num,
+            {k: new_global[k] for k in states[0]},
+            base_delta=append_factors(state.buffers["base_delta"], stack, pairs),
+            base_increment=append_factors({}, stack, pairs),
+        )

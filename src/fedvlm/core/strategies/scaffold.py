@@ -49,6 +49,4 @@ class Scaffold:
             )
             for k in c
         }
-        return ServerState(
-            round=round_num, global_state=new_x, buffers={**state.buffers, "c": new_c}, scalars=state.scalars
-        )
+        return state.advance(round_num, new_x, c=new_c)
