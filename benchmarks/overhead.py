@@ -6,7 +6,7 @@
           / wall time of a hand-written torch/peft/numpy loop doing the same optimizer steps
             on the same batches (same rows, same collation, same lr per step, same clipping)
 
-Both variants collate their batches inside the timed region (``training_batch``), so the
+Both variants collate their batches inside the timed region (``task.training_batch``), so the
 ratio isolates what the simulator adds around the training itself.  The two variants run
 in the same process on the same model, interleaved (A B, B A, A B, ...), and the ratio is
 reported per alternation and as the median. Process CPU time of each variant and the
@@ -46,7 +46,6 @@ from fedvlm.runners.federation import build_federation, seed_for
 from fedvlm.runners.rundir import ClientStore
 from fedvlm.runners.simulate import make_strategy, train_round
 from fedvlm.train.batches import stream_positions
-from fedvlm.train.collate import training_batch
 from fedvlm.train.schedule import lr_at
 
 
@@ -72,7 +71,7 @@ def bare_round(cfg, fed, client_ids, round_num: int = 1):
     starts: the global adapter as tensors and the lr of each step (a list of floats).
     """
     t = cfg.train
-    model, processor, ds = fed.model, fed.processor, fed.train_ds
+    model, task, ds = fed.model, fed.task, fed.train_ds
     all_ids = list(fed.clients)
     n_steps = t.local_steps
     first_step = (round_num - 1) * n_steps
@@ -102,7 +101,7 @@ def bare_round(cfg, fed, client_ids, round_num: int = 1):
             for m in range(t.grad_accum):
                 lo = s * per_step + m * t.batch_size
                 rows = ds[rows_of[lo:lo + t.batch_size].tolist()]
-                batch = training_batch(processor, rows["image"], rows["question"], rows["answer"])
+                batch = task.training_batch(rows)
                 loss = model(**batch).loss / t.grad_accum
                 loss.backward()
                 loss.item()

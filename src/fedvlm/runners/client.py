@@ -5,12 +5,11 @@ import math
 import numpy as np
 import torch
 
-from fedvlm.config import Config
+from fedvlm.config import Config, client_ranks
 from fedvlm.core.compress import compress_delta
 from fedvlm.core.lora import pad_rank, slice_rank
-from fedvlm.core.sharing import split_state
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, message_nbytes
-from fedvlm.models.adapter import get_adapter_state, set_adapter_state, trainable_by_state_key
+from fedvlm.models.adapter import get_adapter_state, set_adapter_state, set_trainable, trainable_by_state_key
 from fedvlm.runners.rundir import ClientStore
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.fedprox import ProximalTerm
@@ -29,14 +28,13 @@ def steps_per_round(cfg: Config, num_examples: int) -> int:
 
 
 def kept_state(cfg: Config, fed, store: ClientStore, client_id: str, round_num: int) -> AdapterState:
-    """The adapter arrays that never travel (see ``core.sharing``): FFA-LoRA's frozen A,
-    regenerated from the shared seed (here: the run's initial adapter), or FedSA-LoRA's
-    local B, from the client's store (the initial B before its first round)."""
-    _, initial_kept = split_state(fed.initial_adapter, cfg.federated.aggregation)
+    """What a client holds before the server's payload: the shared seeded initialization
+    (which every client regenerates; here the run's initial adapter), under FedSA-LoRA
+    overlaid with the client's own B from its store. The payload replaces what travels."""
     if cfg.federated.aggregation == "fedsa":
         own = store.load(client_id, "fedsa_b", before_round=round_num)
-        return own if own is not None else initial_kept
-    return initial_kept
+        return {**fed.initial_adapter, **(own or {})}
+    return dict(fed.initial_adapter)
 
 
 def _hooks(model, instruction: Instruction, start: AdapterState, store: ClientStore, client_id: str, round_num: int):
@@ -49,7 +47,8 @@ def _hooks(model, instruction: Instruction, start: AdapterState, store: ClientSt
     if "c" in instruction.extras:
         c = instruction.extras["c"]
         c_i = store.load(client_id, "scaffold_c", before_round=round_num)
-        c_i = c_i if c_i is not None else {k: np.zeros_like(v) for k, v in c.items()}
+        if c_i is None or set(c_i) != set(c):  # first round, or a new two-stage stage
+            c_i = {k: np.zeros_like(v) for k, v in c.items()}
         # Control variates cover the exchanged arrays; a local-only B is left uncorrected.
         scaffold = ScaffoldCorrection({k: p for k, p in params.items() if k in c}, c, c_i)
         hooks.append(scaffold)
@@ -77,15 +76,16 @@ def run_client_round(
     n_steps = steps_per_round(cfg, len(rows))
     first_step = (round_num - 1) * n_steps
     total = cfg.federated.rounds * n_steps
-    rank = cfg.lora.client_ranks.get(client_id, cfg.lora.r)
+    rank = client_ranks(cfg).get(client_id, cfg.lora.r)
     payload = _at_rank(instruction.payload, rank, cfg.lora.r)  # what a rank-`rank` client holds
     start = {**kept_state(cfg, fed, store, client_id, round_num), **payload}
     set_adapter_state(fed.model, start)
+    set_trainable(fed.model, fed.plan.trained(start, round_num))
     hooks, scaffold = _hooks(fed.model, instruction, start, store, client_id, round_num)
     mask = RankMask(trainable_by_state_key(fed.model), rank) if rank < cfg.lora.r else None
     torch.manual_seed(int(np.random.SeedSequence([cfg.run.seed, 4, client_num, round_num]).generate_state(1)[0]))
     steps = iter_steps(
-        fed.processor,
+        fed.task,
         fed.train_ds,
         rows,
         num_steps=n_steps,
@@ -106,9 +106,11 @@ def run_client_round(
     )
     if mask is not None:
         mask.remove()
-    state, kept = split_state(get_adapter_state(fed.model), cfg.federated.aggregation)
+    trained = get_adapter_state(fed.model)
+    state = {k: trained[k] for k in fed.plan.exchanged(trained, round_num)}
     if cfg.federated.aggregation == "fedsa":
-        store.save(client_id, "fedsa_b", kept, round_num)
+        own_b = {k: trained[k] for k in fed.plan.trained(trained, round_num) if k not in state}
+        store.save(client_id, "fedsa_b", own_b, round_num)
     extras = {}
     if scaffold is not None:
         c_new = scaffold.new_control(instruction.payload, state)

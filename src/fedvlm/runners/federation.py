@@ -6,14 +6,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedvlm.config import Config
+from fedvlm.config import Config, client_ranks
+from fedvlm.core.sharing import SharingPlan
 from fedvlm.core.types import AdapterState
 from fedvlm.data.partition import partition_indices, split_local
-from fedvlm.data.vqa import load_vqa
+from fedvlm.errors import ConfigError, DataError, ModelError
 from fedvlm.models.adapter import get_adapter_state
-from fedvlm.errors import ModelError
-from fedvlm.models.load import attach_lora, load_base
+from fedvlm.models.families import Family, detect_family
+from fedvlm.models.load import attach_lora, load_base, model_config
 from fedvlm.runners.merge import read_adapter
+from fedvlm.train.tasks import Task, build_task
 
 
 @dataclass
@@ -26,6 +28,9 @@ class ClientData:
 class Federation:
     model: object  # PeftModel: the one base model in memory, with one adapter
     processor: object
+    family: Family
+    task: Task  # rows -> batches, model -> answers
+    plan: SharingPlan  # what trains and what travels, per round
     initial_adapter: AdapterState
     train_ds: object
     test_ds: object
@@ -79,36 +84,80 @@ def warm_start(initial: AdapterState, path: Path) -> AdapterState:
     return {k: state[k].astype(a.dtype) for k, a in initial.items()}
 
 
+def resolve_tuning(cfg: Config, family: Family) -> str:
+    """``lora.tuning`` with ``auto`` resolved; the connector strategies need a connector."""
+    tuning = cfg.lora.tuning
+    if tuning == "auto":
+        return "connector_lora" if family.connector else "lora"
+    if tuning != "lora" and not family.connector:
+        raise ConfigError(
+            f"config key 'lora.tuning': {tuning} trains a vision-language connector, and family "
+            f"{family.name} has none (use lora)"
+        )
+    return tuning
+
+
+def load_datasets(cfg: Config, family: Family):
+    """The train and test splits, read as VQA (families with images) or text data."""
+    d = cfg.data
+    if family.images or family.task == "blip_vqa":
+        from fedvlm.data.vqa import load_vqa
+
+        return tuple(load_vqa(d.source, split, d.columns or None, d.image_dir) for split in (d.train_split, d.test_split))
+    from fedvlm.data.text import load_text
+
+    return tuple(load_text(d.source, split, d.columns or None) for split in (d.train_split, d.test_split))
+
+
+def label_names(family: Family, train_ds) -> list[str] | None:
+    if family.task != "classify":
+        return None
+    feature = train_ds.features.get("label")
+    if feature is None or not hasattr(feature, "names"):
+        raise DataError(f"data.source: family {family.name} classifies, but the dataset has no label column with class names")
+    return list(feature.names)
+
+
 def build_federation(cfg: Config) -> Federation:
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    d = cfg.data
-    train_ds = load_vqa(d.source, d.train_split, d.columns or None, d.image_dir)
-    test_ds = load_vqa(d.source, d.test_split, d.columns or None, d.image_dir)
+    d, m, lo = cfg.data, cfg.model, cfg.lora
+    family = peek_family(cfg)
+    train_ds, test_ds = load_datasets(cfg, family)
     if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
         keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
         train_ds = train_ds.select(np.sort(keep))
     n_test = min(d.pooled_test_size, len(test_ds))
     pooled = np.random.default_rng(seed_for(cfg, 2)).permutation(len(test_ds))[:n_test]
 
-    base, processor = load_base(cfg.model.path, cfg.model.dtype)
-    lo = cfg.lora
-    model = attach_lora(
-        base, lo.r, lo.alpha, lo.dropout, lo.target_modules, lo.modules_to_save, cfg.run.seed
+    labels = label_names(family, train_ds)
+    base, processor, family = load_base(
+        m.path, m.dtype, family=m.family, quantization=m.quantization,
+        gradient_checkpointing=m.gradient_checkpointing, labels=labels, seed=cfg.run.seed,
     )
+    tuning = resolve_tuning(cfg, family)
+    connector = family.connector if tuning != "lora" else ()
+    modules = [*connector, *family.head, *lo.modules_to_save]
+    model = attach_lora(base, family, lo.r, lo.alpha, lo.dropout, lo.target_modules, modules, cfg.run.seed)
     initial = get_adapter_state(model)
     if lo.init_adapter:
         initial = warm_start(initial, Path(lo.init_adapter))
-    if cfg.federated.aggregation == "ffa":
-        # FFA-LoRA: A stays at its shared seeded initialization on every client.
-        for name, param in model.named_parameters():
-            if ".lora_A." in name:
-                param.requires_grad_(False)
+    plan = SharingPlan(cfg.federated.aggregation, tuning, lo.two_stage_rounds, family.connector)
+    if client_ranks(cfg) and not any(k.endswith(".lora_A.weight") for k in plan.trained(initial, cfg.federated.rounds)):
+        raise ConfigError(f"config key 'lora.client_ranks': lora.tuning={tuning} trains no LoRA factors")
     return Federation(
         model=model,
         processor=processor,
+        family=family,
+        task=build_task(family, processor, labels, d.max_length),
+        plan=plan,
         initial_adapter=initial,
         train_ds=train_ds,
         test_ds=test_ds,
         pooled_test=sorted(pooled.tolist()),
         clients=build_clients(cfg, train_ds),
     )
+
+
+def peek_family(cfg: Config) -> Family:
+    """The model's family from its config alone (before loading data or weights)."""
+    return detect_family(model_config(cfg.model.path), cfg.model.family)

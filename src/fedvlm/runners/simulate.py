@@ -18,12 +18,11 @@ from fedvlm.core.validate import validate_update
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.runners import rundir
 from fedvlm.core.aggregate import weighted_mean
-from fedvlm.core.sharing import split_state
 from fedvlm.core.types import AdapterState
 from fedvlm.runners.base_delta import MergedBase, export_merged
 from fedvlm.runners.client import kept_state, run_client_round
 from fedvlm.runners.federation import Federation, build_federation, seed_for
-from fedvlm.train.evaluate import evaluate_vqa
+from fedvlm.train.evaluate import evaluate
 
 
 def make_strategy(cfg: Config, num_clients: int) -> Strategy:
@@ -37,6 +36,10 @@ def train_round(cfg: Config, fed: Federation, strategy: Strategy, state, rng, ro
     """
     show = cfg.run.progress
     instructions = strategy.configure(round_num, state, list(fed.clients), rng)
+    frozen = state.buffers.get("frozen")
+    if frozen:  # two-stage: the connector the first stage reached goes down with the payload
+        for instruction in instructions.values():
+            instruction.payload = {**frozen, **instruction.payload}
     updates = []
     for cid in tqdm(instructions, desc=f"round {round_num} clients", leave=False, disable=not show):
         bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not show)
@@ -62,7 +65,7 @@ def evaluate_global(cfg: Config, fed: Federation, state, client_states=None) -> 
 
     def run(adapter, ds, rows):
         set_adapter_state(fed.model, adapter)
-        return evaluate_vqa(fed.model, fed.processor, ds, rows, e.batch_size, e.max_new_tokens)
+        return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens)
 
     result = run(state, fed.test_ds, fed.pooled_test)
     if e.local:
@@ -74,19 +77,30 @@ def evaluate_global(cfg: Config, fed: Federation, state, client_states=None) -> 
     return result
 
 
-def full_states(cfg: Config, fed: Federation, shared: AdapterState, store, round_num: int):
+def full_states(cfg: Config, fed: Federation, state, store, round_num: int):
     """The global adapter as a model loads it, plus personalized per-client adapters.
 
-    The server only holds the exchanged arrays; the rest is FFA-LoRA's frozen A (from the
-    shared initialization) or, for FedSA-LoRA, each client's own B. FedSA-LoRA's "global"
-    adapter uses the mean of the clients' B, for reference; its real output is the
-    personalized adapters.
+    The server only holds the exchanged arrays (and a two-stage run's frozen connector);
+    the rest is the shared initialization (FFA-LoRA's A, untrained parts) or, for
+    FedSA-LoRA, each client's own B. FedSA-LoRA's "global" adapter uses the mean of the
+    clients' B, for reference; its real output is the personalized adapters.
     """
+    shared = {**state.buffers.get("frozen", {}), **state.global_state}
     if cfg.federated.aggregation != "fedsa":
         return {**kept_state(cfg, fed, store, "", round_num + 1), **shared}, None
     own = {cid: kept_state(cfg, fed, store, cid, round_num + 1) for cid in fed.clients}
     mean_b = weighted_mean(list(own.values()), [1.0] * len(own))
     return {**mean_b, **shared}, {cid: {**b, **shared} for cid, b in own.items()}
+
+
+def initial_server_state(fed: Federation, strategy: Strategy, round_num: int, frozen: AdapterState | None = None):
+    """The strategy's state for the arrays exchanged from ``round_num`` on; a two-stage
+    run starts it afresh for its LoRA stage, keeping the connector as ``frozen``."""
+    initial = {k: fed.initial_adapter[k] for k in fed.plan.exchanged(fed.initial_adapter, round_num)}
+    state = strategy.initialize(initial)
+    if frozen:
+        state = state.advance(round_num - 1, state.global_state, frozen=frozen)
+    return state
 
 
 def save_global_adapter(cfg: Config, fed: Federation, full: AdapterState, state, out_dir: Path) -> None:
@@ -123,7 +137,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         rundir.truncate_metrics(run_dir, state.round)
     else:
         save_config(cfg, run_dir / "config.yaml")
-        state = strategy.initialize(split_state(fed.initial_adapter, cfg.federated.aggregation)[0])
+        state = initial_server_state(fed, strategy, 1)
         rng = np.random.default_rng(seed_for(cfg, 5))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
@@ -135,11 +149,13 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
                   initial=state.round, total=cfg.federated.rounds)
     for round_num in rounds:
         start = time.perf_counter()
+        if fed.plan.starts_stage(round_num):
+            state = initial_server_state(fed, strategy, round_num, frozen=state.global_state)
         state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
         if merged is not None:
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
-        full, personal = full_states(cfg, fed, state.global_state, store, round_num)
+        full, personal = full_states(cfg, fed, state, store, round_num)
         result = evaluate_global(cfg, fed, full, personal)
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
@@ -159,7 +175,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             run_dir, state, rng,
             {"torch_rng": torch.get_rng_state().tolist(), "best_accuracy": best_acc},
         )
-    full, personal = full_states(cfg, fed, state.global_state, store, cfg.federated.rounds)
+    full, personal = full_states(cfg, fed, state, store, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
     for cid, adapter in (personal or {}).items():
         save_adapter(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)

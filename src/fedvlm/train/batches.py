@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from fedvlm.train.collate import training_batch
 
 
 def stream_positions(num_examples: int, start: int, count: int, seed: Sequence[int]) -> np.ndarray:
@@ -27,7 +26,7 @@ def stream_positions(num_examples: int, start: int, count: int, seed: Sequence[i
 
 
 def iter_steps(
-    processor,
+    task,
     dataset,
     indices: Sequence[int],
     *,
@@ -38,7 +37,8 @@ def iter_steps(
     seed: Sequence[int],
 ) -> Iterator[list[dict]]:
     """Yield ``num_steps`` optimizer steps, each ``grad_accum`` micro-batches of
-    ``batch_size`` rows of ``dataset`` drawn from ``indices`` in stream order."""
+    ``batch_size`` rows of ``dataset`` drawn from ``indices`` in stream order, turned into
+    model inputs by ``task.training_batch``."""
     per_step = batch_size * grad_accum
     order = stream_positions(len(indices), first_step * per_step, num_steps * per_step, seed)
     rows_of = np.asarray(indices)[order]
@@ -47,5 +47,5 @@ def iter_steps(
         for m in range(grad_accum):
             lo = s * per_step + m * batch_size
             rows = dataset[rows_of[lo : lo + batch_size].tolist()]
-            micro.append(training_batch(processor, rows["image"], rows["question"], rows["answer"]))
+            micro.append(task.training_batch(rows))
         yield micro

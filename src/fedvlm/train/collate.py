@@ -1,56 +1,116 @@
-"""Turn VQA rows into model inputs: chat-template prompts, images, answer-only labels."""
+"""Inputs for generative models: a prompt (with an image, for VLMs), answer-only labels.
 
-from collections.abc import Sequence
+One path serves every generative family: LLaVA-style chat templates, plain prompt formats
+(PaliGemma's ``answer en ...``, Fuyu's ``question\\n``), and text-only causal LMs. Families
+whose processors return extra per-token arrays (PaliGemma's ``token_type_ids``, Fuyu's
+``image_patches_indices``) name the value those take on the appended answer tokens.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 IGNORE_INDEX = -100
-
-
-def vqa_prompt(processor, question: str) -> str:
-    """The user turn (an image and the question) rendered by the model's own chat template,
-    ending with the assistant's generation prompt."""
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
-    ]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+TEXT_PROMPT = "{question}\nAnswer:"  # causal LMs without a chat template
 
 
 def _rgb(images: Sequence) -> list:
     return [im if im.mode == "RGB" else im.convert("RGB") for im in images]
 
 
-def training_batch(processor, images: Sequence, questions: Sequence[str], answers: Sequence[str]) -> dict:
-    """Inputs for a causal VLM with the loss on answer tokens only.
-
-    Each sequence is ``prompt + answer + eos``; labels are -100 on the prompt (image tokens
-    included) and on padding, so the model is trained to answer, not to echo questions.
-    """
-    tok = processor.tokenizer
-    prompts = [vqa_prompt(processor, q) for q in questions]
-    enc = processor(images=_rgb(images), text=prompts, return_tensors="pt", padding=True, padding_side="right")
-    prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-    answer_ids = tok(list(answers), add_special_tokens=False)["input_ids"]
-    rows = [
-        enc["input_ids"][i, :n].tolist() + ans + [tok.eos_token_id]
-        for i, (n, ans) in enumerate(zip(prompt_lens, answer_ids))
-    ]
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, n) in enumerate(zip(rows, prompt_lens)):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        labels[i, n : len(row)] = torch.tensor(row[n:])
-        attention_mask[i, : len(row)] = 1
-    out = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-    out.update(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-    return out
+def questions_of(rows: Mapping) -> list[str]:
+    """The prompt text of each row: a VQA question, or a text (and its pair)."""
+    if "question" in rows:
+        return list(rows["question"])
+    pairs = rows.get("text_pair") or [None] * len(rows["text"])
+    return [t if p is None else f"{t}\n{p}" for t, p in zip(rows["text"], pairs)]
 
 
-def generation_batch(processor, images: Sequence, questions: Sequence[str]) -> dict:
-    """Left-padded prompts for batched greedy generation."""
-    prompts = [vqa_prompt(processor, q) for q in questions]
-    return dict(
-        processor(images=_rgb(images), text=prompts, return_tensors="pt", padding=True, padding_side="left")
-    )
+@dataclass
+class GenerativeTask:
+    """Prompt -> answer tokens, trained with the loss on the answer and ``eos`` only."""
+
+    processor: object  # a processor (VLMs) or a tokenizer (text-only LMs)
+    images: bool = True
+    prompt: str | None = None  # plain format; None: the model's chat template
+    token_fill: dict[str, int] = field(default_factory=dict)
+    nest_images: bool = False
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def prompts(self, questions: Sequence[str]) -> list[str]:
+        if self.prompt is not None:
+            return [self.prompt.format(question=q) for q in questions]
+        if getattr(self.tokenizer, "chat_template", None) is None and not self.images:
+            return [TEXT_PROMPT.format(question=q) for q in questions]
+        content = [{"type": "image"}] if self.images else []
+        return [
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": [*content, {"type": "text", "text": q}]}],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for q in questions
+        ]
+
+    def _encode(self, rows: Mapping, padding_side: str) -> dict:
+        text = self.prompts(questions_of(rows))
+        if self.images:
+            images = _rgb(rows["image"])
+            return self.processor(
+                images=[[im] for im in images] if self.nest_images else images,
+                text=text,
+                return_tensors="pt",
+                padding=True,
+                padding_side=padding_side,
+            )
+        return self.tokenizer(text, return_tensors="pt", padding=True, padding_side=padding_side)
+
+    def _answer_ids(self, answers: Sequence[str]) -> list[list[int]]:
+        tok = self.tokenizer
+        prefix = " " if self.prompt is None and not self.images and tok.chat_template is None else ""
+        return tok([prefix + a for a in answers], add_special_tokens=False)["input_ids"]
+
+    def training_batch(self, rows: Mapping) -> dict:
+        """``prompt + answer + eos`` per row, right-padded; labels -100 except on the answer
+        and ``eos``, so the model learns to answer rather than to echo prompts.
+
+        The prompt's real tokens are read through the attention mask, so processors that
+        pad on the left (Fuyu's always does) work too."""
+        tok = self.tokenizer
+        enc = self._encode(rows, "right")
+        ids, mask = enc["input_ids"], enc["attention_mask"].bool()
+        answers = [a + [tok.eos_token_id] for a in self._answer_ids(rows["answer"])]
+        prompt_lens = mask.sum(dim=1).tolist()
+        width = max(n + len(a) for n, a in zip(prompt_lens, answers))
+        per_token = [k for k, v in enc.items() if torch.is_tensor(v) and v.shape == ids.shape]
+        out = {k: v for k, v in enc.items() if k not in per_token}
+        for key in per_token:
+            fill = {"input_ids": tok.pad_token_id, "attention_mask": 0}.get(key, self.token_fill.get(key, 0))
+            out[key] = torch.full((len(answers), width), fill, dtype=enc[key].dtype)
+        labels = torch.full((len(answers), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (n, answer) in enumerate(zip(prompt_lens, answers)):
+            end = n + len(answer)
+            for key in per_token:
+                out[key][i, :n] = enc[key][i][mask[i]]
+            out["input_ids"][i, n:end] = torch.tensor(answer)
+            out["attention_mask"][i, n:end] = 1
+            labels[i, n:end] = torch.tensor(answer)
+        out["labels"] = labels
+        return out
+
+    def generation_batch(self, rows: Mapping) -> dict:
+        """Left-padded prompts for batched greedy generation."""
+        return dict(self._encode(rows, "left"))
+
+    @torch.no_grad()
+    def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
+        batch = self.generation_batch(rows)
+        out = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+        )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        return [a.strip() for a in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -1,32 +1,19 @@
-"""Evaluate a VQA model: greedy generation, normalized exact match / VQA soft accuracy."""
+"""Evaluate a model on its task: answers (generated, or a classifier's label names) scored
+by normalized exact match / VQA soft accuracy, overall and per question type."""
 
 from collections import defaultdict
 from collections.abc import Sequence
 
-import torch
-
 from fedvlm.core.answers import vqa_accuracy
-from fedvlm.train.collate import generation_batch
 
 
-@torch.no_grad()
-def generate_answers(
-    model, processor, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int
-) -> list[str]:
-    """Greedy answers for ``dataset`` rows ``indices`` (columns image, question)."""
+def predict_rows(task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int) -> list[str]:
+    """The model's answers for ``dataset`` rows ``indices``, in batches."""
     model.eval()
     answers = []
     for start in range(0, len(indices), batch_size):
         rows = dataset[list(indices[start : start + batch_size])]
-        batch = generation_batch(processor, rows["image"], rows["question"])
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=processor.tokenizer.pad_token_id,
-        )
-        new_tokens = out[:, batch["input_ids"].shape[1] :]
-        answers += processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        answers += task.predict(model, rows, max_new_tokens)
     return answers
 
 
@@ -49,9 +36,9 @@ def score_answers(predictions: Sequence[str], rows: dict) -> dict:
     }
 
 
-def evaluate_vqa(model, processor, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int) -> dict:
-    """Generate answers for ``indices`` and score them against the dataset's references."""
-    preds = generate_answers(model, processor, dataset, indices, batch_size, max_new_tokens)
+def evaluate(task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int) -> dict:
+    """Predict ``indices`` and score them against the dataset's references."""
+    preds = predict_rows(task, model, dataset, indices, batch_size, max_new_tokens)
     columns = [c for c in ("answer", "answers", "question_type") if c in dataset.column_names]
     rows = dataset.select_columns(columns)[list(indices)]
     return score_answers(preds, rows)

@@ -1,0 +1,28 @@
+"""The task a family trains on: turn dataset rows into a batch, and a model into answers.
+
+Every task has ``training_batch(rows) -> dict`` (model inputs with ``labels``) and
+``predict(model, rows, max_new_tokens) -> list[str]``; answers are scored as strings
+against the dataset's ``answer`` column, so one evaluation serves every family.
+"""
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from fedvlm.models.families import Family
+from fedvlm.train.blip_vqa import BlipVQATask
+from fedvlm.train.classify import ClassifyTask
+from fedvlm.train.collate import GenerativeTask
+
+
+class Task(Protocol):
+    def training_batch(self, rows: Mapping) -> dict: ...
+
+    def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]: ...
+
+
+def build_task(family: Family, processor, label_names=None, max_length: int = 128) -> Task:
+    if family.task == "classify":
+        return ClassifyTask(processor, list(label_names), max_length)
+    if family.task == "blip_vqa":
+        return BlipVQATask(processor)
+    return GenerativeTask(processor, family.images, family.prompt, dict(family.token_fill), family.nest_images)

@@ -1,0 +1,41 @@
+"""Text families on tiny random configs of their real classes, and the embedded MiniLM."""
+
+import pytest
+
+from families.harness import TEXT_DATA, check_run, run_tiny
+from families.tiny_text import build_bert_cls, build_bloom, build_llama, build_roberta_cls
+
+
+@pytest.mark.parametrize(
+    "build, family, head",
+    [
+        (build_roberta_cls, "encoder-classifier", "classifier.out_proj.weight"),
+        (build_bert_cls, "encoder-classifier", "classifier.weight"),
+        (build_bloom, "bloom", None),
+        (build_llama, "llama", None),
+    ],
+    ids=["roberta", "bert", "bloom", "llama"],
+)
+def test_text_family_trains_and_exports_a_stock_peft_adapter(tmp_path, build, family, head):
+    model_dir = build(tmp_path / "model")
+    cfg, fed, run_dir = run_tiny(tmp_path, model_dir, TEXT_DATA)
+    assert fed.family.name == family
+    check_run(cfg, fed, run_dir)
+    keys = list(fed.initial_adapter)
+    if head:  # the classification head is trained and aggregated with the adapter
+        assert any(k.endswith(head) for k in keys)
+        assert fed.task.label_names == ["negative", "neutral", "positive"]
+    else:
+        assert all(".lora_" in k for k in keys)
+    targets = {"roberta": "query", "bert": "query", "bloom": "query_key_value", "llama": "q_proj"}
+    assert any(f".{targets[build.__name__.split('_')[1]]}." in k for k in keys)
+
+
+def test_embedded_minilm_classifier_learns_on_crowdflower(tmp_path):
+    cfg, fed, run_dir = run_tiny(
+        tmp_path, "embedded-text", TEXT_DATA, "train.batch_size=16", "train.local_steps=4", "train.lr=0.005"
+    )
+    assert fed.family.name == "encoder-classifier" and fed.model.config.num_labels == 3
+    result = check_run(cfg, fed, run_dir)
+    losses = [c["loss"] for r in result["records"][1:] for c in r["clients"].values()]
+    assert all(0 < x < 2 for x in losses)
