@@ -288,3 +288,14 @@ def test_easyvqa_partitions_quickly():
     elapsed = time.perf_counter() - start
     _check_disjoint_cover(parts, range(train.num_rows))
     assert elapsed < 5.0  # ~0.4 s normally; generous for a busy shared machine
+
+
+def test_split_local_cap_samples_at_random_not_the_lowest_rows():
+    # Sources are often sorted (by topic, by label): a capped local test set must still be
+    # a random sample of the client's rows, with the rest returned to training.
+    indices = list(range(0, 4000, 2))
+    train, test = split_local(indices, 0.5, seed=3, max_test=100)
+    assert len(test) == 100 and len(train) == len(indices) - 100
+    assert sorted(train + test) == indices
+    assert max(test) > indices[len(indices) // 2]  # not just the first rows
+    assert np.mean(test) == pytest.approx(np.mean(indices), rel=0.15)

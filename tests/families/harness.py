@@ -20,7 +20,7 @@ TEXT_DATA = ["data.source=crowdflower", "data.max_length=32", "eval.max_new_toke
 def run_tiny(tmp_path: Path, model_path, data: list[str], *overrides: str):
     """A 2-client, 2-round job (tests/tiny.py) on the model at ``model_path``."""
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    run_dir.mkdir(parents=True)
     cfg = load_config(None, [*TINY_RUN, f"model.path={model_path}", *data, *overrides])
     fed = run_simulation(cfg, run_dir)
     return cfg, fed, run_dir

@@ -105,13 +105,21 @@ def _fedvlm(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("strategy", ["scaffold", "fedadam", "flora"])
+VARIANTS = {
+    "scaffold": ["federated.strategy=scaffold"],
+    "fedadam": ["federated.strategy=fedadam"],
+    "flora": ["federated.aggregation=flora"],
+    "two_stage": ["federated.strategy=fedadam", "lora.tuning=two_stage", "lora.two_stage_rounds=1"],
+}
+
+
+@pytest.mark.parametrize("strategy", list(VARIANTS))
 def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
     # SCAFFOLD checks that client control variates survive; FedAdam the server moments (and
     # the FedAvg path underneath it).
-    # FLoRA checks the base weights rebuilt from the checkpointed merge.
-    variant = "federated.aggregation=flora" if strategy == "flora" else f"federated.strategy={strategy}"
-    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", variant]
+    # FLoRA checks the base weights rebuilt from the checkpointed merge; two-stage the
+    # switch from the connector stage to the LoRA stage right after the kill.
+    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", *VARIANTS[strategy]]
     straight = _fedvlm("run", *common, "run.name=straight", cwd=tmp_path)
     killed = _fedvlm("run", *common, "run.name=killed", cwd=tmp_path)
     state_file = tmp_path / "killed" / "checkpoint" / "state.json"

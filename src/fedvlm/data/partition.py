@@ -241,7 +241,9 @@ def overlap_partition(
     return partitions
 
 
-def split_local(indices: list[int], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_local(
+    indices: list[int], test_fraction: float, seed: int, max_test: int | None = None
+) -> tuple[list[int], list[int]]:
     """Split one client's rows into local train and test rows.
 
     Args:
@@ -250,6 +252,9 @@ def split_local(indices: list[int], test_fraction: float, seed: int) -> tuple[li
             the client has at least 2 rows, the test set has at least 1 row and the train
             set keeps at least 1 row.
         seed: seeds the shuffle (use a different seed per client, e.g. seed + client id).
+        max_test: caps the test set; rows beyond the cap stay in train. The test rows are
+            a random sample either way (never the lowest indices: sources are often
+            sorted by topic or label).
 
     Returns:
         (train indices, test indices), each ascending, disjoint, together covering
@@ -264,6 +269,8 @@ def split_local(indices: list[int], test_fraction: float, seed: int) -> tuple[li
         num_test = min(max(num_test, 1), count - 1)
     elif count < 2:
         num_test = 0
+    if max_test is not None:
+        num_test = min(num_test, max_test)
     order = np.random.default_rng(seed).permutation(count)
     test = sorted(int(i) for i in rows[order[:num_test]])
     train = sorted(int(i) for i in rows[order[num_test:]])

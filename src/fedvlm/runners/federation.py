@@ -60,12 +60,8 @@ def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     )
     clients = {}
     for k, rows in enumerate(parts):
-        local_train, local_test = split_local(rows, p.local_test_fraction, cfg.run.seed + k)
-        # Rows held out beyond the local-test cap go back to training.
-        spare = local_test[p.max_local_test :]
-        clients[str(k)] = ClientData(
-            train=sorted(local_train + spare), test=local_test[: p.max_local_test]
-        )
+        train, test = split_local(rows, p.local_test_fraction, cfg.run.seed + k, p.max_local_test)
+        clients[str(k)] = ClientData(train=train, test=test)
     return clients
 
 
