@@ -72,3 +72,18 @@ def check_run(cfg, fed, run_dir: Path) -> dict:
     with stock.disable_adapter():
         assert not torch.allclose(outputs(stock, batch), theirs), "the adapter changes nothing"
     return {"records": records, "final": final}
+
+
+def check_4bit(tmp_path: Path, model_path, data: list[str]) -> None:
+    """One round on the model loaded in 4-bit NF4: its linears are quantized and LoRA (and
+    any connector or head) trains on top."""
+    import bitsandbytes as bnb
+
+    cfg, fed, run_dir = run_tiny(tmp_path, model_path, data, "model.quantization=4bit", "federated.rounds=1")
+    quantized = [m for m in fed.model.get_base_model().modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantized, "nothing was quantized"
+    final = load_file(str(run_dir / "adapters" / "final" / "adapter_model.safetensors"))
+    changed = {k for k in final if not np.array_equal(final[k], fed.initial_adapter[k])}
+    assert changed == set(fed.plan.trained(final, 1))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(c["loss"]) for c in records[1]["clients"].values())

@@ -2,8 +2,13 @@
 
 import pytest
 
-from families.harness import TEXT_DATA, check_run, run_tiny
+from families.harness import TEXT_DATA, check_4bit, check_run, run_tiny
 from families.tiny_text import build_bert_cls, build_bloom, build_llama, build_roberta_cls
+
+
+@pytest.mark.parametrize("build", [build_roberta_cls, build_bert_cls, build_bloom, build_llama])
+def test_text_family_trains_in_4bit(tmp_path, build):
+    check_4bit(tmp_path, build(tmp_path / "model"), TEXT_DATA)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ adapter stock peft loads with identical outputs."""
 import pytest
 
 from families import tiny_vision_a, tiny_vision_b
-from families.harness import check_run, run_tiny
+from families.harness import check_4bit, check_run, run_tiny
 from fedvlm.models.load import embedded_model_path
 
 VISION = {
@@ -40,10 +40,10 @@ TARGETS = {
 }
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=NEEDS_TORCHVISION) if n in ("smolvlm", "qwen2-vl", "qwen2.5-vl") else n for n in VISION],
-)
+NAMES = [pytest.param(n, marks=NEEDS_TORCHVISION) if n in ("smolvlm", "qwen2-vl", "qwen2.5-vl") else n for n in VISION]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_vision_family_trains_and_exports_a_stock_peft_adapter(tmp_path, name):
     model_dir = VISION[name](tmp_path / "model")
     cfg, fed, run_dir = run_tiny(tmp_path, model_dir, ["eval.max_new_tokens=3"])
@@ -58,3 +58,8 @@ def test_vision_family_trains_and_exports_a_stock_peft_adapter(tmp_path, name):
         assert connector and all(any(f".{c}." in k for c in fed.family.connector) for k in connector)
     else:
         assert connector == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vision_family_trains_in_4bit(tmp_path, name):
+    check_4bit(tmp_path, VISION[name](tmp_path / "model"), ["eval.max_new_tokens=3"])
