@@ -44,3 +44,20 @@ def test_embedded_minilm_classifier_learns_on_crowdflower(tmp_path):
     result = check_run(cfg, fed, run_dir)
     losses = [c["loss"] for r in result["records"][1:] for c in r["clients"].values()]
     assert all(0 < x < 2 for x in losses)
+
+
+def test_causal_lm_trains_on_instruction_data(tmp_path):
+    # instruction / output pairs in a JSONL per split, mapped onto text / answer
+    import json
+
+    data = tmp_path / "instructions"
+    data.mkdir()
+    for split, n in (("train", 120), ("test", 30)):
+        rows = [{"instruction": f"add {i % 7} and {i % 5}", "output": str(i % 7 + i % 5)} for i in range(n)]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg, fed, run_dir = run_tiny(
+        tmp_path, build_llama(tmp_path / "model"), [f"data.source={data}", "eval.max_new_tokens=3"],
+        "data.columns={text: instruction, answer: output}", "data.max_train_examples=null",
+    )
+    assert "label" not in fed.train_ds.column_names and fed.family.name == "llama"
+    check_run(cfg, fed, run_dir)
