@@ -49,10 +49,12 @@ def test_tuning_trains_and_exchanges_exactly_its_parts(tmp_path, tuning):
             assert metrics["bytes_up"] == metrics["bytes_down"] == sent
 
 
-def test_two_stage_trains_the_connector_then_lora(tmp_path):
+@pytest.mark.parametrize("strategy", ["fedavg", "scaffold"])
+def test_two_stage_trains_the_connector_then_lora(tmp_path, strategy):
+    # SCAFFOLD: the control variates follow the trained arrays from one stage to the next
     cfg, fed, run_dir = run_tiny(
         tmp_path, "embedded", [], "lora.tuning=two_stage", "lora.two_stage_rounds=1", "federated.rounds=3",
-        "eval.keep_last=3",
+        "eval.keep_last=3", f"federated.strategy={strategy}",
     )
     initial = fed.initial_adapter
     lora, connector = _parts(initial)
@@ -64,9 +66,10 @@ def test_two_stage_trains_the_connector_then_lora(tmp_path):
     down = [m["bytes_down"] for r in records for m in r["clients"].values()]
     connector_bytes = state_nbytes({k: initial[k] for k in connector})
     lora_bytes = state_nbytes({k: initial[k] for k in lora})
-    assert up == [connector_bytes] * 2 + [lora_bytes] * 4
+    control = 2 if strategy == "scaffold" else 1  # SCAFFOLD sends c down and dc up
+    assert up == [control * connector_bytes] * 2 + [control * lora_bytes] * 4
     # stage two sends the frozen connector down with the LoRA payload
-    assert down == [connector_bytes] * 2 + [lora_bytes + connector_bytes] * 4
+    assert down == [control * connector_bytes] * 2 + [control * lora_bytes + connector_bytes] * 4
 
 
 def test_connector_tuning_needs_a_connector(tmp_path):

@@ -127,7 +127,7 @@ def load_base(
     kwargs = {"dtype": getattr(torch, dtype)}
     quant = quantization_config(quantization, fam)
     if quant is not None:
-        kwargs.update(quantization_config=quant, device_map="cpu" if not torch.cuda.is_available() else "auto")
+        kwargs.update(quantization_config=quant, device_map={"": _device()})
     if fam.task == "classify":
         if not labels:
             raise ModelError(f"model.path {path!r}: a sequence classifier needs a dataset with labels")
@@ -154,8 +154,10 @@ def load_base(
             use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.to(_device())
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.eval()
     return model, processor, fam
 
@@ -170,6 +172,11 @@ def _stable_4bit_on_cpu(model) -> None:
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False
+
+
+def _device() -> str:
+    """The first GPU where there is one (hide GPUs with CUDA_VISIBLE_DEVICES=""), else the CPU."""
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 def _first_line(error: Exception) -> str:

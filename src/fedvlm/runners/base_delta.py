@@ -37,8 +37,8 @@ class MergedBase:
             w0 = self.original[name]
             if name in merged:
                 a_key, b_key = merged[name]
-                b = torch.from_numpy(np.ascontiguousarray(delta[b_key])).to(w0.dtype)
-                a = torch.from_numpy(np.ascontiguousarray(delta[a_key])).to(w0.dtype)
+                b = torch.from_numpy(np.ascontiguousarray(delta[b_key])).to(w0.device, w0.dtype)
+                a = torch.from_numpy(np.ascontiguousarray(delta[a_key])).to(w0.device, w0.dtype)
                 layer.weight.copy_(w0 + b @ a)
             else:
                 layer.weight.copy_(w0)

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fedvlm.train.collate import to_device
+
 
 @dataclass
 class ClassifyTask:
@@ -32,5 +34,5 @@ class ClassifyTask:
 
     @torch.no_grad()
     def predict(self, model, rows: Mapping, max_new_tokens: int = 0) -> list[str]:
-        logits = model(**self.encode(rows)).logits
+        logits = model(**to_device(self.encode(rows), model.device)).logits
         return [self.label_names[i] for i in logits.argmax(dim=-1).tolist()]

@@ -15,6 +15,11 @@ IGNORE_INDEX = -100
 TEXT_PROMPT = "{question}\nAnswer:"  # causal LMs without a chat template
 
 
+def to_device(batch: Mapping, device) -> dict:
+    """``batch`` with its tensors on ``device`` (the model's: a GPU where there is one)."""
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 def _rgb(images: Sequence) -> list:
     return [im if im.mode == "RGB" else im.convert("RGB") for im in images]
 
@@ -108,7 +113,7 @@ class GenerativeTask:
 
     @torch.no_grad()
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
-        batch = self.generation_batch(rows)
+        batch = to_device(self.generation_batch(rows), model.device)
         out = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
         )

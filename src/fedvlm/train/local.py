@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fedvlm.train.collate import to_device
 from fedvlm.train.hooks import ClientHook
 
 
@@ -45,7 +46,7 @@ def train_local(
             group["lr"] = lr
         step_loss = 0.0
         for batch in micro_batches:
-            loss = model(**batch).loss / len(micro_batches)
+            loss = model(**to_device(batch, model.device)).loss / len(micro_batches)
             for hook in hooks:
                 extra = hook.extra_loss(model)
                 if extra is not None:

@@ -31,10 +31,11 @@ class ScaffoldCorrection:
         self.lr_sum += lr
 
     def new_control(self, x: AdapterState, y: AdapterState) -> AdapterState:
-        """``c_i+`` from the round's start ``x`` and end ``y`` (float64 math, float32 out)."""
+        """``c_i+`` from the round's start ``x`` and end ``y`` (float64 math, float32 out),
+        for the arrays the control variates cover."""
         return {
             k: (self.c_i[k].astype(np.float64) - self.c[k] + (x[k].astype(np.float64) - y[k]) / self.lr_sum).astype(
                 x[k].dtype
             )
-            for k in x
+            for k in self.c
         }
