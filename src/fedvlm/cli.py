@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from fedvlm.config import Config, load_config, save_config
-from fedvlm.errors import FedvlmError
+from fedvlm.errors import FedvlmError, ModelError
 
 
 def _run_dir(cfg: Config, suffix: str = "") -> Path:
@@ -68,7 +68,11 @@ def cmd_partition(args) -> None:
     from fedvlm.runners.federation import build_clients, load_datasets, peek_family
 
     cfg = load_config(args.config, args.overrides)
-    train_ds, _ = load_datasets(cfg, peek_family(cfg))
+    try:
+        family = peek_family(cfg)
+    except ModelError:  # the model's config is out of reach (a hub id, offline): go by data
+        family = None
+    train_ds, _ = load_datasets(cfg, family)
     clients = build_clients(cfg, train_ds)
     parts = [c.train + c.test for c in clients.values()]
     labels, counts = label_histograms(train_ds, parts, cfg.partition.label_column)
@@ -154,8 +158,12 @@ def _split_config_arg(args) -> None:
 
 def _quiet_libraries() -> None:
     """Keep the terminal to fedvlm's own progress: no per-load weight bars from transformers,
-    and no deprecation notice peft triggers inside transformers on every model wrap."""
+    no deprecation notice peft triggers inside transformers on every model wrap, and no
+    import-time notice from bitsandbytes (via peft) about hub kernels it cannot fetch."""
+    import logging
     import warnings
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
     from transformers.utils import logging as hf_logging
 

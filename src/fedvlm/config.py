@@ -13,7 +13,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from fedvlm.core.sharing import AGGREGATIONS, TUNINGS
 from fedvlm.errors import ConfigError
+from fedvlm.models.families import FAMILIES
 
 
 @dataclass
@@ -144,11 +146,12 @@ _CHOICES = {
     "partition.method": {"iid", "dirichlet", "pathological", "overlap", "natural"},
     "federated.strategy": {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold"},
     "train.schedule": {"cosine", "linear", "constant"},
-    "federated.aggregation": {"naive", "svd", "ffa", "fedsa", "flora", "fedex"},
+    "federated.aggregation": set(AGGREGATIONS),
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
     "model.quantization": {"none", "4bit", "8bit"},
-    "lora.tuning": {"auto", "lora", "connector", "connector_lora", "two_stage"},
+    "model.family": {"auto", *FAMILIES},
+    "lora.tuning": {"auto", *TUNINGS},
 }
 _POSITIVE = {
     "partition.num_clients", "federated.rounds", "train.batch_size", "train.grad_accum",
@@ -244,6 +247,11 @@ def _check(cfg: Config) -> None:
     if f.server_rank is not None and not 0 < f.server_rank <= cfg.lora.r:
         raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {f.server_rank}")
     ranks = client_ranks(cfg)
+    if cfg.model.quantization != "none" and f.aggregation in ("flora", "fedex"):
+        raise ConfigError(
+            f"config keys 'model.quantization' / 'federated.aggregation': {f.aggregation} merges updates "
+            "into the base weights, which needs a full-precision base (model.quantization=none)"
+        )
     if cfg.lora.tuning == "two_stage" and cfg.lora.two_stage_rounds >= f.rounds:
         raise ConfigError(
             f"config key 'lora.two_stage_rounds': expected fewer than federated.rounds ({f.rounds}), "
@@ -256,7 +264,7 @@ def _check(cfg: Config) -> None:
         )
     if ranks and f.aggregation not in ("naive", "svd"):
         raise ConfigError(
-            f"config key 'lora.client_ranks': heterogeneous ranks work with federated.aggregation "
+            f"config keys 'lora.client_ranks' / 'lora.rank_groups': heterogeneous ranks work with federated.aggregation "
             f"naive (zero-padded, HetLoRA) or svd (FlexLoRA), not {f.aggregation}"
         )
     from fedvlm.core.strategies import STRATEGIES

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fedvlm.core.lora import dense_delta, pad_rank, svd_aggregate
-from fedvlm.core.sharing import shared_keys, split_state
+from fedvlm.core.sharing import SharingPlan, key_part
 from fedvlm.core.strategies.fedavg import FedAvg
 from fedvlm.core.types import ClientUpdate
 
@@ -14,17 +14,47 @@ def _state(rng, r=2):
             P: rng.normal(size=(3,)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("aggregation,shared", [("naive", [A, B, P]), ("svd", [A, B, P]), ("ffa", [B, P]), ("fedsa", [A, P])])
-def test_shared_keys(aggregation, shared):
-    state = _state(np.random.default_rng(0))
-    assert shared_keys(state, aggregation) == shared
-    sent, kept = split_state(state, aggregation)
-    assert list(sent) == shared and set(kept) == set(state) - set(shared)
+C, H = "m.multi_modal_projector.linear.weight", "m.classifier.weight"
+KEYS = [A, B, C, H]
 
 
-def test_unknown_aggregation():
+@pytest.mark.parametrize(
+    "aggregation, tuning, trained, exchanged",
+    [
+        ("naive", "connector_lora", [A, B, C, H], [A, B, C, H]),
+        ("svd", "lora", [A, B, H], [A, B, H]),
+        ("naive", "connector", [C, H], [C, H]),
+        ("ffa", "connector_lora", [B, C, H], [B, C, H]),
+        ("ffa", "lora", [B, H], [B, H]),
+        ("fedsa", "connector_lora", [A, B, C, H], [A, C, H]),
+        ("fedsa", "lora", [A, B, H], [A, H]),
+        ("flora", "lora", [A, B, H], [A, B, H]),
+    ],
+)
+def test_sharing_plan_trains_and_exchanges(aggregation, tuning, trained, exchanged):
+    plan = SharingPlan(aggregation, tuning, connector=("multi_modal_projector",))
+    for round_num in (1, 5):
+        assert plan.trained(KEYS, round_num) == trained
+        assert plan.exchanged(KEYS, round_num) == exchanged
+        assert not plan.starts_stage(round_num)
+
+
+def test_two_stage_plan_switches_from_connector_to_lora():
+    plan = SharingPlan("naive", "two_stage", two_stage_rounds=2, connector=("multi_modal_projector",))
+    assert [plan.exchanged(KEYS, r) for r in (1, 2, 3, 4)] == [[C, H], [C, H], [A, B, H], [A, B, H]]
+    assert [plan.starts_stage(r) for r in (1, 2, 3, 4)] == [False, False, True, False]
+
+
+def test_key_parts():
+    assert [key_part(k, ("multi_modal_projector",)) for k in KEYS] == ["lora", "lora", "connector", "module"]
+    assert key_part(C, ()) == "module"  # no connector named: a module trained in full
+
+
+def test_unknown_aggregation_or_tuning():
     with pytest.raises(ValueError, match="bogus"):
-        shared_keys([A], "bogus")
+        SharingPlan("bogus")
+    with pytest.raises(ValueError, match="auto"):
+        SharingPlan("naive", "auto")
 
 
 def test_pad_rank_keeps_product():

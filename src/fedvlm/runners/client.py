@@ -27,7 +27,7 @@ def steps_per_round(cfg: Config, num_examples: int) -> int:
     return max(1, math.ceil(t.local_epochs * num_examples / (t.batch_size * t.grad_accum)))
 
 
-def kept_state(cfg: Config, fed, store: ClientStore, client_id: str, round_num: int) -> AdapterState:
+def client_start_state(cfg: Config, fed, store: ClientStore, client_id: str, round_num: int) -> AdapterState:
     """What a client holds before the server's payload: the shared seeded initialization
     (which every client regenerates; here the run's initial adapter), under FedSA-LoRA
     overlaid with the client's own B from its store. The payload replaces what travels."""
@@ -78,7 +78,7 @@ def run_client_round(
     total = cfg.federated.rounds * n_steps
     rank = client_ranks(cfg).get(client_id, cfg.lora.r)
     payload = _at_rank(instruction.payload, rank, cfg.lora.r)  # what a rank-`rank` client holds
-    start = {**kept_state(cfg, fed, store, client_id, round_num), **payload}
+    start = {**client_start_state(cfg, fed, store, client_id, round_num), **payload}
     set_adapter_state(fed.model, start)
     set_trainable(fed.model, fed.plan.trained(start, round_num))
     hooks, scaffold = _hooks(fed.model, instruction, start, store, client_id, round_num)

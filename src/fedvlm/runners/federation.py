@@ -27,7 +27,6 @@ class ClientData:
 @dataclass
 class Federation:
     model: object  # PeftModel: the one base model in memory, with one adapter
-    processor: object
     family: Family
     task: Task  # rows -> batches, model -> answers
     plan: SharingPlan  # what trains and what travels, per round
@@ -81,7 +80,8 @@ def warm_start(initial: AdapterState, path: Path) -> AdapterState:
 
 
 def resolve_tuning(cfg: Config, family: Family) -> str:
-    """``lora.tuning`` with ``auto`` resolved; the connector strategies need a connector."""
+    """``lora.tuning`` with ``auto`` resolved; the connector strategies need a connector,
+    and ``lora`` alone must not be handed the connector through ``lora.modules_to_save``."""
     tuning = cfg.lora.tuning
     if tuning == "auto":
         return "connector_lora" if family.connector else "lora"
@@ -90,13 +90,22 @@ def resolve_tuning(cfg: Config, family: Family) -> str:
             f"config key 'lora.tuning': {tuning} trains a vision-language connector, and family "
             f"{family.name} has none (use lora)"
         )
+    named = sorted(set(cfg.lora.modules_to_save) & set(family.connector))
+    if tuning == "lora" and named:
+        raise ConfigError(
+            f"config key 'lora.modules_to_save': {named[0]} is the connector; train it with "
+            "lora.tuning=connector_lora (or two_stage), not with lora.tuning=lora"
+        )
     return tuning
 
 
-def load_datasets(cfg: Config, family: Family):
-    """The train and test splits, read as VQA (families with images) or text data."""
+def load_datasets(cfg: Config, family: Family | None):
+    """The train and test splits, read as VQA (families with images) or text data. Without
+    a family (its config out of reach), the source decides: the built-in text corpora and
+    GLUE tasks are text, anything else VQA."""
     d = cfg.data
-    if family.images or family.task == "blip_vqa":
+    images = family.images if family else not (d.source == "crowdflower" or d.source.startswith("glue/"))
+    if images:
         from fedvlm.data.vqa import load_vqa
 
         return tuple(load_vqa(d.source, split, d.columns or None, d.image_dir) for split in (d.train_split, d.test_split))
@@ -126,23 +135,22 @@ def build_federation(cfg: Config) -> Federation:
     pooled = np.random.default_rng(seed_for(cfg, 2)).permutation(len(test_ds))[:n_test]
 
     labels = label_names(family, train_ds)
+    tuning = resolve_tuning(cfg, family)
     base, processor, family = load_base(
         m.path, m.dtype, family=m.family, quantization=m.quantization,
         gradient_checkpointing=m.gradient_checkpointing, labels=labels, seed=cfg.run.seed,
     )
-    tuning = resolve_tuning(cfg, family)
     connector = family.connector if tuning != "lora" else ()
-    modules = [*connector, *family.head, *lo.modules_to_save]
+    modules = list(dict.fromkeys([*connector, *family.head, *lo.modules_to_save]))
     model = attach_lora(base, family, lo.r, lo.alpha, lo.dropout, lo.target_modules, modules, cfg.run.seed)
     initial = get_adapter_state(model)
     if lo.init_adapter:
         initial = warm_start(initial, Path(lo.init_adapter))
     plan = SharingPlan(cfg.federated.aggregation, tuning, lo.two_stage_rounds, family.connector)
     if client_ranks(cfg) and not any(k.endswith(".lora_A.weight") for k in plan.trained(initial, cfg.federated.rounds)):
-        raise ConfigError(f"config key 'lora.client_ranks': lora.tuning={tuning} trains no LoRA factors")
+        raise ConfigError(f"config keys 'lora.client_ranks' / 'lora.rank_groups': lora.tuning={tuning} trains no LoRA factors")
     return Federation(
         model=model,
-        processor=processor,
         family=family,
         task=build_task(family, processor, labels, d.max_length),
         plan=plan,

@@ -20,7 +20,7 @@ from fedvlm.runners import rundir
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.types import AdapterState
 from fedvlm.runners.base_delta import MergedBase, export_merged
-from fedvlm.runners.client import kept_state, run_client_round
+from fedvlm.runners.client import client_start_state, run_client_round
 from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate
 
@@ -87,20 +87,26 @@ def full_states(cfg: Config, fed: Federation, state, store, round_num: int):
     """
     shared = {**state.buffers.get("frozen", {}), **state.global_state}
     if cfg.federated.aggregation != "fedsa":
-        return {**kept_state(cfg, fed, store, "", round_num + 1), **shared}, None
-    own = {cid: kept_state(cfg, fed, store, cid, round_num + 1) for cid in fed.clients}
+        return {**client_start_state(cfg, fed, store, "", round_num + 1), **shared}, None
+    own = {cid: client_start_state(cfg, fed, store, cid, round_num + 1) for cid in fed.clients}
     mean_b = weighted_mean(list(own.values()), [1.0] * len(own))
     return {**mean_b, **shared}, {cid: {**b, **shared} for cid, b in own.items()}
 
 
-def initial_server_state(fed: Federation, strategy: Strategy, round_num: int, frozen: AdapterState | None = None):
-    """The strategy's state for the arrays exchanged from ``round_num`` on; a two-stage
-    run starts it afresh for its LoRA stage, keeping the connector as ``frozen``."""
-    initial = {k: fed.initial_adapter[k] for k in fed.plan.exchanged(fed.initial_adapter, round_num)}
-    state = strategy.initialize(initial)
-    if frozen:
-        state = state.advance(round_num - 1, state.global_state, frozen=frozen)
-    return state
+def initial_server_state(fed: Federation, strategy: Strategy, round_num: int, previous=None):
+    """The strategy's state for the arrays exchanged from ``round_num`` on.
+
+    A two-stage run starts it afresh for its LoRA stage from where the first stage left
+    every array (``previous``); what stops being exchanged (the connector) is kept as the
+    ``frozen`` buffer, which goes down with every instruction.
+    """
+    start = {**fed.initial_adapter, **(previous.global_state if previous else {})}
+    exchanged = fed.plan.exchanged(start, round_num)
+    state = strategy.initialize({k: start[k] for k in exchanged})
+    if previous is None:
+        return state
+    frozen = {k: v for k, v in previous.global_state.items() if k not in exchanged}
+    return state.advance(round_num - 1, state.global_state, frozen=frozen)
 
 
 def save_global_adapter(cfg: Config, fed: Federation, full: AdapterState, state, out_dir: Path) -> None:
@@ -150,7 +156,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
     for round_num in rounds:
         start = time.perf_counter()
         if fed.plan.starts_stage(round_num):
-            state = initial_server_state(fed, strategy, round_num, frozen=state.global_state)
+            state = initial_server_state(fed, strategy, round_num, previous=state)
         state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
         if merged is not None:
             merged.apply(state.buffers["base_delta"])

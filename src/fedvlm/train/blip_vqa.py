@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedvlm.train.collate import IGNORE_INDEX, _rgb, to_device
+from fedvlm.train.collate import IGNORE_INDEX, rgb, to_device
 
 
 @dataclass
@@ -20,7 +20,7 @@ class BlipVQATask:
 
     def encode(self, rows: Mapping) -> dict:
         return dict(
-            self.processor(images=_rgb(rows["image"]), text=list(rows["question"]), padding=True, return_tensors="pt")
+            self.processor(images=rgb(rows["image"]), text=list(rows["question"]), padding=True, return_tensors="pt")
         )
 
     def training_batch(self, rows: Mapping) -> dict:

@@ -20,7 +20,7 @@ def to_device(batch: Mapping, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _rgb(images: Sequence) -> list:
+def rgb(images: Sequence) -> list:
     return [im if im.mode == "RGB" else im.convert("RGB") for im in images]
 
 
@@ -46,17 +46,23 @@ class GenerativeTask:
     def tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
 
+    @property
+    def templated(self) -> bool:
+        """Whether prompts come from the model's chat template (VLMs always use theirs)."""
+        return self.prompt is None and (self.images or getattr(self.tokenizer, "chat_template", None) is not None)
+
     def prompts(self, questions: Sequence[str]) -> list[str]:
         if self.prompt is not None:
             return [self.prompt.format(question=q) for q in questions]
-        if getattr(self.tokenizer, "chat_template", None) is None and not self.images:
+        if not self.templated:
             return [TEXT_PROMPT.format(question=q) for q in questions]
-        content = [{"type": "image"}] if self.images else []
+        # multimodal templates take a list of parts; text-only tokenizer templates a string
+        def content(q):
+            return [{"type": "image"}, {"type": "text", "text": q}] if self.images else q
+
         return [
             self.processor.apply_chat_template(
-                [{"role": "user", "content": [*content, {"type": "text", "text": q}]}],
-                add_generation_prompt=True,
-                tokenize=False,
+                [{"role": "user", "content": content(q)}], add_generation_prompt=True, tokenize=False
             )
             for q in questions
         ]
@@ -64,7 +70,7 @@ class GenerativeTask:
     def _encode(self, rows: Mapping, padding_side: str) -> dict:
         text = self.prompts(questions_of(rows))
         if self.images:
-            images = _rgb(rows["image"])
+            images = rgb(rows["image"])
             return self.processor(
                 images=[[im] for im in images] if self.nest_images else images,
                 text=text,
@@ -72,11 +78,14 @@ class GenerativeTask:
                 padding=True,
                 padding_side=padding_side,
             )
-        return self.tokenizer(text, return_tensors="pt", padding=True, padding_side=padding_side)
+        # a rendered chat template already holds the special tokens (bos)
+        return self.tokenizer(
+            text, return_tensors="pt", padding=True, padding_side=padding_side, add_special_tokens=not self.templated
+        )
 
     def _answer_ids(self, answers: Sequence[str]) -> list[list[int]]:
         tok = self.tokenizer
-        prefix = " " if self.prompt is None and not self.images and tok.chat_template is None else ""
+        prefix = " " if not self.templated and self.prompt is None else ""
         return tok([prefix + a for a in answers], add_special_tokens=False)["input_ids"]
 
     def training_batch(self, rows: Mapping) -> dict:
