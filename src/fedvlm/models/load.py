@@ -54,14 +54,14 @@ def model_config(path: str):
         return AutoConfig.from_pretrained(resolve_model_path(path))
     except (OSError, ValueError) as e:
         raise ModelError(
-            f"model.path {path!r}: not a model directory or reachable hub id "
-            f"({str(e).splitlines()[0][:160]})"
+            f"model.path {path!r}: not a model directory or reachable hub id ({_first_line(e)})"
         ) from None
 
 
 def quantization_config(quantization: str, family: Family, dtype: torch.dtype) -> BitsAndBytesConfig | None:
-    """bitsandbytes settings: NF4 with double quantization (QLoRA) or LLM.int8; the vision
-    side, connector and heads stay in full precision."""
+    """bitsandbytes settings: NF4 with double quantization (QLoRA, Dettmers et al. 2023,
+    https://arxiv.org/abs/2305.14314) or LLM.int8 (https://arxiv.org/abs/2208.07339); the
+    vision side, connector and heads stay in full precision."""
     if quantization == "none":
         return None
     # Patterns match a module's full name from its start, so ".*name" finds it anywhere;

@@ -13,11 +13,12 @@ from peft.tuners.lora import LoraLayer
 from fedvlm.core.lora import lora_pairs
 from fedvlm.core.types import AdapterState
 from fedvlm.errors import ModelError
+from fedvlm.models.load import is_quantized
 
 
 class MergedBase:
     def __init__(self, model, aggregation: str):
-        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        if is_quantized(model):
             raise ModelError(
                 f"federated.aggregation={aggregation} merges updates into the base weights, "
                 "which needs a full-precision base; this model is quantized (load it without 4/8-bit)"
