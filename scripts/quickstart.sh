@@ -10,10 +10,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The job needs the package alone; the tests also need pytest and bitsandbytes.
+extras=$([ "${1:-}" = test ] && echo test || echo "")
 if [ "${FEDVLM_TORCHVISION:-0}" = 1 ]; then
-  venv="${FEDVLM_VENV:-.venv-torchvision}"; torch_pin="torch==2.14.1 torchvision==0.29.1"; extras="test,torchvision"
+  venv="${FEDVLM_VENV:-.venv-torchvision}"; torch_pin="torch==2.14.1 torchvision==0.29.1"; extras="${extras:+$extras,}torchvision"
 else
-  venv="${FEDVLM_VENV:-.venv}"; torch_pin="torch==2.13.0"; extras="test"
+  venv="${FEDVLM_VENV:-.venv}"; torch_pin="torch==2.13.0"
 fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
@@ -24,7 +26,7 @@ py="$venv/bin/python"
 if ! "$py" -c "import torch" 2>/dev/null; then
   "$py" -m pip install --quiet --disable-pip-version-check $torch_pin
 fi
-"$py" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+"$py" -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 case "${1:-}" in
