@@ -17,7 +17,7 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 
-from fedvlm.errors import DataError
+from fedvlm.errors import ConfigError, DataError
 
 DATA_SUFFIXES = (".parquet", ".jsonl")
 
@@ -172,3 +172,26 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception message (our errors must stay one line)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def check_column_mapping(columns: dict[str, str], canonical: tuple[str, ...]) -> None:
+    """A ``data.columns`` mapping names only canonical columns, each with a column name."""
+    for key, value in columns.items():
+        if key not in canonical:
+            raise ConfigError(
+                f"unknown key {key!r} in the columns mapping; expected any of: {', '.join(canonical)}"
+            )
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"columns mapping for {key!r} must be a dataset column name (str), got {value!r}")
+
+
+def check_distinct_sources(mapping: dict[str, str], origin: str) -> None:
+    """Each dataset column fills at most one canonical column."""
+    used: dict[str, str] = {}
+    for name, src in mapping.items():
+        if src in used:
+            raise ConfigError(
+                f"columns mapping uses column {src!r} of {origin} for both {used[src]!r} "
+                f"and {name!r}; each column can fill one canonical name"
+            )
+        used[src] = name

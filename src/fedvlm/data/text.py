@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedvlm.data.crowdflower import CROWDFLOWER_LABELS, load_crowdflower
-from fedvlm.data.files import first_line, read_files
+from fedvlm.data.files import check_column_mapping, check_distinct_sources, first_line, read_files
 from fedvlm.errors import ConfigError, DataError
 
 CANONICAL_COLUMNS = ("text", "text_pair", "answer", "label", "question_type")
@@ -159,16 +159,7 @@ def _resolve_mapping(
 ) -> dict[str, str]:
     """Return {canonical name: dataset column} for the canonical columns to use."""
     columns = dict(columns or {})
-    for key, value in columns.items():
-        if key not in CANONICAL_COLUMNS:
-            raise ConfigError(
-                f"unknown key {key!r} in the columns mapping; expected any of: "
-                f"{', '.join(CANONICAL_COLUMNS)}"
-            )
-        if not isinstance(value, str) or not value:
-            raise ConfigError(
-                f"columns mapping for {key!r} must be a dataset column name (str), got {value!r}"
-            )
+    check_column_mapping(columns, CANONICAL_COLUMNS)
     if "label" in columns and "answer" in columns:
         raise ConfigError(
             "columns mapping names both 'label' (classification) and 'answer' (instruction "
@@ -208,14 +199,7 @@ def _resolve_mapping(
     if qtype in available:
         mapping["question_type"] = qtype
 
-    used: dict[str, str] = {}
-    for name, src in mapping.items():
-        if src in used:
-            raise ConfigError(
-                f"columns mapping uses column {src!r} of {origin} for both {used[src]!r} "
-                f"and {name!r}; each column can fill one canonical name"
-            )
-        used[src] = name
+    check_distinct_sources(mapping, origin)
     return mapping
 
 

@@ -26,12 +26,14 @@ import pyarrow.compute as pc
 from fedvlm.data.easyvqa import load_easyvqa
 from fedvlm.data.files import (
     DATA_SUFFIXES,
+    check_column_mapping,
+    check_distinct_sources,
     data_files,
     first_line,
     read_files,
     resolve_image_paths,
 )
-from fedvlm.errors import ConfigError, DataError
+from fedvlm.errors import DataError
 
 CANONICAL_COLUMNS = ("image", "question", "answer", "answers", "question_type")
 REQUIRED_COLUMNS = ("image", "question", "answer")
@@ -128,17 +130,7 @@ def _resolve_mapping(
 ) -> dict[str, str]:
     """Return {canonical name: dataset column} for the canonical columns that exist."""
     columns = dict(columns or {})
-    for key, value in columns.items():
-        if key not in CANONICAL_COLUMNS:
-            raise ConfigError(
-                f"unknown key {key!r} in the columns mapping; expected any of: "
-                f"{', '.join(CANONICAL_COLUMNS)}"
-            )
-        if not isinstance(value, str) or not value:
-            raise ConfigError(
-                f"columns mapping for {key!r} must be a dataset column name (str), "
-                f"got {value!r}"
-            )
+    check_column_mapping(columns, CANONICAL_COLUMNS)
     mapping: dict[str, str] = {}
     for name in CANONICAL_COLUMNS:
         src = columns.get(name, name)
@@ -150,14 +142,7 @@ def _resolve_mapping(
                 f"column {src!r} (for {name!r}) not found in {origin}; available "
                 f"columns: {', '.join(available)}{hint}"
             )
-    used: dict[str, str] = {}
-    for name, src in mapping.items():
-        if src in used:
-            raise ConfigError(
-                f"columns mapping uses dataset column {src!r} for both {used[src]!r} "
-                f"and {name!r}; each column can fill one canonical name"
-            )
-        used[src] = name
+    check_distinct_sources(mapping, origin)
     return mapping
 
 
