@@ -87,7 +87,7 @@ def full_states(cfg: Config, fed: Federation, state, store, round_num: int):
     """
     shared = {**state.buffers.get("frozen", {}), **state.global_state}
     if cfg.federated.aggregation != "fedsa":
-        return {**client_start_state(cfg, fed, store, "", round_num + 1), **shared}, None
+        return {**fed.initial_adapter, **shared}, None
     own = {cid: client_start_state(cfg, fed, store, cid, round_num + 1) for cid in fed.clients}
     mean_b = weighted_mean(list(own.values()), [1.0] * len(own))
     return {**mean_b, **shared}, {cid: {**b, **shared} for cid, b in own.items()}
