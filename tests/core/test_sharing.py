@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedvlm.core.lora import dense_delta, pad_rank, svd_aggregate
+from fedvlm.core.lora import dense_delta, pad_rank
 from fedvlm.core.sharing import SharingPlan, key_part
 from fedvlm.core.strategies.fedavg import FedAvg
 from fedvlm.core.types import ClientUpdate

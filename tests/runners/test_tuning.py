@@ -114,7 +114,6 @@ def test_two_stage_carries_modules_trained_in_stage_one_into_stage_two(tmp_path)
     # a module beyond the connector (here the LM's final norm) trains in both stages: the
     # second stage must start it from where the first left it, not from its initialization
     from fedvlm.runners.simulate import initial_server_state, make_strategy
-    from fedvlm.runners import rundir
 
     cfg, fed, run_dir = run_tiny(
         tmp_path, "embedded", [], "lora.tuning=two_stage", "lora.two_stage_rounds=1", "federated.rounds=2",

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
-from fedvlm.core.types import AdapterState
 
 AGGREGATIONS = ("naive", "svd", "ffa", "fedsa", "flora", "fedex")
 
