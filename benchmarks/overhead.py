@@ -56,7 +56,8 @@ def simulator_round(cfg, fed, store, round_num: int = 1):
     rng = np.random.default_rng(seed_for(cfg, 5))
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
+    participation = {cid: round_num - 1 for cid in fed.clients}
+    state, record = train_round(cfg, fed, strategy, state, rng, round_num, store, participation)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     train_local_seconds = sum(m["seconds"] for m in record["clients"].values())
     return seconds, state.global_state, {"train_local_seconds": train_local_seconds, "cpu": cpu,

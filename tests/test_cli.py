@@ -44,6 +44,7 @@ def test_missing_image_names_the_file(tmp_path):
 def test_existing_run_dir_is_not_overwritten(tmp_path):
     run_dir = tmp_path / "runs" / "mine"
     run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("run: {name: mine}\n")
     (run_dir / "metrics.jsonl").write_text("precious\n")
     result = fedvlm("run", "run.name=mine", "run.output_dir=runs", "run.progress=false", cwd=tmp_path)
     assert result.returncode == 2 and "already exists" in result.stderr

@@ -30,33 +30,47 @@ def _finish(cfg: Config, run_dir: Path) -> None:
 def cmd_run(args) -> None:
     from fedvlm.runners import rundir
     from fedvlm.runners.baselines import run_baselines
+    from fedvlm.runners.federation import build_federation
+    from fedvlm.runners.resume import check_resume, record_resume
     from fedvlm.runners.simulate import run_simulation
 
+    # Every input (config, run directory, data, model) is checked before a file is written.
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").exists():
-            raise FedvlmError(f"--resume {run_dir}: no config.yaml there (not a fedvlm run directory)")
-        cfg = load_config(run_dir / "config.yaml", args.overrides)
+        if args.config is not None:
+            args.overrides = [args.config, *args.overrides]
+        resume = check_resume(Path(args.resume), args.overrides)
+        cfg, run_dir = resume.cfg, resume.run_dir
     else:
         cfg = load_config(args.config, args.overrides)
-        run_dir = rundir.create_run_dir(_run_dir(cfg), cfg.run.overwrite)
-    fed = run_simulation(cfg, run_dir, resume=bool(args.resume))
+        run_dir = _run_dir(cfg)
+        replace = rundir.check_new_run_dir(run_dir, cfg.run.overwrite)
+    fed = build_federation(cfg)
+    if args.resume:
+        if resume.completed is None:  # stopped before round 1 completed: start again
+            rundir.clear_run_outputs(run_dir)
+        record_resume(resume)
+    else:
+        rundir.make_run_dir(run_dir, replace)
+    run_simulation(cfg, run_dir, resume=bool(args.resume and resume.completed is not None), fed=fed)
     run_baselines(cfg, fed, run_dir, cfg.run.baselines)
     _finish(cfg, run_dir)
 
 
 def _cmd_baseline(name: str):
     def cmd(args) -> None:
+        import json
+
         from fedvlm.runners import rundir
         from fedvlm.runners.baselines import run_baselines
         from fedvlm.runners.federation import build_federation
 
         cfg = load_config(args.config, args.overrides)
-        run_dir = rundir.create_run_dir(_run_dir(cfg, f"-{name}"), cfg.run.overwrite)
-        save_config(cfg, run_dir / "config.yaml")
-        results = run_baselines(cfg, build_federation(cfg), run_dir, [name])
-        import json
-
+        run_dir = _run_dir(cfg, f"-{name}")
+        replace = rundir.check_new_run_dir(run_dir, cfg.run.overwrite)
+        fed = build_federation(cfg)
+        rundir.make_run_dir(run_dir, replace)
+        save_config(cfg, run_dir / rundir.CONFIG_FILE)
+        results = run_baselines(cfg, fed, run_dir, [name])
         print(json.dumps(results[name], indent=2))
         print(f"results: {run_dir / 'baselines.json'}")
 

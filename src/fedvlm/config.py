@@ -13,8 +13,11 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from fedvlm.core.aggregate import WEIGHTINGS
+from fedvlm.core.answers import ANSWER_SPANS
 from fedvlm.core.sharing import AGGREGATIONS, TUNINGS
 from fedvlm.errors import ConfigError
+from fedvlm.fileio import write_atomic
 from fedvlm.models.families import FAMILIES
 
 
@@ -88,6 +91,10 @@ class FederatedConfig:
     rounds: int = 8
     fraction: float = 1.0
     min_clients: int = 1
+    # How the server weights each client's update: data_size (its training-set size n_k,
+    # McMahan et al. 2017, as Flower clients report it), examples (examples trained this
+    # round), uniform (1/K).
+    weighting: str = "data_size"
     # Strategy options; null keeps the strategy's own default (see core/strategies/).
     server_lr: float | None = None
     momentum: float | None = None  # fedavgm
@@ -125,6 +132,10 @@ class EvalConfig:
     max_new_tokens: int = 4
     local: bool = True
     keep_last: int = 2
+    # The part of a generated answer that is scored: first_line (the official VQA
+    # processing of the whole first line) or first_clause (looser: cut at the first
+    # . , ; : ! ? too; reports name it, it is not the official metric).
+    answer_span: str = "first_line"
 
 
 @dataclass
@@ -152,12 +163,18 @@ _CHOICES = {
     "model.quantization": {"none", "4bit", "8bit"},
     "model.family": {"auto", *FAMILIES},
     "lora.tuning": {"auto", *TUNINGS},
+    "federated.weighting": set(WEIGHTINGS),
+    "eval.answer_span": set(ANSWER_SPANS),
 }
 _POSITIVE = {
     "partition.num_clients", "federated.rounds", "train.batch_size", "train.grad_accum",
     "train.local_steps", "lora.r", "eval.batch_size", "eval.max_new_tokens",
     "data.pooled_test_size", "federated.compression_block", "lora.two_stage_rounds",
-    "data.max_length",
+    "data.max_length", "lora.alpha", "federated.min_clients",
+}
+_NON_NEGATIVE = {
+    "run.seed", "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "eval.keep_last",
+    "partition.min_partition_size", "partition.max_local_test",
 }
 _BASELINES = {"centralized", "local"}
 
@@ -227,6 +244,17 @@ def _check(cfg: Config) -> None:
     for key in _POSITIVE:
         if flat[key] <= 0:
             raise ConfigError(f"config key '{key}': expected a positive number, got {flat[key]!r}")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(f"config key '{key}': expected a number >= 0, got {flat[key]!r}")
+    check_run_name(cfg.run.name)
+    if not 0 <= cfg.lora.dropout < 1:
+        raise ConfigError(f"config key 'lora.dropout': expected 0 <= dropout < 1, got {cfg.lora.dropout}")
+    if cfg.federated.min_clients > cfg.partition.num_clients:
+        raise ConfigError(
+            f"config key 'federated.min_clients': expected at most partition.num_clients "
+            f"({cfg.partition.num_clients}), got {cfg.federated.min_clients}"
+        )
     if not 0 < cfg.federated.fraction <= 1:
         raise ConfigError(f"config key 'federated.fraction': expected 0 < fraction <= 1, got {cfg.federated.fraction}")
     if not 0 <= cfg.partition.local_test_fraction < 1:
@@ -281,6 +309,22 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"config key 'run.baselines': unknown baseline {b!r} (valid: {sorted(_BASELINES)})")
 
 
+def check_run_name(name: str | None) -> None:
+    """A run name is one directory name inside ``run.output_dir``: never empty, ``.``,
+    ``..``, an absolute path or a path with separators, so it cannot reach outside it."""
+    if name is None:
+        return
+    if (
+        not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in ("/", "\\", "\0"))
+        or name != name.strip()
+    ):
+        raise ConfigError(
+            f"config key 'run.name': expected one directory name (no '/', not empty, '.' or '..'), got {name!r}"
+        )
+
+
 def client_ranks(cfg: Config) -> dict[str, int]:
     """Each client's LoRA rank where it differs from ``lora.r``: from ``lora.rank_groups``
     ({rank: [client ids]}), then ``lora.client_ranks`` ({client id: rank}) on top."""
@@ -314,7 +358,8 @@ def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, A
     """The ``federated`` settings handed to the strategy's constructor."""
     f = cfg.federated
     options = {
-        k: getattr(f, k) for k in ("fraction", "min_clients", "server_lr", "momentum", "beta1", "beta2", "tau", "mu")
+        k: getattr(f, k)
+        for k in ("fraction", "min_clients", "weighting", "server_lr", "momentum", "beta1", "beta2", "tau", "mu")
     }
     if f.strategy == "scaffold":
         options["num_clients"] = num_clients or cfg.partition.num_clients
@@ -373,5 +418,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return cfg
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def save_config(cfg: Config, path: Path, header: list[str] = ()) -> None:
+    """Write ``cfg`` as YAML (atomically), after ``header`` comment lines."""
+    text = "".join(line + "\n" for line in header) + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    write_atomic(path, text)

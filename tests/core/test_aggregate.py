@@ -38,16 +38,48 @@ def test_bad_weights_rejected(weights):
         weighted_mean([s] * max(1, len(weights)), weights)
 
 
-def test_fedavg_round_weights_by_examples_trained():
-    strategy = FedAvg()
-    state = strategy.initialize({KEY_A: np.zeros(2, dtype=np.float32)})
-    updates = [
-        ClientUpdate("0", {KEY_A: np.array([2.0, 0.0], dtype=np.float32)}, num_examples=30),
-        ClientUpdate("1", {KEY_A: np.array([0.0, 4.0], dtype=np.float32)}, num_examples=10),
+def _two_updates():
+    # client 0: training set of 30 rows, trained 8 examples this round; client 1: 10 rows, 24 examples
+    return [
+        ClientUpdate("0", {KEY_A: np.array([2.0, 0.0], dtype=np.float32)}, 30, metrics={"examples": 8}),
+        ClientUpdate("1", {KEY_A: np.array([0.0, 4.0], dtype=np.float32)}, 10, metrics={"examples": 24}),
     ]
+
+
+@pytest.mark.parametrize(
+    "weighting,expected",
+    [
+        ("data_size", [1.5, 1.0]),  # p = 30/40, 10/40: 0.75 * 2, 0.25 * 4
+        ("examples", [0.5, 3.0]),  # p = 8/32, 24/32: 0.25 * 2, 0.75 * 4
+        ("uniform", [1.0, 2.0]),  # p = 1/2 each
+    ],
+)
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold"])
+def test_every_strategy_weights_clients_as_configured(name, weighting, expected):
+    from fedvlm.core.strategies import build_strategy
+
+    # Plain FedAvg steps: server lr 1, no momentum, moments that reduce to the mean.
+    options = {"fedavgm": {"momentum": 0.0}, "scaffold": {"num_clients": 2}}.get(name, {})
+    strategy = build_strategy(name, weighting=weighting, **options)
+    state = strategy.initialize({KEY_A: np.zeros(2, dtype=np.float32)})
+    updates = _two_updates()
+    if name == "scaffold":
+        for u in updates:
+            u.extras["dc"] = {KEY_A: np.zeros(2, dtype=np.float32)}
     new = strategy.aggregate(1, state, updates)
-    np.testing.assert_allclose(new.global_state[KEY_A], [1.5, 1.0])
-    assert new.round == 1
+    if name in ("fedadam", "fedyogi", "fedadagrad"):
+        # one adaptive step from zero moments moves each coordinate along the weighted mean's sign
+        assert np.sign(new.global_state[KEY_A]).tolist() == np.sign(expected).tolist()
+        return
+    np.testing.assert_allclose(new.global_state[KEY_A], expected, rtol=1e-6)
+
+
+def test_client_weights_default_is_the_training_set_size():
+    from fedvlm.core.aggregate import client_weights
+
+    assert client_weights(_two_updates()) == [30.0, 10.0]
+    with pytest.raises(ValueError, match="unknown weighting"):
+        client_weights(_two_updates(), "size")
 
 
 @pytest.mark.parametrize("fraction,min_clients,expected", [(1.0, 1, 10), (0.3, 1, 3), (0.05, 2, 2), (0.5, 20, 10)])

@@ -87,7 +87,10 @@ def test_fedavg_svd_truncation_pads_to_client_rank_and_feeds_back_error():
     strategy = FedAvg(aggregation="svd", lora_scaling=1.0, server_rank=1, error_feedback=True)
     state = strategy.aggregate(1, strategy.initialize(s1), [ClientUpdate("0", s1, 1), ClientUpdate("1", s2, 1)])
     assert state.global_state[A].shape == s1[A].shape  # padded back to rank 2
-    assert np.all(state.global_state[A][1] == 0)
+    # the component past the server rank restarts from the initialization: A's row as the
+    # state the strategy was initialized with, B's column zero (so dW is the truncated one)
+    np.testing.assert_array_equal(state.global_state[A][1], s1[A][1])
+    assert np.all(state.global_state[B][:, 1] == 0)
     assert state.scalars["truncation_error"] > 0
     assert "svd_residual" in state.buffers and state.buffers["svd_residual"]
     # kept + residual = the exact mean dW

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from fedvlm.errors import DataError
+
 from fedvlm.runners import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -210,22 +212,33 @@ def test_write_report_full_run(tmp_path):
         assert f"plots/{name}.png" in text
         _assert_png(run / "plots" / f"{name}.png")
     assert "| round 3 " in text
-    assert "best round**: round 3 with 81.3%" in text
+    assert "best round" not in text  # a round picked on the test set is not reported
+    assert "answers scored**: `official VQA answer processing" in text
     assert "final accuracy**: 81.3%" in text
     assert "`embedded`" in text and "dirichlet (alpha 0.5)" in text
     assert text.startswith("# Run report: demo")
 
 
 def test_write_report_zero_shot_only(tmp_path):
-    run = _write_run(tmp_path / "run", [ZERO_SHOT], baselines=None, config=None)
+    run = _write_run(tmp_path / "run", [ZERO_SHOT], baselines=None, config="run: {name: z}\n")
     text = report.write_report(run).read_text()
     assert "zero-shot" in text
-    assert "none yet" in text
+    assert "final accuracy" not in text
     _assert_png(run / "plots" / "accuracy.png")
     for name in ("client_accuracy", "loss", "bytes"):
         assert not (run / "plots" / f"{name}.png").exists()
         assert f"plots/{name}.png" not in text
-    assert "no config.yaml" in text
+
+
+@pytest.mark.parametrize("config", [None, "missing dir"])
+def test_write_report_refuses_a_directory_that_is_not_a_run(tmp_path, config):
+    run = tmp_path / "run"
+    if config is None:
+        _write_run(run, [ZERO_SHOT], baselines=None, config=None)
+    before = sorted(p.name for p in run.iterdir()) if run.exists() else None
+    with pytest.raises(DataError, match="not a fedvlm run directory"):
+        report.write_report(run)
+    assert (sorted(p.name for p in run.iterdir()) if run.exists() else None) == before
 
 
 def test_write_report_without_baselines_or_eval_clients(tmp_path):
@@ -243,5 +256,6 @@ def test_write_report_without_baselines_or_eval_clients(tmp_path):
 def test_write_report_empty_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
+    (run / "config.yaml").write_text("run: {name: e}\n")
     text = report.write_report(run).read_text()
     assert "no metrics recorded yet" in text

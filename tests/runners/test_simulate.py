@@ -40,8 +40,9 @@ def test_run_writes_metrics_adapters_and_checkpoint(finished_run):
         assert 0 <= r["eval"]["accuracy"] <= 1 and r["eval"]["num_examples"] == 24
         assert set(r["eval"]["clients"]) == {"0", "1"}
     assert (run_dir / "config.yaml").exists()
-    for name in ("final", "best", "round_0001", "round_0002"):
+    for name in ("final", "round_0001", "round_0002"):
         assert (run_dir / "adapters" / name / "adapter_model.safetensors").exists()
+    assert not (run_dir / "adapters" / "best").exists()  # no round picked on the test set
     state, _, extra = rundir.load_checkpoint(run_dir)
     assert state.round == 2
     final = load_file(str(run_dir / "adapters" / "final" / "adapter_model.safetensors"))
@@ -122,16 +123,15 @@ def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
     common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", *VARIANTS[strategy]]
     straight = _fedvlm("run", *common, "run.name=straight", cwd=tmp_path)
     killed = _fedvlm("run", *common, "run.name=killed", cwd=tmp_path)
-    state_file = tmp_path / "killed" / "checkpoint" / "state.json"
     deadline = time.time() + 300
     while time.time() < deadline:
-        if state_file.exists() and json.loads(state_file.read_text())["round"] >= KILL_AFTER.get(strategy, 1):
+        if (rundir.latest_round(tmp_path / "killed") or 0) >= KILL_AFTER.get(strategy, 1):
             break
         assert killed.poll() is None, killed.communicate()[1][-2000:]
         time.sleep(0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert json.loads(state_file.read_text())["round"] == KILL_AFTER.get(strategy, 1), "the kill came too late"
+    assert rundir.latest_round(tmp_path / "killed") == KILL_AFTER.get(strategy, 1), "the kill came too late"
     assert not (tmp_path / "killed" / "adapters" / "final").exists()
 
     resumed = _fedvlm("run", "--resume", str(tmp_path / "killed"), cwd=tmp_path)
@@ -143,7 +143,7 @@ def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
     assert a == b
     if strategy == "scaffold":
         assert len(list((tmp_path / "killed" / "clients").rglob("scaffold_c.*"))) >= 2
-        c_a = (tmp_path / "straight" / "checkpoint" / "buffer.c.safetensors").read_bytes()
-        assert c_a == (tmp_path / "killed" / "checkpoint" / "buffer.c.safetensors").read_bytes()
+        c_a = (tmp_path / "straight" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
+        assert c_a == (tmp_path / "killed" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
     rounds = [json.loads(l)["round"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2, 3]

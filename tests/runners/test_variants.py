@@ -43,7 +43,7 @@ def test_fedsa_keeps_b_on_clients_and_personalizes(tmp_path_factory):
     assert any(not np.array_equal(p0[k], p1[k]) for k in b_keys)  # B is each client's own
     shared = {k: v for k, v in fed.initial_adapter.items() if ".lora_B." not in k}
     assert records[1]["bytes_up"] == 2 * state_nbytes(shared)
-    assert (run_dir / "clients" / "0").glob("fedsa_b.round_0002.safetensors")
+    assert (run_dir / "clients" / "0" / "fedsa_b.round_0002.safetensors").is_file()
 
 
 @pytest.mark.parametrize("bits,factor", [("int8", 3.0), ("int4", 5.0)])
@@ -56,12 +56,30 @@ def test_compression_counts_serialized_bytes(tmp_path_factory, bits, factor):
     assert all(np.isfinite(v).all() for v in _final(run_dir).values())
 
 
-def test_svd_aggregation_logs_truncation_error(tmp_path_factory):
-    _, run_dir, records = _run(tmp_path_factory, "federated.aggregation=svd", "federated.server_rank=4")
+def test_svd_aggregation_logs_truncation_error_and_restarts_components_past_the_server_rank(tmp_path_factory):
+    import torch
+
+    from fedvlm.models.adapter import set_adapter_state, set_trainable, trainable_by_state_key
+
+    fed, run_dir, records = _run(tmp_path_factory, "federated.aggregation=svd", "federated.server_rank=4")
     assert all(r["truncation_error"] > 0 for r in records[1:])
     final = _final(run_dir)
-    a = next(v for k, v in final.items() if ".lora_A." in k)
-    assert a.shape[0] == 8 and np.all(a[4:] == 0)  # rank 4 inside the clients' rank-8 shape
+    lora_a = [k for k in final if ".lora_A." in k]
+    for a_key in lora_a:
+        b_key = a_key.replace(".lora_A.", ".lora_B.")
+        # rank 4 inside the clients' rank-8 shape; components 4..7 back at the seeded init
+        assert final[a_key].shape[0] == 8
+        np.testing.assert_array_equal(final[a_key][4:], fed.initial_adapter[a_key][4:])
+        assert np.all(final[b_key][:, 4:] == 0) and np.any(final[b_key][:, :4] != 0)
+    # ... so they still learn: B's columns past the server rank get non-zero gradients.
+    set_adapter_state(fed.model, final)
+    set_trainable(fed.model, list(final))
+    fed.model.zero_grad(set_to_none=True)
+    fed.model(**fed.task.training_batch(fed.train_ds[fed.clients["0"].train[:8]])).loss.backward()
+    params = trainable_by_state_key(fed.model)
+    for a_key in lora_a:
+        grad = params[a_key.replace(".lora_A.", ".lora_B.")].grad
+        assert torch.count_nonzero(grad[:, 4:]) > 0, a_key
 
 
 @pytest.mark.parametrize("aggregation", ["flora", "fedex"])

@@ -98,3 +98,37 @@ def test_fedprox_sends_mu_and_averages_like_fedavg():
     new = s.aggregate(1, state, [ClientUpdate("0", {"w": np.array([2.0], np.float32)}, 1),
                                  ClientUpdate("1", {"w": np.array([4.0], np.float32)}, 3)])
     np.testing.assert_allclose(new.global_state["w"], [3.5])
+
+
+def test_scaffold_of_a_lower_rank_client_corrects_and_estimates_only_its_own_components():
+    # A rank-1 client inside a rank-3 adapter: it owns A's row 0 and B's column 0.
+    key_a, key_b = "m.lora_A.weight", "m.lora_B.weight"
+    a = torch.nn.Parameter(torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
+    b = torch.nn.Parameter(torch.zeros(2, 3))
+    c = {key_a: np.full((3, 2), 2.0, np.float32), key_b: np.full((2, 3), 4.0, np.float32)}
+    c_i = {key_a: np.full((3, 2), 0.5, np.float32), key_b: np.full((2, 3), 1.0, np.float32)}
+    from fedvlm.train.rank_mask import within_rank
+
+    owned = within_rank({key_a: (3, 2), key_b: (2, 3)}, 1)
+    hook = ScaffoldCorrection({key_a: a, key_b: b}, c, c_i, owned)
+    for _ in range(2):
+        hook.after_step(None, 0.5)  # two steps at lr 0.5
+    # owned entries move by -sum(lr) (c - c_i): A row 0: 1 - 1.0 * 1.5 = -0.5; B col 0: -3
+    assert a.detach().numpy().tolist() == [[-0.5, -0.5], [0.0, 0.0], [0.0, 0.0]]
+    assert b.detach().numpy().tolist() == [[-3.0, 0.0, 0.0], [-3.0, 0.0, 0.0]]
+    x = {key_a: np.array([[1.0, 1.0], [9.0, 9.0], [9.0, 9.0]], np.float32), key_b: np.zeros((2, 3), np.float32)}
+    y = {key_a: a.detach().numpy().copy(), key_b: b.detach().numpy().copy()}
+    new = hook.new_control(x, y)
+    # owned: c_i - c + (x - y) / 1.0 -> A: 0.5 - 2 + 1.5 = 0; B: 1 - 4 + 3 = 0
+    np.testing.assert_allclose(new[key_a][0], [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(new[key_b][:, 0], [0.0, 0.0], atol=1e-6)
+    # not owned: c_i unchanged (dc = 0), whatever x holds there
+    np.testing.assert_array_equal(new[key_a][1:], c_i[key_a][1:])
+    np.testing.assert_array_equal(new[key_b][:, 1:], c_i[key_b][:, 1:])
+
+
+def test_scaffold_new_control_without_any_step_keeps_c_i():
+    w = torch.nn.Parameter(torch.zeros(1))
+    c_i = {"w": np.array([0.5], np.float32)}
+    hook = ScaffoldCorrection({"w": w}, {"w": np.array([1.0], np.float32)}, c_i)
+    assert hook.new_control({"w": np.zeros(1, np.float32)}, {"w": np.zeros(1, np.float32)})["w"].tolist() == [0.5]

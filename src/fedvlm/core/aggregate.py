@@ -35,6 +35,26 @@ def weighted_mean(states: Sequence[AdapterState], weights: Sequence[float]) -> A
     return out
 
 
-def example_weighted_mean(updates: Sequence[ClientUpdate]) -> AdapterState:
-    """The mean of the clients' states weighted by the examples each trained on this round."""
-    return weighted_mean([u.state for u in updates], [u.num_examples for u in updates])
+WEIGHTINGS = ("data_size", "examples", "uniform")
+
+
+def client_weights(updates: Sequence[ClientUpdate], weighting: str = "data_size") -> list[float]:
+    """Each update's aggregation weight (normalized by the caller).
+
+    ``data_size``: the client's training-set size ``n_k`` (``ClientUpdate.num_examples``),
+    so ``p_k = n_k / sum n`` over the sampled clients, as in FedAvg (McMahan et al. 2017,
+    https://arxiv.org/abs/1602.05629) and as Flower clients report it; ``examples``: the
+    examples the client trained on this round (``metrics["examples"]``); ``uniform``: 1/K.
+    """
+    if weighting == "data_size":
+        return [float(u.num_examples) for u in updates]
+    if weighting == "examples":
+        return [float(u.metrics["examples"]) for u in updates]
+    if weighting == "uniform":
+        return [1.0] * len(updates)
+    raise ValueError(f"unknown weighting {weighting!r} (valid: {', '.join(WEIGHTINGS)})")
+
+
+def client_weighted_mean(updates: Sequence[ClientUpdate], weighting: str = "data_size") -> AdapterState:
+    """The mean of the clients' states weighted as ``weighting`` says (`client_weights`)."""
+    return weighted_mean([u.state for u in updates], client_weights(updates, weighting))

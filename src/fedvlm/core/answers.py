@@ -1,47 +1,128 @@
-"""Answer normalization and VQA accuracy (pure Python).
+"""Answer processing and VQA accuracy as the official VQA evaluation computes them (pure Python).
 
-Follows the VQA evaluation conventions (https://visualqa.org/evaluation.html): lower-case,
-strip punctuation and articles, map number words to digits; then a prediction matches a
-reference when the normalized strings are equal. Generated answers often run on ("Yes, it
-is." or "red\\nThe shape..."), so only the first clause of a prediction is scored.
+The official evaluation (https://visualqa.org/evaluation.html and its ``vqaEval.py``)
+processes an answer in two steps, reproduced here rule for rule:
+
+1. punctuation (`process_punctuation`): each of ``; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? !``
+   is deleted where it stands next to a space or where the text has a comma between two
+   digits ("1,000" -> "1000"), else replaced by a space ("light-blue" -> "light blue");
+   apostrophes and colons stay; a period is deleted unless a digit follows it ("1.5" stays).
+2. words (`process_words`): lower case; number words ``none``/``zero``..``ten`` become digits;
+   the articles ``a an the`` are dropped; contractions missing their apostrophe get it
+   back ("dont" -> "don't").
+
+Then `vqa_accuracy` averages, over the ten leave-one-annotator-out subsets of the
+references, ``min(#annotators in the subset who gave the answer / 3, 1)``: one matching
+annotator of ten scores 0.3, two 0.6, three 0.9, four or more 1.0. A single reference is
+an exact match.
+
+Where fedvlm differs from the script, and why:
+- The prediction is the generated text up to the end of its first line (the script
+  scores a whole submitted answer; a generative model may run on past its answer onto
+  new lines). `ANSWER_SPANS` also offers ``first_clause`` (cut at the first ``. , ; : ! ?``
+  too), a looser reading that scores "yes, no" as "yes": it is not the official metric,
+  and reports name it when used.
+- References get the same two steps as the prediction, always (ALGORITHMS.md). The script
+  applies only step 1 to references, and only when the annotators disagree; on references
+  that are already in processed form (VQA's are collected lower case) both agree.
+- The script's period rule stops after 32 replacements (a misplaced ``re.UNICODE``
+  argument); no answer comes near that.
 """
 
 import re
 from collections.abc import Sequence
 
-_ARTICLES = {"a", "an", "the"}
-_NUMBERS = {
+ANSWER_SPANS = ("first_line", "first_clause")
+
+_PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+_COMMA_BETWEEN_DIGITS = re.compile(r"\d,\d")
+_PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+_NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
     "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }
-_CLAUSE_END = re.compile(r"[\n.!?,;:]")
-_PUNCT = re.compile(r"[^\w\s]")
+_ARTICLES = {"a", "an", "the"}
+# The official table of contractions, as "written:restored" pairs. Entries with capitals
+# ("Im", "Ive", "Id've") never match lower-cased words, in the script as here.
+_CONTRACTIONS = dict(pair.split(":") for pair in """
+aint:ain't arent:aren't cant:can't couldve:could've couldnt:couldn't couldn'tve:couldn't've
+couldnt've:couldn't've didnt:didn't doesnt:doesn't dont:don't hadnt:hadn't hadnt've:hadn't've
+hadn'tve:hadn't've hasnt:hasn't havent:haven't hed:he'd hed've:he'd've he'dve:he'd've hes:he's
+howd:how'd howll:how'll hows:how's Id've:I'd've I'dve:I'd've Im:I'm Ive:I've isnt:isn't itd:it'd
+itd've:it'd've it'dve:it'd've itll:it'll let's:let's maam:ma'am mightnt:mightn't
+mightnt've:mightn't've mightn'tve:mightn't've mightve:might've mustnt:mustn't mustve:must've
+neednt:needn't notve:not've oclock:o'clock oughtnt:oughtn't ow's'at:'ow's'at 'ows'at:'ow's'at
+'ow'sat:'ow's'at shant:shan't shed've:she'd've she'dve:she'd've she's:she's shouldve:should've
+shouldnt:shouldn't shouldnt've:shouldn't've shouldn'tve:shouldn't've somebody'd:somebodyd
+somebodyd've:somebody'd've somebody'dve:somebody'd've somebodyll:somebody'll somebodys:somebody's
+someoned:someone'd someoned've:someone'd've someone'dve:someone'd've someonell:someone'll
+someones:someone's somethingd:something'd somethingd've:something'd've something'dve:something'd've
+somethingll:something'll thats:that's thered:there'd thered've:there'd've there'dve:there'd've
+therere:there're theres:there's theyd:they'd theyd've:they'd've they'dve:they'd've theyll:they'll
+theyre:they're theyve:they've twas:'twas wasnt:wasn't wed've:we'd've we'dve:we'd've weve:we've
+werent:weren't whatll:what'll whatre:what're whats:what's whatve:what've whens:when's whered:where'd
+wheres:where's whereve:where've whod:who'd whod've:who'd've who'dve:who'd've wholl:who'll whos:who's
+whove:who've whyll:why'll whyre:why're whys:why's wont:won't wouldve:would've wouldnt:wouldn't
+wouldnt've:wouldn't've wouldn'tve:wouldn't've yall:y'all yall'll:y'all'll y'allll:y'all'll
+yall'd've:y'all'd've y'alld've:y'all'd've y'all'dve:y'all'd've youd:you'd youd've:you'd've
+you'dve:you'd've youll:you'll youre:you're youve:you've
+""".split())
+_CLAUSE_END = re.compile(r"[.!?,;:](?!\d)")
 
 
-def normalize_answer(text: str) -> str:
-    """Canonical form of an answer for matching.
+def process_punctuation(text: str) -> str:
+    """Step 1 of the official processing (see the module docstring)."""
+    digits_comma = _COMMA_BETWEEN_DIGITS.search(text) is not None
+    out = text
+    for p in _PUNCTUATION:
+        # The test looks at the original text, as the script does.
+        joined = p + " " in text or " " + p in text or digits_comma
+        out = out.replace(p, "" if joined else " ")
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out)
 
-    >>> normalize_answer("  The Circle.")
-    'circle'
-    >>> normalize_answer("Yes, it is red")
-    'yes'
-    """
-    text = text.strip().lower()
-    # A decimal point is not a clause end: "1.5" stays whole.
-    text = re.sub(r"(\d)\.(\d)", r"\1<dot>\2", text)
-    text = _CLAUSE_END.split(text, maxsplit=1)[0]
-    text = text.replace("<dot>", ".")
-    text = _PUNCT.sub(lambda m: "." if m.group() == "." else " ", text)
-    words = [_NUMBERS.get(w, w) for w in text.split() if w not in _ARTICLES]
+
+def process_words(text: str) -> str:
+    """Step 2 of the official processing: lower case, number words, articles, contractions."""
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return " ".join(words)
 
 
-def vqa_accuracy(prediction: str, references: Sequence[str]) -> float:
-    """Score one prediction: exact match with one reference, else VQA soft accuracy
-    ``min(#references equal to the prediction / 3, 1)`` over several annotators."""
-    pred = normalize_answer(prediction)
-    refs = [normalize_answer(r) for r in references]
-    matches = sum(r == pred for r in refs)
-    if len(refs) == 1:
-        return float(matches)
-    return min(matches / 3.0, 1.0)
+def process_answer(text: str) -> str:
+    """An answer (a reference, or a prediction's span) in the form the evaluation compares.
+
+    >>> process_answer("The Circle.")
+    'circle'
+    >>> process_answer("1,000")
+    '1000'
+    """
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return process_words(process_punctuation(text))
+
+
+def answer_span(generated: str, span: str = "first_line") -> str:
+    """The part of a generated text that is scored: up to the end of its first line, or
+    (``first_clause``, not the official metric) also cut at the first clause mark."""
+    if span not in ANSWER_SPANS:
+        raise ValueError(f"answer span {span!r}: expected one of {', '.join(ANSWER_SPANS)}")
+    lines = generated.strip().splitlines()
+    text = lines[0] if lines else ""
+    if span == "first_clause":
+        text = _CLAUSE_END.split(text, maxsplit=1)[0]
+    return text
+
+
+def vqa_accuracy(prediction: str, references: Sequence[str], span: str = "first_line") -> float:
+    """Score one generated answer against its references.
+
+    One reference: 1.0 on an exact match of the processed strings, else 0.0. Several
+    (annotators): the mean over leaving each annotator out of ``min(#others matching / 3, 1)``.
+    """
+    if not references:
+        raise ValueError("vqa_accuracy needs at least one reference answer")
+    pred = process_answer(answer_span(prediction, span))
+    matches = [process_answer(r) == pred for r in references]
+    if len(matches) == 1:
+        return float(matches[0])
+    total = sum(matches)
+    return sum(min((total - m) / 3.0, 1.0) for m in matches) / len(matches)

@@ -242,7 +242,7 @@ def overlap_partition(
 
 
 def split_local(
-    indices: list[int], test_fraction: float, seed: int, max_test: int | None = None
+    indices: list[int], test_fraction: float, seed: int | list[int], max_test: int | None = None
 ) -> tuple[list[int], list[int]]:
     """Split one client's rows into local train and test rows.
 
@@ -251,7 +251,7 @@ def split_local(
         test_fraction: share of rows for the local test set, in [0, 1). When it is > 0 and
             the client has at least 2 rows, the test set has at least 1 row and the train
             set keeps at least 1 row.
-        seed: seeds the shuffle (use a different seed per client, e.g. seed + client id).
+        seed: seeds the shuffle (an int or a seed sequence; a different one per client).
         max_test: caps the test set; rows beyond the cap stay in train. The test rows are
             a random sample either way (never the lowest indices: sources are often
             sorted by topic or label).

@@ -9,13 +9,17 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from fedvlm.config import Config
 from fedvlm.models.adapter import set_adapter_state, set_trainable
 from fedvlm.runners.client import steps_per_round
-from fedvlm.runners.federation import Federation
+from fedvlm.core.sampling import sampling_plan
+from fedvlm.runners.federation import Federation, seed_for, torch_seed
+from fedvlm.runners.records import BASELINES_FILE, read_baselines, read_metrics
+from fedvlm.fileio import write_atomic
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.evaluate import evaluate
 from fedvlm.train.local import LocalResult, train_local
@@ -38,7 +42,7 @@ def train_alone(cfg: Config, fed: Federation, rows: list[int], num_steps: int, s
     phases for two-stage tuning). Leaves the trained adapter in ``fed.model``."""
     t = cfg.train
     set_adapter_state(fed.model, fed.initial_adapter)
-    torch.manual_seed(seed[-1])
+    torch.manual_seed(torch_seed(seed))
     bar = tqdm(total=num_steps, desc=desc, leave=False, disable=not cfg.run.progress)
     results, done = [], 0
     for count, trained in phases(cfg, fed, num_steps):
@@ -67,45 +71,59 @@ def train_alone(cfg: Config, fed: Federation, rows: list[int], num_steps: int, s
     )
 
 
-def federated_steps(cfg: Config, fed: Federation) -> dict[str, int]:
-    """Optimizer steps each client does over the run, in expectation under sampling."""
+def federated_steps(cfg: Config, fed: Federation, run_dir: Path | None = None) -> dict[str, int]:
+    """Optimizer steps each client did in the federation: summed from ``run_dir``'s
+    ``metrics.jsonl`` when it holds every round (the steps the run actually ran), else the
+    steps the run will do, its seeded client sampling replayed (`core.sampling.sampling_plan`)."""
     f = cfg.federated
-    return {
-        cid: max(1, round(f.rounds * f.fraction * steps_per_round(cfg, len(c.train))))
-        for cid, c in fed.clients.items()
-    }
+    records = [r for r in read_metrics(run_dir) if r["round"] >= 1] if run_dir else []
+    if {r["round"] for r in records} == set(range(1, f.rounds + 1)):
+        steps = dict.fromkeys(fed.clients, 0)
+        for record in records:
+            for cid, stats in record["clients"].items():
+                steps[cid] += stats["steps"]
+        return steps
+    plan = sampling_plan(list(fed.clients), f.rounds, f.fraction, f.min_clients, np.random.default_rng(seed_for(cfg, 5)))
+    per_round = {cid: steps_per_round(cfg, len(c.train)) for cid, c in fed.clients.items()}
+    return {cid: sum(per_round[cid] for chosen in plan if cid in chosen) for cid in fed.clients}
 
 
 def _evaluate(cfg: Config, fed: Federation, ds, rows) -> dict:
-    return evaluate(fed.task, fed.model, ds, rows, cfg.eval.batch_size, cfg.eval.max_new_tokens)
+    e = cfg.eval
+    return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span)
 
 
-def run_centralized(cfg: Config, fed: Federation) -> dict:
-    """Pool every client's training rows and train one model on as many samples."""
+def run_centralized(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> dict:
+    """Pool every client's training rows and train one model for as many steps as the
+    federation's clients took together (``fed_steps``, `federated_steps`)."""
     start = time.perf_counter()
     rows = sorted(r for c in fed.clients.values() for r in c.train)
-    num_steps = sum(federated_steps(cfg, fed).values())
+    num_steps = sum(fed_steps.values())
     result = train_alone(cfg, fed, rows, num_steps, [cfg.run.seed, 6], "centralized steps")
     ev = _evaluate(cfg, fed, fed.test_ds, fed.pooled_test)
     return {
         "accuracy": ev["accuracy"],
         "by_type": ev["by_type"],
+        "steps": result.steps,
+        "federated_steps": num_steps,
         "examples": result.examples,
         "loss": result.loss,
         "seconds": time.perf_counter() - start,
     }
 
 
-def run_local_only(cfg: Config, fed: Federation) -> dict:
-    """Each client alone, for the steps it would have done in the federation."""
+def run_local_only(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> dict:
+    """Each client alone, for the steps it took in the federation (``fed_steps``)."""
     start = time.perf_counter()
     out = {}
-    for k, (cid, num_steps) in enumerate(federated_steps(cfg, fed).items()):
+    for k, (cid, num_steps) in enumerate(fed_steps.items()):
         c = fed.clients[cid]
         result = train_alone(cfg, fed, c.train, num_steps, [cfg.run.seed, 7, k], f"local-only client {cid}")
         out[cid] = {
             "accuracy_local": _evaluate(cfg, fed, fed.train_ds, c.test)["accuracy"] if c.test else None,
             "accuracy_pooled": _evaluate(cfg, fed, fed.test_ds, fed.pooled_test)["accuracy"],
+            "steps": result.steps,
+            "federated_steps": num_steps,
             "examples": result.examples,
         }
     local = [v["accuracy_local"] for v in out.values() if v["accuracy_local"] is not None]
@@ -122,9 +140,9 @@ BASELINES = {"centralized": run_centralized, "local": run_local_only}
 
 def run_baselines(cfg: Config, fed: Federation, run_dir: Path, names: list[str]) -> dict:
     """Run the named baselines and merge them into ``run_dir/baselines.json``."""
-    path = run_dir / "baselines.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results = read_baselines(run_dir)
+    fed_steps = federated_steps(cfg, fed, run_dir)
     for name in names:
-        results[name] = BASELINES[name](cfg, fed)
-        path.write_text(json.dumps(results, indent=2))
+        results[name] = BASELINES[name](cfg, fed, fed_steps)
+        write_atomic(run_dir / BASELINES_FILE, json.dumps(results, indent=2))
     return results

@@ -11,7 +11,7 @@ A bench file is YAML with four top-level keys::
     seeds: [0, 1]
 
 Each run's config is ``base + partition + algorithm`` plus ``run.seed``,
-``run.output_dir=OUT`` and ``run.name=ALGORITHM/PARTITION/seedSEED``, so it lives in the
+``run.output_dir=OUT/ALGORITHM/PARTITION`` and ``run.name=seedSEED``, so it lives in the
 ordinary run directory ``OUT/ALGORITHM/PARTITION/seedSEED`` (``fedvlm report`` and
 ``fedvlm run --resume`` work on it). ``run.progress`` is forced off: the bench prints one
 line per run. The bench sets ``run.name``, ``run.output_dir``, ``run.seed`` and decides
@@ -28,7 +28,6 @@ The tables and plots over the runs are written by `fedvlm.runners.bench_report`.
 """
 
 import functools
-import json
 import math
 import re
 import shutil
@@ -41,6 +40,7 @@ import yaml
 
 from fedvlm.config import Config, load_config
 from fedvlm.errors import ConfigError
+from fedvlm.runners import rundir
 from fedvlm.runners.records import final_round
 from fedvlm.runners.report import read_baselines, read_config, read_metrics
 
@@ -49,14 +49,9 @@ BENCH_KEYS = ("base", "algorithms", "partitions", "seeds")
 SET_BY_BENCH = {"run.name", "run.output_dir", "run.seed", "run.overwrite"}
 # Algorithm and partition names become directory names.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*\Z")
-# What a run directory may hold; an incomplete one is removed only if it holds nothing else.
-_RUN_DIR_ENTRIES = {
-    "config.yaml", "metrics.jsonl", "baselines.json", "adapters", "checkpoint", "checkpoint.tmp",
-    "checkpoint.old", "clients", "report.md", "plots",
-}
 _STATUS_LABELS = {"finished": "finished", "resume": "to resume", "incomplete": "to redo", "new": "new"}
 # Differences that do not change what a run computes.
-_IGNORED_CHANGES = {"run.output_dir", "run.progress", "run.overwrite"}
+_IGNORED_CHANGES = {"run.output_dir", "run.name", "run.progress", "run.overwrite"}
 
 
 @dataclass
@@ -81,7 +76,7 @@ class BenchRun:
 
     @property
     def name(self) -> str:
-        return self.cfg.run.name
+        return f"{self.algorithm}/{self.partition}/seed{self.seed}"
 
     @property
     def run_dir(self) -> Path:
@@ -179,8 +174,8 @@ def bench_runs(bench: Bench, out_dir: str | Path) -> list[BenchRun]:
                 overrides = [
                     *bench.base, *partition_overrides, *algorithm_overrides,
                     f"run.seed={seed}",
-                    f"run.output_dir={yaml_value(str(out_dir))}",
-                    f"run.name={yaml_value(name)}",
+                    f"run.output_dir={yaml_value(str(Path(out_dir) / algorithm / partition))}",
+                    f"run.name=seed{seed}",
                     "run.progress=false",
                 ]
                 try:
@@ -227,7 +222,7 @@ def run_status(run: BenchRun) -> str:
     d = run.run_dir
     if not d.is_dir() or not any(d.iterdir()):
         return "new"
-    if (d / "checkpoint" / "state.json").is_file() or is_finished(run):
+    if rundir.latest_round(d) is not None or is_finished(run):
         changed = _changed_keys(read_config(d), run.cfg)
         if changed:
             raise ConfigError(
@@ -235,14 +230,13 @@ def run_status(run: BenchRun) -> str:
                 "remove it, or bench into another --out"
             )
         return "finished" if is_finished(run) else "resume"
-    strays = sorted({p.name for p in d.iterdir()} - _RUN_DIR_ENTRIES)
+    strays = sorted({p.name for p in d.iterdir()} - rundir.RUN_DIR_ENTRIES)
     if strays:
         raise ConfigError(f"{d} is not a fedvlm run directory (it holds {', '.join(strays)}); remove it")
     return "incomplete"
 
 
 def _execute(run: BenchRun, status: str) -> None:
-    from fedvlm.runners import rundir
     from fedvlm.runners.baselines import run_baselines
     from fedvlm.runners.report import write_report
     from fedvlm.runners.simulate import run_simulation
@@ -251,7 +245,7 @@ def _execute(run: BenchRun, status: str) -> None:
     if status == "incomplete":
         shutil.rmtree(d)
     if status != "resume":
-        rundir.create_run_dir(d, overwrite=False)
+        rundir.make_run_dir(d, replace=False)
     fed = run_simulation(run.cfg, d, resume=status == "resume")
     missing = [b for b in run.cfg.run.baselines if b not in read_baselines(d)]
     if missing:
@@ -286,7 +280,7 @@ def run_bench(
             log(f"{prefix} removing {run.run_dir}: it never completed a round")
         note = ""
         if status == "resume":
-            done = json.loads((run.run_dir / "checkpoint" / "state.json").read_text())["round"]
+            done = rundir.latest_round(run.run_dir)
             note = f" (resumed after round {done})"
         start = time.perf_counter()
         try:

@@ -16,7 +16,7 @@ import numpy as np
 from fedvlm.errors import DataError
 from fedvlm.runners.bench import Bench, BenchRun, bench_runs, load_bench
 from fedvlm.runners.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
-from fedvlm.runners.records import best_round, final_round, global_accuracy, number
+from fedvlm.runners.records import final_round, global_accuracy, number
 from fedvlm.runners.report import (
     MISSING,
     PLOTS_DIR,
@@ -31,7 +31,7 @@ RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 CSV_COLUMNS = [
     "partition", "algorithm", "seeds",
-    "final_accuracy_mean", "final_accuracy_std", "best_accuracy_mean", "best_accuracy_std",
+    "final_accuracy_mean", "final_accuracy_std",
     "uplink_mb", "downlink_mb", "wall_seconds",
 ]
 STD_NOTE = (
@@ -41,18 +41,17 @@ STD_NOTE = (
 
 
 def run_totals(run_dir: Path) -> dict[str, Any]:
-    """A run's numbers from its ``metrics.jsonl``: final and best (round >= 1) pooled
-    accuracy in [0, 1], total bytes up / down and total ``seconds`` summed over all rounds,
-    and ``curve``: round -> pooled accuracy (round 0 = zero-shot)."""
+    """A run's numbers from its ``metrics.jsonl``: final pooled accuracy in [0, 1], total
+    bytes up / down and total ``seconds`` summed over all rounds, and ``curve``: round ->
+    pooled accuracy (round 0 = zero-shot). No best round: it would be picked on the test set."""
     metrics = read_metrics(run_dir)
-    final, best = final_round(metrics), best_round(metrics)
+    final = final_round(metrics)
 
     def total(field: str) -> float:
         return sum(number(r.get(field)) or 0.0 for r in metrics)
 
     return {
         "final_accuracy": None if final is None else final[1],
-        "best_accuracy": None if best is None else best[1],
         "bytes_up": total("bytes_up"),
         "bytes_down": total("bytes_down"),
         "seconds": total("seconds"),
@@ -84,9 +83,8 @@ def summary_rows(results: dict[tuple[str, str], list[dict]]) -> list[dict]:
     rows = []
     for (partition, algorithm), totals in results.items():
         row = {"partition": partition, "algorithm": algorithm, "seeds": len(totals)}
-        for field in ("final_accuracy", "best_accuracy"):
-            stats = mean_std([t[field] for t in totals if t[field] is not None])
-            row[f"{field}_mean"], row[f"{field}_std"] = stats or (None, None)
+        stats = mean_std([t["final_accuracy"] for t in totals if t["final_accuracy"] is not None])
+        row["final_accuracy_mean"], row["final_accuracy_std"] = stats or (None, None)
         for field in ("bytes_up", "bytes_down", "seconds"):
             row[field] = (mean_std([t[field] for t in totals]) or (None,))[0]
         rows.append(row)
@@ -106,7 +104,6 @@ def write_results_csv(rows: list[dict], path: Path) -> Path:
             writer.writerow([
                 r["partition"], r["algorithm"], r["seeds"],
                 cell(r["final_accuracy_mean"]), cell(r["final_accuracy_std"]),
-                cell(r["best_accuracy_mean"]), cell(r["best_accuracy_std"]),
                 cell(r["bytes_up"], 1e6), cell(r["bytes_down"], 1e6), cell(r["seconds"]),
             ])
     return path
@@ -124,12 +121,12 @@ def render_results(bench: Bench, rows: list[dict], plots: dict[str, Path | None]
         f"# Bench: {bench.path.stem}", "",
         f"- **bench file**: `{bench.path}`",
         f"- **runs finished**: {finished} / {total} (seeds {', '.join(map(str, bench.seeds))})",
-        f"- **accuracy**: pooled test, %, final round and best round; {STD_NOTE}",
+        f"- **accuracy**: pooled test, %, final round (no best round: it would be picked on the test set); {STD_NOTE}",
         "- **MB up / down**: total over all rounds and clients (MB = 10^6 bytes), mean over seeds",
         "- **wall s**: sum of the rounds' `seconds` (training + evaluation), mean over seeds",
         "",
     ]
-    header = ["algorithm", "final acc %", "best acc %", "MB up", "MB down", "wall s", "seeds"]
+    header = ["algorithm", "final acc %", "MB up", "MB down", "wall s", "seeds"]
     for partition, overrides in bench.partitions.items():
         parts += [f"## Partition `{partition}`", ""]
         if overrides:
@@ -138,7 +135,6 @@ def render_results(bench: Bench, rows: list[dict], plots: dict[str, Path | None]
             [
                 r["algorithm"],
                 _pct_pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
-                _pct_pm(r["best_accuracy_mean"], r["best_accuracy_std"]),
                 format_mb(r["bytes_up"]), format_mb(r["bytes_down"]), format_seconds(r["seconds"]),
                 str(r["seeds"]),
             ]

@@ -10,11 +10,12 @@ from fedvlm.core.compress import compress_delta
 from fedvlm.core.lora import pad_rank, slice_rank
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, message_nbytes
 from fedvlm.models.adapter import get_adapter_state, set_adapter_state, set_trainable, trainable_by_state_key
+from fedvlm.runners.federation import torch_seed
 from fedvlm.runners.rundir import ClientStore
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.fedprox import ProximalTerm
 from fedvlm.train.local import train_local
-from fedvlm.train.rank_mask import RankMask
+from fedvlm.train.rank_mask import RankMask, within_rank
 from fedvlm.train.scaffold import ScaffoldCorrection
 from fedvlm.train.schedule import lr_at
 
@@ -37,7 +38,9 @@ def client_start_state(cfg: Config, fed, store: ClientStore, client_id: str, rou
     return dict(fed.initial_adapter)
 
 
-def _hooks(model, instruction: Instruction, start: AdapterState, store: ClientStore, client_id: str, round_num: int):
+def _hooks(
+    model, instruction: Instruction, start: AdapterState, store: ClientStore, client_id: str, round_num: int, rank: int
+):
     """Client-side algorithm hooks the instruction asks for (FedProx, SCAFFOLD)."""
     hooks, scaffold = [], None
     params = trainable_by_state_key(model)
@@ -49,8 +52,10 @@ def _hooks(model, instruction: Instruction, start: AdapterState, store: ClientSt
         c_i = store.load(client_id, "scaffold_c", before_round=round_num)
         if c_i is None or set(c_i) != set(c):  # first round, or a new two-stage stage
             c_i = {k: np.zeros_like(v) for k, v in c.items()}
-        # Control variates cover the exchanged arrays; a local-only B is left uncorrected.
-        scaffold = ScaffoldCorrection({k: p for k, p in params.items() if k in c}, c, c_i)
+        # Control variates cover the exchanged arrays (a local-only B is left uncorrected),
+        # and of those only the components within this client's rank.
+        owned = within_rank({k: v.shape for k, v in c.items()}, rank)
+        scaffold = ScaffoldCorrection({k: p for k, p in params.items() if k in c}, c, c_i, owned)
         hooks.append(scaffold)
     return hooks, scaffold
 
@@ -67,23 +72,26 @@ def run_client_round(
     """Train ``client_id`` of the federation ``fed`` for one round from ``instruction``.
 
     Batches, dropout and any other randomness are seeded from (seed, client, round), so a
-    client's round is reproducible on its own, whichever order clients run in. What the
-    client keeps between rounds goes to its ``store``, versioned by round.
+    client's round is reproducible on its own, whichever order clients run in. The data
+    stream and the learning-rate schedule advance with the client's own participation:
+    ``instruction.config["rounds_done"]`` earlier rounds of this client, of the
+    ``schedule_rounds`` its schedule spans. What the client keeps between rounds goes to
+    its ``store``, versioned by round.
     """
     t = cfg.train
     client_num = list(fed.clients).index(client_id)
     rows = fed.clients[client_id].train
     n_steps = steps_per_round(cfg, len(rows))
-    first_step = (round_num - 1) * n_steps
-    total = cfg.federated.rounds * n_steps
+    first_step = instruction.config["rounds_done"] * n_steps
+    total = instruction.config["schedule_rounds"] * n_steps
     rank = client_ranks(cfg).get(client_id, cfg.lora.r)
     payload = _at_rank(instruction.payload, rank, cfg.lora.r)  # what a rank-`rank` client holds
     start = {**client_start_state(cfg, fed, store, client_id, round_num), **payload}
     set_adapter_state(fed.model, start)
     set_trainable(fed.model, fed.plan.trained(start, round_num))
-    hooks, scaffold = _hooks(fed.model, instruction, start, store, client_id, round_num)
+    hooks, scaffold = _hooks(fed.model, instruction, start, store, client_id, round_num, rank)
     mask = RankMask(trainable_by_state_key(fed.model), rank) if rank < cfg.lora.r else None
-    torch.manual_seed(int(np.random.SeedSequence([cfg.run.seed, 4, client_num, round_num]).generate_state(1)[0]))
+    torch.manual_seed(torch_seed([cfg.run.seed, 4, client_num, round_num]))
     steps = iter_steps(
         fed.task,
         fed.train_ds,
@@ -113,7 +121,7 @@ def run_client_round(
         store.save(client_id, "fedsa_b", own_b, round_num)
     extras = {}
     if scaffold is not None:
-        c_new = scaffold.new_control(instruction.payload, state)
+        c_new = scaffold.new_control(start, state)
         extras["dc"] = {k: c_new[k] - scaffold.c_i[k] for k in c_new}
         store.save(client_id, "scaffold_c", c_new, round_num)
     # Only the client's own rank travels; the server sees it zero-padded to lora.r.
@@ -121,6 +129,7 @@ def run_client_round(
     sent, nbytes = _send(cfg, own(state), own(payload), [client_num, round_num])
     metrics = {
         "loss": result.loss,
+        "train_size": len(rows),
         "examples": result.examples,
         "steps": result.steps,
         "seconds": result.seconds,
@@ -128,7 +137,9 @@ def run_client_round(
         "bytes_up": nbytes + message_nbytes({}, extras),
         "bytes_down": message_nbytes(own(instruction.payload), instruction.extras),
     }
-    return ClientUpdate(client_id, _at_rank(sent, rank, cfg.lora.r), result.examples, metrics, extras)
+    # Like a Flower client, report the training-set size; the server weights by it (or by
+    # metrics["examples"], or uniformly: federated.weighting).
+    return ClientUpdate(client_id, _at_rank(sent, rank, cfg.lora.r), len(rows), metrics, extras)
 
 
 def _at_rank(state: AdapterState, rank: int, full_rank: int) -> AdapterState:

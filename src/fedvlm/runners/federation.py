@@ -43,6 +43,11 @@ def seed_for(cfg: Config, *tags: int) -> list[int]:
     return [cfg.run.seed, *tags]
 
 
+def torch_seed(seed: list[int]) -> int:
+    """One integer for ``torch.manual_seed`` from a seed sequence (`seed_for`)."""
+    return int(np.random.SeedSequence(seed).generate_state(1)[0])
+
+
 def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     p = cfg.partition
     parts = partition_indices(
@@ -59,7 +64,7 @@ def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     )
     clients = {}
     for k, rows in enumerate(parts):
-        train, test = split_local(rows, p.local_test_fraction, cfg.run.seed + k, p.max_local_test)
+        train, test = split_local(rows, p.local_test_fraction, seed_for(cfg, 10, k), p.max_local_test)
         clients[str(k)] = ClientData(train=train, test=test)
     return clients
 

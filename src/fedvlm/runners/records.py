@@ -1,12 +1,68 @@
-"""Queries over the per-round records of a run's ``metrics.jsonl``.
+"""A run's records: reading ``metrics.jsonl`` and ``baselines.json``, and queries over them.
 
-Each record is one JSON object (see `fedvlm.runners.report` for the layout). These helpers
+Each record is one JSON object (see `fedvlm.runners.report` for the layout). The queries
 tolerate partial records: missing, non-numeric or non-finite values count as absent.
 Shared by the report (`fedvlm.runners.report`) and its plots (`fedvlm.runners.plots`).
 """
 
+import json
 import math
+from pathlib import Path
 from typing import Any
+
+from fedvlm.errors import DataError
+
+METRICS_FILE = "metrics.jsonl"
+BASELINES_FILE = "baselines.json"
+
+
+class MetricsFileError(DataError, ValueError):
+    """A metrics or baselines file is malformed (a ``ValueError`` and a ``DataError``)."""
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Read ``run_dir/metrics.jsonl`` into a list of records sorted by round.
+
+    Blank lines are skipped. A line that is not a JSON object with an integer ``round``
+    raises ``MetricsFileError`` (a ``ValueError``) naming the file and the 1-based line
+    number. If a round appears twice (e.g. a resumed run re-logged it) the later line
+    wins. A missing file gives an empty list.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    by_round: dict[int, dict] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MetricsFileError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise MetricsFileError(f"{path}: line {lineno}: expected a JSON object")
+            rnd = record.get("round")
+            if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 0:
+                raise MetricsFileError(
+                    f"{path}: line {lineno}: expected a non-negative integer 'round', got {rnd!r}"
+                )
+            by_round[rnd] = record
+    return [by_round[r] for r in sorted(by_round)]
+
+
+def read_baselines(run_dir: Path) -> dict:
+    """Read ``run_dir/baselines.json``; ``{}`` when absent. Malformed JSON raises ``MetricsFileError``."""
+    path = Path(run_dir) / BASELINES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise MetricsFileError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, dict):
+        raise MetricsFileError(f"{path}: expected a JSON object at the top")
+    return data
 
 
 def number(value: Any) -> float | None:
@@ -72,16 +128,6 @@ def client_section(record: dict, section: str) -> dict:
     else:
         node = (record.get("eval") or {}).get("clients")
     return node if isinstance(node, dict) else {}
-
-
-def best_round(metrics: list[dict]) -> tuple[int, float] | None:
-    """(round, accuracy) of the best training round (round >= 1); earliest wins ties. None if no such round."""
-    best = None
-    for record in metrics:
-        acc = global_accuracy(record)
-        if record["round"] >= 1 and acc is not None and (best is None or acc > best[1]):
-            best = (record["round"], acc)
-    return best
 
 
 def final_round(metrics: list[dict]) -> tuple[int, float] | None:

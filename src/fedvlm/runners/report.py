@@ -22,9 +22,14 @@ from typing import Any
 import yaml
 
 from fedvlm.errors import DataError
+from fedvlm.fileio import write_atomic
 from fedvlm.runners.plots import PLOT_NAMES, write_plots
-from fedvlm.runners.records import (
-    best_round,
+from fedvlm.runners.records import (  # noqa: F401 (read_metrics, read_baselines: re-exported)
+    BASELINES_FILE,
+    METRICS_FILE,
+    MetricsFileError,
+    read_baselines,
+    read_metrics,
     centralized_accuracy,
     final_round,
     global_accuracy,
@@ -34,8 +39,6 @@ from fedvlm.runners.records import (
     question_types,
 )
 
-METRICS_FILE = "metrics.jsonl"
-BASELINES_FILE = "baselines.json"
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
@@ -45,56 +48,7 @@ LOCAL_LABEL = "local-only (mean over clients, local test / pooled test)"
 MISSING = "-"
 
 
-class MetricsFileError(DataError, ValueError):
-    """A metrics or baselines file is malformed (a ``ValueError`` and a ``DataError``)."""
-
-
 # ---------------------------------------------------------------------------- reading
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Read ``run_dir/metrics.jsonl`` into a list of records sorted by round.
-
-    Blank lines are skipped. A line that is not a JSON object with an integer ``round``
-    raises ``MetricsFileError`` (a ``ValueError``) naming the file and the 1-based line
-    number. If a round appears twice (e.g. a resumed run re-logged it) the later line
-    wins. A missing file gives an empty list.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    by_round: dict[int, dict] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MetricsFileError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise MetricsFileError(f"{path}: line {lineno}: expected a JSON object")
-            rnd = record.get("round")
-            if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 0:
-                raise MetricsFileError(
-                    f"{path}: line {lineno}: expected a non-negative integer 'round', got {rnd!r}"
-                )
-            by_round[rnd] = record
-    return [by_round[r] for r in sorted(by_round)]
-
-
-def read_baselines(run_dir: Path) -> dict:
-    """Read ``run_dir/baselines.json``; ``{}`` when absent. Malformed JSON raises ``MetricsFileError``."""
-    path = Path(run_dir) / BASELINES_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MetricsFileError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(data, dict):
-        raise MetricsFileError(f"{path}: expected a JSON object at the top")
-    return data
 
 
 def read_config(run_dir: Path) -> dict:
@@ -241,23 +195,21 @@ def config_header(config: dict) -> list[str]:
         ("rounds", get("federated", "rounds")),
         ("local steps", get("train", "local_steps")),
         ("learning rate", get("train", "lr")),
+        ("client weights", get("federated", "weighting")),
         ("seed", get("run", "seed")),
+        ("answers scored", _SPANS.get(get("eval", "answer_span") or "first_line")),
     ]
     return [f"- **{name}**: `{value}`" for name, value in items if value is not None]
 
 
 def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
-    """Markdown bullet lines: zero-shot, best round, final accuracy, and gaps to baselines."""
+    """Markdown bullet lines: zero-shot and final accuracy, and gaps to baselines. (No "best
+    round": a round picked by its test accuracy would be a number selected on the test set.)"""
     baselines = baselines or {}
     lines = []
     zero = next((global_accuracy(r) for r in metrics if r["round"] == 0), None)
     if zero is not None:
         lines.append(f"- **zero-shot accuracy**: {format_pct(zero)}%")
-    best = best_round(metrics)
-    if best is None:
-        lines.append("- **best round**: none yet (no training round evaluated)")
-    else:
-        lines.append(f"- **best round**: round {best[0]} with {format_pct(best[1])}%")
     final = final_round(metrics)
     if final is not None and final[0] >= 1:
         text = f"- **final accuracy**: {format_pct(final[1])}% (round {final[0]}"
@@ -275,6 +227,11 @@ def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
     return lines
 
 
+_SPANS = {
+    "first_line": "official VQA answer processing of each generated answer's first line",
+    "first_clause": "first clause of each generated answer (eval.answer_span=first_clause: looser than, "
+    "and not comparable to, the official VQA evaluation)",
+}
 _PLOT_TITLES = {
     "accuracy": "Global accuracy (pooled test)",
     "client_accuracy": "Per-client accuracy (local test sets)",
@@ -317,6 +274,8 @@ def write_report(run_dir: Path) -> Path:
     Works on partial runs: plots without data are skipped and the report says so.
     """
     run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise DataError(f"{run_dir} is not a fedvlm run directory (no {CONFIG_FILE}); no report written")
     metrics = read_metrics(run_dir)
     baselines = read_baselines(run_dir)
     config = read_config(run_dir)
@@ -324,5 +283,5 @@ def write_report(run_dir: Path) -> Path:
     name = (config.get("run") or {}).get("name") if isinstance(config.get("run"), dict) else None
     text = render_report(name or run_dir.name, config, metrics, baselines, plots)
     path = run_dir / REPORT_FILE
-    path.write_text(text, encoding="utf-8")
+    write_atomic(path, text)
     return path

@@ -18,6 +18,7 @@ from fedvlm.core.validate import validate_update
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.runners import rundir
 from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.sampling import expected_participation
 from fedvlm.core.types import AdapterState
 from fedvlm.runners.base_delta import MergedBase, export_merged
 from fedvlm.runners.client import client_start_state, run_client_round
@@ -29,17 +30,27 @@ def make_strategy(cfg: Config, num_clients: int) -> Strategy:
     return build_strategy(strategy_name(cfg), **strategy_options(cfg, num_clients))
 
 
-def train_round(cfg: Config, fed: Federation, strategy: Strategy, state, rng, round_num: int, store) -> tuple:
+def train_round(
+    cfg: Config, fed: Federation, strategy: Strategy, state, rng, round_num: int, store, participation: dict[str, int]
+) -> tuple:
     """One round's training: configure, each sampled client trains, validate, aggregate.
 
-    Returns the new server state and the round's record (per-client metrics and bytes).
+    ``participation`` counts the rounds each client has trained so far (its data stream and
+    schedule position); the sampled clients' counts go up by one. Returns the new server
+    state and the round's record (per-client metrics and bytes).
     """
     show = cfg.run.progress
     instructions = strategy.configure(round_num, state, list(fed.clients), rng)
     frozen = state.buffers.get("frozen")
-    if frozen:  # two-stage: the connector the first stage reached goes down with the payload
-        for instruction in instructions.values():
+    f = cfg.federated
+    schedule_rounds = expected_participation(f.rounds, len(fed.clients), f.fraction, f.min_clients)
+    for cid, instruction in instructions.items():
+        if frozen:  # two-stage: the connector the first stage reached goes down with the payload
             instruction.payload = {**frozen, **instruction.payload}
+        instruction.config = {
+            **instruction.config, "rounds_done": participation[cid], "schedule_rounds": schedule_rounds
+        }
+        participation[cid] += 1
     updates = []
     for cid in tqdm(instructions, desc=f"round {round_num} clients", leave=False, disable=not show):
         bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not show)
@@ -65,7 +76,7 @@ def evaluate_global(cfg: Config, fed: Federation, state, client_states=None) -> 
 
     def run(adapter, ds, rows):
         set_adapter_state(fed.model, adapter)
-        return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens)
+        return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span)
 
     result = run(state, fed.test_ds, fed.pooled_test)
     if e.local:
@@ -117,12 +128,12 @@ def save_global_adapter(cfg: Config, fed: Federation, full: AdapterState, state,
     save_adapter(fed.model, adapter, out_dir, overrides)
 
 
-def save_round_adapters(cfg: Config, fed: Federation, run_dir: Path, full, state, round_num: int, best: bool):
+def save_round_adapters(cfg: Config, fed: Federation, run_dir: Path, full, state, round_num: int):
+    # No "best" adapter: picking a round by its test accuracy would report a number
+    # selected on the test set itself.
     adapters = run_dir / "adapters"
     save_global_adapter(cfg, fed, full, state, adapters / f"round_{round_num:04d}")
     rundir.rotate_round_adapters(adapters, cfg.eval.keep_last)
-    if best:
-        save_global_adapter(cfg, fed, full, state, adapters / "best")
 
 
 def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federation | None = None) -> Federation:
@@ -139,7 +150,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         rng = np.random.default_rng()
         rng.bit_generator.state = rng_state
         torch.set_rng_state(torch.tensor(extra["torch_rng"], dtype=torch.uint8))
-        best_acc = extra["best_accuracy"]
+        participation = extra["participation"]
         rundir.truncate_metrics(run_dir, state.round)
     else:
         save_config(cfg, run_dir / "config.yaml")
@@ -147,7 +158,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         rng = np.random.default_rng(seed_for(cfg, 5))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
-        best_acc = -1.0  # the first trained round is always saved as best so far
+        participation = {cid: 0 for cid in fed.clients}
     if merged is not None:
         merged.apply(state.buffers["base_delta"])
 
@@ -157,7 +168,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         start = time.perf_counter()
         if fed.plan.starts_stage(round_num):
             state = initial_server_state(fed, strategy, round_num, previous=state)
-        state, record = train_round(cfg, fed, strategy, state, rng, round_num, store)
+        state, record = train_round(cfg, fed, strategy, state, rng, round_num, store, participation)
         if merged is not None:
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
@@ -165,8 +176,6 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         result = evaluate_global(cfg, fed, full, personal)
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
-        is_best = result["accuracy"] > best_acc
-        best_acc = max(best_acc, result["accuracy"])
         rounds.set_postfix(acc=f"{result['accuracy']:.3f}")
         record = {
             "round": round_num,
@@ -175,11 +184,11 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             **record,
             "eval": result,
         }
-        save_round_adapters(cfg, fed, run_dir, full, state, round_num, is_best)
+        save_round_adapters(cfg, fed, run_dir, full, state, round_num)
         rundir.append_metrics(run_dir, record)
         rundir.save_checkpoint(
             run_dir, state, rng,
-            {"torch_rng": torch.get_rng_state().tolist(), "best_accuracy": best_acc},
+            {"torch_rng": torch.get_rng_state().tolist(), "participation": participation},
         )
     full, personal = full_states(cfg, fed, state, store, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")

@@ -1,5 +1,6 @@
 """Evaluate a model on its task: answers (generated, or a classifier's label names) scored
-by normalized exact match / VQA soft accuracy, overall and per question type."""
+as the official VQA evaluation does (exact match of processed answers; soft accuracy over
+several annotators), overall and per question type."""
 
 from collections import defaultdict
 from collections.abc import Sequence
@@ -17,15 +18,16 @@ def predict_rows(task, model, dataset, indices: Sequence[int], batch_size: int, 
     return answers
 
 
-def score_answers(predictions: Sequence[str], rows: dict) -> dict:
+def score_answers(predictions: Sequence[str], rows: dict, span: str = "first_line") -> dict:
     """Accuracy overall and per question type.
 
     ``rows`` holds columns ``answer`` and ``question_type`` and optionally ``answers``
-    (several references per question, scored with VQA soft accuracy).
+    (several references per question, scored with VQA soft accuracy); ``span`` is the part
+    of each generated answer that is scored (`fedvlm.core.answers.answer_span`).
     """
     references = rows.get("answers") or [[a] for a in rows["answer"]]
     types = rows.get("question_type") or ["all"] * len(predictions)
-    scores = [vqa_accuracy(p, refs) for p, refs in zip(predictions, references)]
+    scores = [vqa_accuracy(p, refs, span) for p, refs in zip(predictions, references)]
     by_type: dict[str, list[float]] = defaultdict(list)
     for t, s in zip(types, scores):
         by_type[t].append(s)
@@ -36,9 +38,11 @@ def score_answers(predictions: Sequence[str], rows: dict) -> dict:
     }
 
 
-def evaluate(task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int) -> dict:
+def evaluate(
+    task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, span: str = "first_line"
+) -> dict:
     """Predict ``indices`` and score them against the dataset's references."""
     preds = predict_rows(task, model, dataset, indices, batch_size, max_new_tokens)
     columns = [c for c in ("answer", "answers", "question_type") if c in dataset.column_names]
     rows = dataset.select_columns(columns)[list(indices)]
-    return score_answers(preds, rows)
+    return score_answers(preds, rows, span)

@@ -1,6 +1,25 @@
 """Train a lower LoRA rank inside a higher-rank adapter (heterogeneous client ranks)."""
 
+import numpy as np
 import torch
+
+from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
+
+
+def within_rank(shapes: dict[str, tuple[int, ...]], rank: int) -> dict[str, np.ndarray]:
+    """Per adapter key a boolean mask of the entries a rank-``rank`` client owns: A's first
+    ``rank`` rows, B's first ``rank`` columns, every entry of any other array."""
+    masks = {}
+    for key, shape in shapes.items():
+        mask = np.zeros(shape, dtype=bool)
+        if key.endswith(A_SUFFIX):
+            mask[:rank] = True
+        elif key.endswith(B_SUFFIX):
+            mask[:, :rank] = True
+        else:
+            mask[...] = True
+        masks[key] = mask
+    return masks
 
 
 class RankMask:
@@ -13,17 +32,11 @@ class RankMask:
     """
 
     def __init__(self, params: dict[str, torch.nn.Parameter], rank: int):
+        lora = {k: tuple(p.shape) for k, p in params.items() if k.endswith((A_SUFFIX, B_SUFFIX))}
         self.handles = []
-        for key, p in params.items():
-            if key.endswith(".lora_A.weight"):
-                mask = torch.zeros_like(p)
-                mask[:rank] = 1
-            elif key.endswith(".lora_B.weight"):
-                mask = torch.zeros_like(p)
-                mask[:, :rank] = 1
-            else:
-                continue
-            self.handles.append(p.register_hook(lambda g, m=mask: g * m))
+        for key, mask in within_rank(lora, rank).items():
+            m = torch.from_numpy(mask).to(params[key].device, params[key].dtype)
+            self.handles.append(params[key].register_hook(lambda g, m=m: g * m))
 
     def remove(self) -> None:
         for handle in self.handles:

@@ -5,7 +5,11 @@ local step is ``y <- y - lr (g(y) - c_i + c)``. fedvlm's local optimizer is Adam
 step is not ``lr * g``, so, as OpenFedLLM does, the correction is applied after each
 optimizer step as ``y <- y - lr_t (c - c_i)``. The new client control variate uses the sum
 of the step sizes actually taken, ``c_i+ = c_i - c + (x - y) / sum_t lr_t``, which is the
-paper's ``(x - y) / (K lr)`` when the learning rate is constant.
+paper's ``(x - y) / (K lr)`` when the learning rate is constant; ``x`` is where this client
+started, its own payload.
+
+A client of a lower LoRA rank (heterogeneous ranks) owns only its first components: the
+correction is applied to those only, and outside them ``c_i`` stays as it was (``dc = 0``).
 """
 
 import numpy as np
@@ -15,10 +19,22 @@ from fedvlm.core.types import AdapterState
 
 
 class ScaffoldCorrection:
-    def __init__(self, params: dict[str, torch.nn.Parameter], c: AdapterState, c_i: AdapterState):
+    """``owned``: per key a boolean mask of the entries this client trains (None: all)."""
+
+    def __init__(
+        self,
+        params: dict[str, torch.nn.Parameter],
+        c: AdapterState,
+        c_i: AdapterState,
+        owned: dict[str, np.ndarray] | None = None,
+    ):
         self.params = params
         self.c, self.c_i = c, c_i
-        self.drift = {k: torch.from_numpy(c[k] - c_i[k]).to(p.device, p.dtype) for k, p in params.items()}
+        self.owned = owned or {k: np.ones(a.shape, dtype=bool) for k, a in c.items()}
+        self.drift = {
+            k: torch.from_numpy(np.where(self.owned[k], c[k] - c_i[k], 0).astype(c[k].dtype)).to(p.device, p.dtype)
+            for k, p in params.items()
+        }
         self.lr_sum = 0.0
 
     def extra_loss(self, model: torch.nn.Module) -> None:
@@ -31,11 +47,13 @@ class ScaffoldCorrection:
         self.lr_sum += lr
 
     def new_control(self, x: AdapterState, y: AdapterState) -> AdapterState:
-        """``c_i+`` from the round's start ``x`` and end ``y`` (float64 math, float32 out),
-        for the arrays the control variates cover."""
-        return {
-            k: (self.c_i[k].astype(np.float64) - self.c[k] + (x[k].astype(np.float64) - y[k]) / self.lr_sum).astype(
-                x[k].dtype
-            )
-            for k in self.c
-        }
+        """``c_i+`` from the round's start ``x`` and end ``y`` (float64 math, the adapter's
+        dtype out) for the arrays the control variates cover; ``c_i`` where not owned, and
+        everywhere if no step had a positive learning rate (nothing to estimate from)."""
+        if self.lr_sum <= 0:
+            return {k: v.copy() for k, v in self.c_i.items()}
+        out = {}
+        for k in self.c:
+            c_new = self.c_i[k].astype(np.float64) - self.c[k] + (x[k].astype(np.float64) - y[k]) / self.lr_sum
+            out[k] = np.where(self.owned[k], c_new, self.c_i[k]).astype(x[k].dtype)
+        return out

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import weighted_mean
-from fedvlm.core.lora import pad_rank, svd_aggregate
+from fedvlm.core.aggregate import client_weights, weighted_mean
+from fedvlm.core.lora import A_SUFFIX, pad_rank, svd_aggregate
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
@@ -16,7 +16,8 @@ class FedAvg:
     """Federated Averaging (McMahan et al. 2017, https://arxiv.org/abs/1602.05629).
 
     Each sampled client starts from the global adapter; the new global adapter is the mean
-    of the returned states weighted by the examples each client trained on this round.
+    of the returned states weighted by ``p_k = n_k / sum n``, ``n_k`` the client's
+    training-set size (``weighting``; see ``core.aggregate.client_weights``).
 
     ``aggregation="naive"`` averages LoRA's A and B separately (FedIT,
     https://arxiv.org/abs/2305.05644), which is not the mean of the clients' updates
@@ -26,17 +27,29 @@ class FedAvg:
     ``scalars["truncation_error"]`` and, with ``error_feedback``, the truncated tail is
     carried into the next round (``buffers["svd_residual"]``). Other trainable modules
     (e.g. the projector) are averaged the same way under both.
+
+    With ``server_rank`` below the clients' rank, the components past it would come back
+    as zero rows of A and zero columns of B, whose gradients are both exactly zero: they
+    would never train again. So every round they restart from the seeded LoRA
+    initialization, A's rows as initialized (``buffers["lora_init"]``) and B's columns at
+    zero, which leaves ``dW`` the truncated one and lets the clients grow new directions.
     """
 
     fraction: float = 1.0
     min_clients: int = 1
+    weighting: str = "data_size"  # core.aggregate.client_weights
     aggregation: str = "naive"
     lora_scaling: float = 1.0  # alpha / r of the clients' adapters (svd only)
     server_rank: int | None = None  # svd only; None: the clients' rank
     error_feedback: bool = False  # svd only
 
     def initialize(self, initial: AdapterState) -> ServerState:
-        return ServerState(round=0, global_state=dict(initial))
+        r = self.server_rank
+        restart = {
+            k: a[r:].copy() for k, a in initial.items()
+            if self.aggregation == "svd" and r is not None and k.endswith(A_SUFFIX) and a.shape[0] > r
+        }
+        return ServerState(round=0, global_state=dict(initial), buffers={"lora_init": restart} if restart else {})
 
     def configure(
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
@@ -46,7 +59,7 @@ class FedAvg:
     def aggregate(
         self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
     ) -> ServerState:
-        states, weights = [u.state for u in updates], [u.num_examples for u in updates]
+        states, weights = [u.state for u in updates], client_weights(updates, self.weighting)
         if self.aggregation != "svd":
             new_global = weighted_mean(states, weights)
             return state.advance(round_num, new_global)
@@ -59,8 +72,11 @@ class FedAvg:
             self.lora_scaling,
             error_feedback=state.buffers.get("svd_residual") if self.error_feedback else None,
             residual_rank=client_rank * len(states),
+            with_residual=self.error_feedback,
         )
         new_global = pad_rank(new_global, client_rank)
+        for key, rows in state.buffers.get("lora_init", {}).items():
+            new_global[key] = np.concatenate([new_global[key][: -len(rows)], rows])
         scalars = {**state.scalars, "truncation_error": float(np.mean(list(errors.values())))}
         feedback = {"svd_residual": residual} if self.error_feedback else {}
         return state.advance(round_num, new_global, scalars, **feedback)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import example_weighted_mean
+from fedvlm.core.aggregate import client_weighted_mean
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.server_opt import momentum_step, pseudo_delta, zeros_like_state
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
@@ -25,6 +25,7 @@ class FedAvgM:
 
     fraction: float = 1.0
     min_clients: int = 1
+    weighting: str = "data_size"  # core.aggregate.client_weights
     server_lr: float = 1.0
     momentum: float = 0.9
 
@@ -41,7 +42,7 @@ class FedAvgM:
     def aggregate(
         self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
     ) -> ServerState:
-        mean = example_weighted_mean(updates)
+        mean = client_weighted_mean(updates, self.weighting)
         x = state.global_state
         v = state.buffers["v"]
         new_x, new_v = momentum_step(

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.aggregate import client_weights, weighted_mean
 from fedvlm.core.lora import exact_delta_factors, lora_pairs
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.strategies.flora import append_factors
@@ -26,6 +26,7 @@ class FedExLoRA:
 
     fraction: float = 1.0
     min_clients: int = 1
+    weighting: str = "data_size"  # core.aggregate.client_weights
     lora_scaling: float = 1.0
 
     def initialize(self, initial: AdapterState) -> ServerState:
@@ -38,7 +39,7 @@ class FedExLoRA:
                          extras={"base_increment": state.buffers["base_increment"]})
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        states, weights = [u.state for u in updates], [u.num_examples for u in updates]
+        states, weights = [u.state for u in updates], client_weights(updates, self.weighting)
         s = self.lora_scaling
         avg = weighted_mean(states, weights)
         pairs = lora_pairs(avg)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import example_weighted_mean
+from fedvlm.core.aggregate import client_weighted_mean
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
@@ -21,6 +21,7 @@ class FedProx:
 
     fraction: float = 1.0
     min_clients: int = 1
+    weighting: str = "data_size"  # core.aggregate.client_weights
     mu: float = 0.01
 
     def initialize(self, initial: AdapterState) -> ServerState:
@@ -32,5 +33,5 @@ class FedProx:
         return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng, config={"proximal_mu": self.mu})
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        new_global = example_weighted_mean(updates)
+        new_global = client_weighted_mean(updates, self.weighting)
         return state.advance(round_num, new_global)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import example_weighted_mean
+from fedvlm.core.aggregate import client_weighted_mean
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.server_opt import pseudo_delta, yogi_step, zeros_like_state
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
@@ -29,6 +29,7 @@ class FedYogi:
 
     fraction: float = 1.0
     min_clients: int = 1
+    weighting: str = "data_size"  # core.aggregate.client_weights
     server_lr: float = 1e-2
     beta1: float = 0.9
     beta2: float = 0.99
@@ -47,7 +48,7 @@ class FedYogi:
     def aggregate(
         self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
     ) -> ServerState:
-        mean = example_weighted_mean(updates)
+        mean = client_weighted_mean(updates, self.weighting)
         x = state.global_state
         m = state.buffers["m"]
         v = state.buffers["v"]

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedvlm.core.aggregate import client_weights
+
 from fedvlm.core.lora import flora_stack, lora_pairs, non_lora_mean
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
@@ -48,6 +50,7 @@ class FLoRA:
 
     fraction: float = 1.0
     min_clients: int = 1
+    weighting: str = "data_size"  # core.aggregate.client_weights
     lora_scaling: float = 1.0
     seed: int = 0
 
@@ -61,7 +64,7 @@ class FLoRA:
                          extras={"base_increment": state.buffers["base_increment"]})
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
-        states, weights = [u.state for u in updates], [u.num_examples for u in updates]
+        states, weights = [u.state for u in updates], client_weights(updates, self.weighting)
         pairs = lora_pairs(states[0])
         stack = flora_stack(states, weights, [self.lora_scaling] * len(states))
         fresh = fresh_lora(states[0], np.random.default_rng([self.seed, 9, round_num]))

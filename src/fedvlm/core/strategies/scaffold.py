@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import example_weighted_mean
+from fedvlm.core.aggregate import client_weighted_mean
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.server_opt import zeros_like_state
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
@@ -19,13 +19,15 @@ class Scaffold:
     (``buffers["c"]``, zero at start). Each sampled client receives ``x`` and ``c``, keeps
     its own ``c_i`` in its client store, trains with corrected steps
     (``fedvlm.train.scaffold``) and returns its trained state ``y`` and ``dc = c_i+ - c_i``.
-    Server: ``x += server_lr * mean_k(y_k - x)`` (weighted by examples trained, as every
-    fedvlm aggregation; the paper's mean is unweighted) and ``c += (1/N) sum_k dc_k`` over
+    Server: ``x += server_lr * mean_k(y_k - x)`` (weighted as ``weighting`` says, by
+    training-set size by default as every fedvlm aggregation; the paper's mean is
+    unweighted: ``weighting="uniform"``) and ``c += (1/N) sum_k dc_k`` over
     the sampled clients, with ``N`` all clients, as in the paper.
     """
 
     fraction: float = 1.0
     min_clients: int = 1
+    weighting: str = "data_size"  # core.aggregate.client_weights
     num_clients: int = 1
     server_lr: float = 1.0
 
@@ -39,7 +41,7 @@ class Scaffold:
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         x, c = state.global_state, state.buffers["c"]
-        mean_y = example_weighted_mean(updates)
+        mean_y = client_weighted_mean(updates, self.weighting)
         new_x = {
             k: (x[k] + self.server_lr * (mean_y[k].astype(np.float64) - x[k])).astype(x[k].dtype) for k in x
         }
