@@ -69,3 +69,12 @@ def test_partition_command_prints_table_and_writes_heatmap(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "total" in result.stdout and "yes" in result.stdout
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_partition_follows_max_train_examples(tmp_path, capsys, monkeypatch):
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["partition", "data.max_train_examples=100", "--out", str(tmp_path / "h.png")]) == 0
+    total = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("total"))
+    assert total.split()[1] == "100"

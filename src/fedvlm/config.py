@@ -248,6 +248,8 @@ def _check(cfg: Config) -> None:
         if flat[key] < 0:
             raise ConfigError(f"config key '{key}': expected a number >= 0, got {flat[key]!r}")
     check_run_name(cfg.run.name)
+    if cfg.data.max_train_examples is not None and cfg.data.max_train_examples <= 0:
+        raise ConfigError(f"config key 'data.max_train_examples': expected a positive number or null, got {cfg.data.max_train_examples}")
     if not 0 <= cfg.lora.dropout < 1:
         raise ConfigError(f"config key 'lora.dropout': expected 0 <= dropout < 1, got {cfg.lora.dropout}")
     if cfg.federated.min_clients > cfg.partition.num_clients:

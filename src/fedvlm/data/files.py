@@ -9,6 +9,7 @@ by `fedvlm.data.vqa`; every error is a one-line `DataError`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -157,6 +158,8 @@ def resolve_image_paths(
             changed = True
         if path not in exists:
             exists[path] = os.path.isfile(path)
+            if exists[path]:
+                check_image(path, f"row {row}, column {src_name!r} of {origin}")
         if not exists[path]:
             missing.append((row, path))
     if missing:
@@ -166,6 +169,20 @@ def resolve_image_paths(
             f"image file not found: {path} (row {row}, column {src_name!r} of {origin}){more}"
         )
     return resolved, changed
+
+
+def check_image(source: str | bytes, where: str) -> None:
+    """Raise a one-line ``DataError`` unless ``source`` (a file path or encoded bytes) is
+    an image PIL can read: its header parses and its data is whole (``Image.verify``:
+    checksums and structure, without decoding the pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    what = source if isinstance(source, str) else "embedded image bytes"
+    try:
+        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{what} ({where}) is not a readable image: {first_line(err)[:120]}") from None
 
 
 def first_line(err: BaseException) -> str:

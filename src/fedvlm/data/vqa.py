@@ -27,6 +27,7 @@ from fedvlm.data.easyvqa import load_easyvqa
 from fedvlm.data.files import (
     DATA_SUFFIXES,
     check_column_mapping,
+    check_image,
     check_distinct_sources,
     data_files,
     first_line,
@@ -192,6 +193,9 @@ def _prepare_images(
         needs_file = [True] * len(storage)
     else:
         needs_file = pc.or_(pc.is_null(data), storage.is_null()).to_pylist()
+        for row, blob in enumerate(data):  # one image's bytes at a time
+            if blob.is_valid:
+                check_image(blob.as_py(), f"row {row}, column {src_name!r} of {origin}")
     if not any(needs_file):
         return dataset.cast_column("image", datasets.Image(mode="RGB"))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -50,12 +51,24 @@ def resolve_model_path(path: str) -> str:
 
 def model_config(path: str):
     """The transformers config at ``path`` (``model.path`` resolved), or a one-line error."""
+    resolved = resolve_model_path(path)
+    local = Path(resolved).expanduser()
+    if _looks_local(resolved) or local.exists():
+        if not local.is_dir():
+            raise ModelError(f"model.path {path!r}: no such model directory ({local.absolute()})")
+        if not (local / "config.json").is_file():
+            raise ModelError(f"model.path {path!r}: {local.absolute()} has no config.json (expected a Hugging Face model directory)")
     try:
-        return AutoConfig.from_pretrained(resolve_model_path(path))
+        return AutoConfig.from_pretrained(resolved)
     except (OSError, ValueError) as e:
         raise ModelError(
             f"model.path {path!r}: not a model directory or reachable hub id ({_first_line(e)})"
         ) from None
+
+
+def _looks_local(path: str) -> bool:
+    """A path rather than a hub id (``org/name``): absolute, relative, home or deeper."""
+    return path.startswith(("/", ".", "~")) or "\\" in path or path.count("/") > 1
 
 
 def quantization_config(quantization: str, family: Family, dtype: torch.dtype) -> BitsAndBytesConfig | None:
@@ -122,6 +135,7 @@ def load_base(
     path = resolve_model_path(path)
     config = model_config(path)
     fam = detect_family(config, family)
+    _check_weight_files(path)
     kwargs = {"dtype": getattr(torch, dtype)}
     quant = quantization_config(quantization, fam, kwargs["dtype"])
     if quant is not None:
@@ -141,7 +155,8 @@ def load_base(
             torch.manual_seed(seed)
             model = _load_model(path, fam, kwargs)
         processor = _load_processor(path, fam)
-    except (OSError, ValueError, ImportError) as e:
+    except (OSError, ValueError, ImportError, RuntimeError, KeyError, SafetensorError) as e:
+        # e.g. truncated or mismatched weights: the file at fault is in the first line
         raise ModelError(
             f"model.path {path!r} ({config.model_type}, family {fam.name}): cannot load "
             f"({_first_line(e)})"
@@ -160,6 +175,20 @@ def load_base(
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.eval()
     return model, processor, fam
+
+
+def _check_weight_files(path: str) -> None:
+    """Every safetensors file of a local model directory opens: a truncated or damaged
+    file is named here, not deep inside transformers' loading."""
+    from safetensors import safe_open
+
+    folder = Path(path).expanduser()
+    for weights in sorted(folder.glob("*.safetensors")) if folder.is_dir() else ():
+        try:
+            with safe_open(str(weights), framework="np"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise ModelError(f"model.path {path!r}: weights file {weights.name} is damaged ({_first_line(e)})") from None
 
 
 def _device() -> str:

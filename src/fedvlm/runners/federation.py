@@ -105,18 +105,31 @@ def resolve_tuning(cfg: Config, family: Family) -> str:
 
 
 def load_datasets(cfg: Config, family: Family | None):
-    """The train and test splits, read as VQA (families with images) or text data. Without
-    a family (its config out of reach), the source decides: the built-in text corpora and
-    GLUE tasks are text, anything else VQA."""
+    """The train split (subsampled to ``data.max_train_examples``) and the test split, read
+    as VQA (families with images) or text data. Without a family (its config out of reach),
+    the source decides: the built-in text corpora and GLUE tasks are text, anything else VQA."""
     d = cfg.data
-    images = family.images if family else not (d.source == "crowdflower" or d.source.startswith("glue/"))
-    if images:
+    text_source = d.source == "crowdflower" or d.source.startswith("glue/")
+    # The built-in sources say what they hold: a mismatch is named before any loading.
+    if family is not None and (text_source if family.images else d.source == "easyvqa"):
+        kind = "vision-language" if family.images else "text-only"
+        need = "image-question data (easyvqa, a VQA file or dataset)" if family.images else "text data (crowdflower, glue/<task>, a text file)"
+        raise ConfigError(
+            f"data.source {d.source!r} does not fit model.path {cfg.model.path!r}, a {kind} model "
+            f"(family {family.name}): it needs {need}"
+        )
+    if family.images if family else not text_source:
         from fedvlm.data.vqa import load_vqa
 
-        return tuple(load_vqa(d.source, split, d.columns or None, d.image_dir) for split in (d.train_split, d.test_split))
-    from fedvlm.data.text import load_text
+        train_ds, test_ds = (load_vqa(d.source, split, d.columns or None, d.image_dir) for split in (d.train_split, d.test_split))
+    else:
+        from fedvlm.data.text import load_text
 
-    return tuple(load_text(d.source, split, d.columns or None) for split in (d.train_split, d.test_split))
+        train_ds, test_ds = (load_text(d.source, split, d.columns or None) for split in (d.train_split, d.test_split))
+    if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
+        keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
+        train_ds = train_ds.select(np.sort(keep))
+    return train_ds, test_ds
 
 
 def label_names(family: Family, train_ds) -> list[str] | None:
@@ -133,9 +146,6 @@ def build_federation(cfg: Config) -> Federation:
     d, m, lo = cfg.data, cfg.model, cfg.lora
     family = peek_family(cfg)
     train_ds, test_ds = load_datasets(cfg, family)
-    if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
-        keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
-        train_ds = train_ds.select(np.sort(keep))
     n_test = min(d.pooled_test_size, len(test_ds))
     pooled = np.random.default_rng(seed_for(cfg, 2)).permutation(len(test_ds))[:n_test]
 

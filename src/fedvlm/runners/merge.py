@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from fedvlm.core.aggregate import weighted_mean
@@ -25,10 +26,20 @@ def read_adapter(path: Path) -> tuple[dict, AdapterState]:
     for name in (CONFIG, WEIGHTS):
         if not (path / name).is_file():
             raise DataError(f"adapter {path}: no {name} (expected a PEFT adapter directory)")
-    config = json.loads((path / CONFIG).read_text())
-    if config.get("peft_type") != "LORA":
-        raise DataError(f"adapter {path}: peft_type {config.get('peft_type')!r}, expected LORA")
-    return config, load_file(str(path / WEIGHTS))
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"adapter {path}: {CONFIG} is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        found = config.get("peft_type") if isinstance(config, dict) else config
+        raise DataError(f"adapter {path}: peft_type {found!r}, expected LORA")
+    for key in ("r", "lora_alpha"):
+        if not isinstance(config.get(key), (int, float)) or config[key] <= 0:
+            raise DataError(f"adapter {path}: {CONFIG} has {key}={config.get(key)!r}, expected a positive number")
+    try:
+        return config, load_file(str(path / WEIGHTS))
+    except (OSError, SafetensorError) as e:
+        raise DataError(f"adapter {path}: {WEIGHTS} is damaged ({str(e).splitlines()[0][:100]})") from None
 
 
 def _scaling(config: dict) -> float:
@@ -39,8 +50,8 @@ def merge_adapters(
     paths: Sequence[Path], method: str, weights: Sequence[float], rank: int | None, out: Path
 ) -> Path:
     """Merge the adapters at ``paths`` with ``weights`` and write a PEFT directory ``out``."""
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {out} already exists and is not empty")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} already exists and is not an empty directory")
     if len(weights) != len(paths):
         raise ConfigError(f"{len(paths)} adapters but {len(weights)} weights")
     loaded = [read_adapter(Path(p)) for p in paths]
@@ -48,14 +59,25 @@ def merge_adapters(
     for p, c, s in zip(paths[1:], configs[1:], states[1:]):
         if set(s) != set(states[0]):
             raise DataError(f"adapter {p}: its layers differ from {paths[0]}'s")
+        for key, a in s.items():
+            ref = states[0][key].shape
+            lora_rank_axis = 0 if ".lora_A." in key else 1 if ".lora_B." in key else None
+            same = [d for i, d in enumerate(a.shape) if i != lora_rank_axis] == [d for i, d in enumerate(ref) if i != lora_rank_axis]
+            if a.ndim != len(ref) or not same:
+                raise DataError(f"adapter {p}: {key} has shape {a.shape}, {paths[0]} has {ref}")
         if c.get("base_model_name_or_path") != configs[0].get("base_model_name_or_path"):
             raise DataError(f"adapter {p}: base model {c.get('base_model_name_or_path')!r} differs from {paths[0]}'s")
     config = dict(configs[0])
     if method == "naive":
+        if rank is not None:
+            raise ConfigError("--rank works with --method svd only (naive keeps the adapters' rank)")
         if len({c["r"] for c in configs}) > 1 or len({_scaling(c) for c in configs}) > 1:
             raise ConfigError("--method naive needs adapters of one rank and alpha; use --method svd")
         merged = weighted_mean(states, weights)
     elif method == "svd":
+        total = sum(c["r"] for c in configs)
+        if rank is not None and not 0 < rank <= total:
+            raise ConfigError(f"--rank: expected 1..{total} (the adapters' ranks summed: dW has no more directions), got {rank}")
         rank = rank or max(c["r"] for c in configs)
         scaling = _scaling(configs[0])
         merged, _, _ = svd_aggregate(states, weights, [_scaling(c) for c in configs], rank, scaling)
@@ -63,7 +85,10 @@ def merge_adapters(
         config.update(r=rank, lora_alpha=scaling * rank, rank_pattern={}, alpha_pattern={})
     else:
         raise ConfigError(f"--method {method!r}: expected naive or svd")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(json.dumps(config, indent=2))
-    save_file(merged, str(out / WEIGHTS), metadata={"format": "pt"})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG).write_text(json.dumps(config, indent=2))
+        save_file(merged, str(out / WEIGHTS), metadata={"format": "pt"})
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
     return out

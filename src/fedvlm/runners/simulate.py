@@ -153,7 +153,8 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         participation = extra["participation"]
         rundir.truncate_metrics(run_dir, state.round)
     else:
-        save_config(cfg, run_dir / "config.yaml")
+        if not (run_dir / rundir.CONFIG_FILE).exists():  # kept when a run starts over (resume history)
+            save_config(cfg, run_dir / rundir.CONFIG_FILE)
         state = initial_server_state(fed, strategy, 1)
         rng = np.random.default_rng(seed_for(cfg, 5))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter)
