@@ -44,7 +44,10 @@ def check_resume(run_dir: Path, overrides: list[str]) -> Resume:
     rounds than already completed.
     """
     if not run_dir.is_dir():
-        raise ConfigError(f"--resume {run_dir}: no such directory")
+        raise ConfigError(
+            f"--resume {run_dir}: no such directory (a run stopped before its inputs were checked writes "
+            "nothing: start it again with the same command)"
+        )
     if not (run_dir / rundir.CONFIG_FILE).is_file():
         raise ConfigError(f"--resume {run_dir}: no config.yaml there (not a fedvlm run directory)")
     if not rundir.is_run_dir(run_dir):
