@@ -10,18 +10,17 @@ from pathlib import Path
 import pytest
 
 from tiny import TINY_RUN
+from tiny import finished_run as run_to_the_end
 from fedvlm.cli import main
 from fedvlm.models.load import embedded_model_path
 
-FAST = [a for a in TINY_RUN if not a.startswith("run.output_dir")]
+FAST = TINY_RUN
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A completed 2-round run (its directory and adapters are copied into each case)."""
-    root = tmp_path_factory.mktemp("finished")
-    assert main(["run", *FAST, f"run.output_dir={root}", "run.name=done"]) == 0
-    return root / "done"
+    return run_to_the_end(tmp_path_factory.mktemp("finished"))
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

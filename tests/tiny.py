@@ -15,3 +15,11 @@ TINY_RUN = [
     "train.warmup_steps=1",
     "eval.batch_size=32",
 ]
+
+
+def finished_run(root, name: str = "done"):
+    """Run the tiny job to its end through the CLI in ``root``; return its run directory."""
+    from fedvlm.cli import main
+
+    assert main(["run", *TINY_RUN, f"run.output_dir={root}", f"run.name={name}"]) == 0
+    return root / name

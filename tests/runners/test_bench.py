@@ -109,6 +109,21 @@ def test_bench_tables_match_the_runs_metrics(bench):
         assert f"plots/{name}" in markdown
 
 
+def test_summary_adds_the_baselines_a_run_recorded(bench, tmp_path):
+    bench_file, out, _ = bench
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "fedavg" / "iid" / "seed0" / "baselines.json").write_text(
+        json.dumps({"centralized": {"accuracy": 0.8125}, "local": {"mean_pooled": 0.25}})
+    )
+    code, _, stderr = _fedvlm("bench", bench_file, "--out", copy, "--summarize-only")
+    assert code == 0, stderr
+    markdown = (copy / "results.md").read_text()
+    cells = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in markdown.splitlines() if ln.startswith("| ")}
+    assert cells["centralized (same steps)"] == "81.2 ± 0.0"  # 0.8125
+    assert cells["local-only (mean over clients)"] == "25.0 ± 0.0"
+
+
 def test_rerun_skips_finished_runs_and_resumes_an_unfinished_one(bench):
     bench_file, out, _ = bench
     done = out / "fedavg" / "iid" / "seed0"
@@ -191,16 +206,21 @@ def test_std_over_seeds_is_the_population_std():
     assert mean_std([]) is None
 
 
-def test_shipped_easyvqa_bench_builds_all_84_configs(tmp_path):
+def test_shipped_benches_build_every_config(tmp_path):
     bench = load_bench(REPO / "configs" / "bench" / "easyvqa.yaml")
     runs = bench_runs(bench, tmp_path / "out")
-    # 14 algorithms (7 strategies, 5 LoRA variants, 2 compressions) x 3 partitions x 2 seeds.
-    assert len(runs) == 84 and len({r.name for r in runs}) == 84
+    # 14 algorithms (7 strategies, 5 LoRA variants, 2 compressions) x 2 partitions x 2 seeds,
+    # at the default job's horizon.
+    assert len(runs) == 56 and len({r.name for r in runs}) == 56
     variants = {(r.cfg.federated.strategy, r.cfg.federated.aggregation, r.cfg.federated.compression) for r in runs}
     assert len(variants) == 14
-    assert {r.cfg.partition.alpha for r in runs} == {0.1, 0.5, 1.0}
+    assert {r.cfg.partition.alpha for r in runs} == {0.1, 1.0}
     assert {r.seed for r in runs} == {0, 1}
+    assert {(r.cfg.federated.rounds, r.cfg.train.local_steps) for r in runs} == {(8, 20)}
     assert all(r.cfg.partition.method == "dirichlet" and r.cfg.partition.label_column == "answer" for r in runs)
     assert {r.cfg.federated.mu for r in runs if r.algorithm == "fedprox"} == {0.01}
+    assert {tuple(r.cfg.run.baselines) for r in runs if r.algorithm == "fedavg"} == {("centralized", "local")}
     assert all(r.run_dir == tmp_path / "out" / r.algorithm / r.partition / f"seed{r.seed}" for r in runs)
+    sweep = bench_runs(load_bench(REPO / "configs" / "bench" / "server_opt_sweep.yaml"), tmp_path / "out")
+    assert len(sweep) == 42 and {r.cfg.partition.method for r in sweep} == {"iid"}
     assert not (tmp_path / "out").exists()

@@ -7,19 +7,16 @@ import shutil
 import numpy as np
 import pytest
 
-from tiny import TINY_RUN
+from tiny import finished_run as run_to_the_end
 from fedvlm.cli import main
 from fedvlm.core.types import ServerState
 from fedvlm.runners import rundir
 
-RUN = [a for a in TINY_RUN if not a.startswith("run.output_dir")]
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    root = tmp_path_factory.mktemp("finished")
-    assert main(["run", *RUN, f"run.output_dir={root}", "run.name=done"]) == 0
-    return root / "done"
+    return run_to_the_end(tmp_path_factory.mktemp("finished"))
 
 
 def _final(run_dir):

@@ -24,6 +24,7 @@ from fedvlm.runners.report import (
     format_pct,
     format_seconds,
     markdown_table,
+    read_baselines,
     read_metrics,
 )
 
@@ -70,6 +71,29 @@ def collect_results(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str],
     return results
 
 
+BASELINE_ROWS = {
+    "centralized": ("centralized (same steps)", lambda b: number((b.get("centralized") or {}).get("accuracy"))),
+    "local": ("local-only (mean over clients)", lambda b: number((b.get("local") or {}).get("mean_pooled"))),
+}
+
+
+def collect_baselines(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str], list[float]]:
+    """(partition, baseline) -> pooled accuracy per seed, from the first run of each
+    (partition, seed) whose ``baselines.json`` has it (a baseline does not depend on the
+    algorithm: the bench runs it with one algorithm only)."""
+    found: dict[tuple[str, str, int], float] = {}
+    for run in runs:
+        recorded = read_baselines(run.run_dir)
+        for name, (_, accuracy) in BASELINE_ROWS.items():
+            value = accuracy(recorded)
+            if value is not None:
+                found.setdefault((run.partition, name, run.seed), value)
+    out: dict[tuple[str, str], list[float]] = {}
+    for (partition, name, _), value in found.items():
+        out.setdefault((partition, name), []).append(value)
+    return out
+
+
 def mean_std(values: list[float]) -> tuple[float, float] | None:
     """Mean and population standard deviation (ddof=0: one value gives std 0); None if empty."""
     if not values:
@@ -113,8 +137,12 @@ def _pct_pm(mean: float | None, std: float | None) -> str:
     return MISSING if mean is None else f"{format_pct(mean)} ± {format_pct(std)}"
 
 
-def render_results(bench: Bench, rows: list[dict], plots: dict[str, Path | None]) -> str:
-    """``results.md``: one table per partition, its accuracy plot, then accuracy vs uplink."""
+def render_results(
+    bench: Bench, rows: list[dict], plots: dict[str, Path | None], baselines: dict | None = None
+) -> str:
+    """``results.md``: one table per partition (the algorithms, then the baselines found),
+    its accuracy plot, then accuracy vs uplink."""
+    baselines = baselines or {}
     finished = sum(r["seeds"] for r in rows)
     total = len(bench.seeds) * len(rows)
     parts = [
@@ -140,6 +168,11 @@ def render_results(bench: Bench, rows: list[dict], plots: dict[str, Path | None]
             ]
             for r in rows if r["partition"] == partition
         ]
+        for name, (label, _) in BASELINE_ROWS.items():
+            values = baselines.get((partition, name))
+            if values:
+                mean, std = mean_std(values)
+                table.append([label, _pct_pm(mean, std), MISSING, MISSING, MISSING, str(len(values))])
         parts += [markdown_table(header, table), ""]
         plot = plots.get(f"accuracy_{partition}")
         if plot is not None:
@@ -158,7 +191,8 @@ def summarize_bench(out_dir: str | Path, bench: Bench | str | Path) -> dict[str,
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise DataError(f"bench directory {out_dir} not found (run the bench first, or pass its --out)")
-    results = collect_results(bench, bench_runs(bench, out_dir))
+    runs = bench_runs(bench, out_dir)
+    results = collect_results(bench, runs)
     rows = summary_rows(results)
     plots: dict[str, Path | None] = {}
     for partition in bench.partitions:
@@ -173,5 +207,5 @@ def summarize_bench(out_dir: str | Path, bench: Bench | str | Path) -> dict[str,
             (out_dir / PLOTS_DIR / f"{name}.png").unlink(missing_ok=True)
     csv_path = write_results_csv(rows, out_dir / RESULTS_CSV)
     md_path = out_dir / RESULTS_MD
-    md_path.write_text(render_results(bench, rows, plots), encoding="utf-8")
+    md_path.write_text(render_results(bench, rows, plots, collect_baselines(bench, runs)), encoding="utf-8")
     return {"csv": csv_path, "markdown": md_path, **plots}

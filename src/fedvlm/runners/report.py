@@ -15,7 +15,6 @@ This module reads the run directory and writes the Markdown; the plots are drawn
 `fedvlm.runners.plots`.
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
