@@ -222,5 +222,5 @@ def test_shipped_benches_build_every_config(tmp_path):
     assert {tuple(r.cfg.run.baselines) for r in runs if r.algorithm == "fedavg"} == {("centralized", "local")}
     assert all(r.run_dir == tmp_path / "out" / r.algorithm / r.partition / f"seed{r.seed}" for r in runs)
     sweep = bench_runs(load_bench(REPO / "configs" / "bench" / "server_opt_sweep.yaml"), tmp_path / "out")
-    assert len(sweep) == 42 and {r.cfg.partition.method for r in sweep} == {"iid"}
+    assert len(sweep) == 48 and {r.cfg.partition.method for r in sweep} == {"iid"}
     assert not (tmp_path / "out").exists()

@@ -5,7 +5,8 @@ Every step takes the current global state ``x``, the round's ``delta`` (the aggr
 client states minus ``x``; the pseudo-gradient is ``-delta``) and the moment dicts, and
 returns new dicts; no input is modified. Arithmetic runs in float64 and each result is cast
 back to the dtype of the array it replaces, so float32 adapters keep float32 moments (as
-torch optimizers do). There is no bias correction, as in the paper's Algorithm 2 and Flower.
+torch optimizers do). There is no bias correction, as in the paper's Algorithm 2 (Flower's
+FedAdam corrects its step for bias; its FedYogi and FedAdagrad do not).
 """
 
 import numpy as np
