@@ -1,6 +1,6 @@
 """Simulator overhead: one federated round's training part vs a bare peft loop.
 
-    ratio = wall time of the simulator's round (configure -> run_client_round per client ->
+    ratio = wall time of the simulator's round (configure -> fedvlm.client.train per client ->
             validate_update -> aggregate: ``runners.simulate.train_round``, i.e. a round minus evaluation,
             checkpointing and adapter saving)
           / wall time of a hand-written torch/peft/numpy loop doing the same optimizer steps
@@ -86,7 +86,7 @@ def bare_round(cfg, fed, client_ids, round_num: int = 1):
     for cid in client_ids:
         k = all_ids.index(cid)
         set_peft_model_state_dict(model, global_tensors)
-        # same dropout/randomness seed as run_client_round (a no-op with lora.dropout=0)
+        # same dropout/randomness seed as the client unit (a no-op with lora.dropout=0)
         torch.manual_seed(int(np.random.SeedSequence([cfg.run.seed, 4, k, round_num]).generate_state(1)[0]))
         rows_all = fed.clients[cid].train
         order = stream_positions(len(rows_all), first_step * per_step, n_steps * per_step,

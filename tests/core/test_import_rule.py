@@ -37,3 +37,24 @@ def test_importing_core_loads_no_ml_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _fedvlm_imports(path: Path) -> set[str]:
+    """The fedvlm modules ``path`` imports, as ``fedvlm.<package>`` (``fedvlm.config``...)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        found |= {".".join(n.split(".")[:2]) for n in names if n.startswith("fedvlm.")}
+    return found
+
+
+def test_the_client_unit_reads_no_run_config_and_no_runner():
+    """The client gets everything in its message and its node context (DESIGN.md, "The
+    client is a unit"): it never imports the run's config or the engines."""
+    client = CORE.parent / "client"
+    files = sorted(client.rglob("*.py"))
+    assert len(files) >= 3
+    offenders = {str(f.relative_to(client)): _fedvlm_imports(f) & {"fedvlm.config", "fedvlm.runners"} for f in files}
+    assert {f: bad for f, bad in offenders.items() if bad} == {}

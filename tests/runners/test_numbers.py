@@ -9,7 +9,7 @@ from safetensors.numpy import load_file
 
 from tiny import TINY_RUN
 from fedvlm.config import load_config
-from fedvlm.runners import client as client_module
+from fedvlm.client import unit as client_module
 from fedvlm.runners import simulate
 from fedvlm.runners.baselines import federated_steps, run_baselines
 from fedvlm.runners.simulate import run_simulation
@@ -30,11 +30,11 @@ SAMPLED = [
 def sampled_run(tmp_path_factory):
     """A run with client sampling, recording what each client was told and did."""
     calls = []
-    real_round, real_steps = simulate.run_client_round, client_module.iter_steps
+    real_round, real_steps = simulate.client_train, client_module.iter_steps
 
-    def recording_round(cfg, fed, cid, instruction, round_num, store, on_step=None):
-        update = real_round(cfg, fed, cid, instruction, round_num, store, on_step)
-        calls.append({"cid": cid, "round": round_num, **instruction.config, "num_examples": update.num_examples})
+    def recording_round(payload, extras, config, node, on_step=None):
+        update = real_round(payload, extras, config, node, on_step)
+        calls.append({"cid": node.client_id, **config.to_record(), "num_examples": update.num_examples})
         return update
 
     def recording_steps(*args, **kwargs):
@@ -44,7 +44,7 @@ def sampled_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("sampled")
     cfg = load_config(None, SAMPLED)
     mp = pytest.MonkeyPatch()
-    mp.setattr(simulate, "run_client_round", recording_round)
+    mp.setattr(simulate, "client_train", recording_round)
     mp.setattr(client_module, "iter_steps", recording_steps)
     try:
         fed = run_simulation(cfg, run_dir)

@@ -17,7 +17,8 @@ from fedvlm.config import Config
 from fedvlm.models.adapter import set_adapter_state, set_trainable
 from fedvlm.runners.client import steps_per_round
 from fedvlm.core.sampling import sampling_plan
-from fedvlm.runners.federation import Federation, seed_for, torch_seed
+from fedvlm.runners.federation import Federation, seed_for
+from fedvlm.seeds import torch_seed
 from fedvlm.runners.records import BASELINES_FILE, read_baselines, read_metrics
 from fedvlm.fileio import write_atomic
 from fedvlm.train.batches import iter_steps

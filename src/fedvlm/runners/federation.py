@@ -43,11 +43,6 @@ def seed_for(cfg: Config, *tags: int) -> list[int]:
     return [cfg.run.seed, *tags]
 
 
-def torch_seed(seed: list[int]) -> int:
-    """One integer for ``torch.manual_seed`` from a seed sequence (`seed_for`)."""
-    return int(np.random.SeedSequence(seed).generate_state(1)[0])
-
-
 def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     p = cfg.partition
     parts = partition_indices(

@@ -21,7 +21,8 @@ from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sampling import expected_participation
 from fedvlm.core.types import AdapterState
 from fedvlm.runners.base_delta import MergedBase, export_merged
-from fedvlm.runners.client import client_start_state, run_client_round
+from fedvlm.client import start_state, train as client_train
+from fedvlm.runners.client import node_of, round_config
 from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate
 
@@ -54,8 +55,9 @@ def train_round(
     updates = []
     for cid in tqdm(instructions, desc=f"round {round_num} clients", leave=False, disable=not show):
         bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not show)
-        update = run_client_round(
-            cfg, fed, cid, instructions[cid], round_num, store,
+        ins = instructions[cid]
+        update = client_train(
+            ins.payload, ins.extras, round_config(cfg, ins, round_num, cid), node_of(fed, cid, store),
             on_step=lambda loss: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
         )
         bar.close()
@@ -99,7 +101,7 @@ def full_states(cfg: Config, fed: Federation, state, store, round_num: int):
     shared = {**state.buffers.get("frozen", {}), **state.global_state}
     if cfg.federated.aggregation != "fedsa":
         return {**fed.initial_adapter, **shared}, None
-    own = {cid: client_start_state(cfg, fed, store, cid, round_num + 1) for cid in fed.clients}
+    own = {cid: start_state(node_of(fed, cid, store), round_num + 1) for cid in fed.clients}
     mean_b = weighted_mean(list(own.values()), [1.0] * len(own))
     return {**mean_b, **shared}, {cid: {**b, **shared} for cid, b in own.items()}
 

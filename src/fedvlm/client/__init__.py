@@ -1,0 +1,13 @@
+"""The client unit: what one node runs per message (DESIGN.md, "The client is a unit").
+
+``train(payload, extras, config, node)`` takes the arrays the server sent, a `RoundConfig`
+of scalars and the node's own context (`Node`: its loaded model, its data, its store) and
+returns a `ClientUpdate` (arrays + metrics). It reads nothing of the server or of other
+clients; the in-process simulator and a Flower ClientApp call the same function.
+"""
+
+from fedvlm.client.node import Node, NodeStore
+from fedvlm.client.round_config import RoundConfig
+from fedvlm.client.unit import start_state, train
+
+__all__ = ["Node", "NodeStore", "RoundConfig", "start_state", "train"]

@@ -1,0 +1,59 @@
+"""One round's settings for one client, all scalars, so that a Flower ``ConfigRecord``
+carries them as they are."""
+
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
+
+from fedvlm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    round: int
+    seed: int  # the run's seed; the client mixes in its own seed id and the round
+    rounds_done: int  # this client's earlier rounds: where its data stream and schedule are
+    schedule_rounds: int  # how many rounds of this client its lr schedule spans
+    local_steps: int
+    local_epochs: float  # > 0: that many passes over the client's data instead of local_steps
+    batch_size: int
+    grad_accum: int
+    lr: float
+    warmup_steps: int
+    schedule: str
+    weight_decay: float
+    max_grad_norm: float
+    rank: int  # this client's LoRA rank
+    full_rank: int  # the adapter's rank (lora.r); components past ``rank`` stay zero
+    compression: str = "none"  # uplink: none, int8, int4
+    compression_block: int = 64
+    proximal_mu: float = 0.0  # FedProx
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "RoundConfig":
+        """Read a round config a server sent; a missing or mistyped field is one line."""
+        values = {}
+        for f in fields(cls):
+            if f.name not in record:
+                if f.default is not MISSING:
+                    continue
+                raise ConfigError(f"round config: field {f.name!r} missing")
+            value, kind = record[f.name], {int: int, float: (int, float), str: str}[f.type]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ConfigError(f"round config: field {f.name!r} expected {f.type.__name__}, got {value!r}")
+            values[f.name] = value
+        return cls(**values)
+
+    def steps(self, num_examples: int) -> int:
+        """Local optimizer steps this round for ``num_examples`` training rows."""
+        return local_steps(self.local_steps, self.local_epochs, self.batch_size * self.grad_accum, num_examples)
+
+
+def local_steps(steps: int, epochs: float | None, examples_per_step: int, num_examples: int) -> int:
+    """Optimizer steps per round: ``steps``, or (``epochs`` > 0) enough for that many passes."""
+    if not epochs or epochs <= 0:
+        return steps
+    return max(1, math.ceil(epochs * num_examples / examples_per_step))

@@ -1,0 +1,142 @@
+"""The client unit's training: set the payload, train locally, return the update."""
+
+import numpy as np
+import torch
+
+from fedvlm.client.node import Node
+from fedvlm.client.round_config import RoundConfig
+from fedvlm.core.compress import compress_delta
+from fedvlm.core.lora import pad_rank, slice_rank
+from fedvlm.core.types import AdapterState, ClientUpdate, message_nbytes
+from fedvlm.seeds import torch_seed
+from fedvlm.models.adapter import get_adapter_state, set_adapter_state, set_trainable, trainable_by_state_key
+from fedvlm.train.batches import iter_steps
+from fedvlm.train.fedprox import ProximalTerm
+from fedvlm.train.local import train_local
+from fedvlm.train.rank_mask import RankMask, within_rank
+from fedvlm.train.scaffold import ScaffoldCorrection
+from fedvlm.train.schedule import lr_at
+
+# What the client keeps of its trained arrays that do not travel (FedSA-LoRA's B).
+LOCAL = "local"
+
+
+def start_state(node: Node, round_num: int) -> AdapterState:
+    """What the client holds before the server's payload: the shared seeded initialization,
+    overlaid with the trained arrays it kept to itself (FedSA-LoRA's B) as of before
+    ``round_num``. The payload replaces what travels."""
+    own = node.store.load(LOCAL, before_round=round_num)
+    return {**node.initial_adapter, **(own or {})}
+
+
+def _hooks(node: Node, config: RoundConfig, extras: dict[str, AdapterState], start: AdapterState):
+    """Client-side algorithm hooks the server asked for: FedProx (``proximal_mu``) and
+    SCAFFOLD (a server control variate ``c`` in ``extras``)."""
+    hooks, scaffold = [], None
+    params = trainable_by_state_key(node.model)
+    if config.proximal_mu:
+        hooks.append(ProximalTerm(params, start, config.proximal_mu))
+    if "c" in extras:
+        c = extras["c"]
+        c_i = node.store.load("scaffold_c", before_round=config.round)
+        if c_i is None or set(c_i) != set(c):  # first round, or a new two-stage stage
+            c_i = {k: np.zeros_like(v) for k, v in c.items()}
+        # Control variates cover the exchanged arrays (a local-only B is left uncorrected),
+        # and of those only the components within this client's rank.
+        owned = within_rank({k: v.shape for k, v in c.items()}, config.rank)
+        scaffold = ScaffoldCorrection({k: p for k, p in params.items() if k in c}, c, c_i, owned)
+        hooks.append(scaffold)
+    return hooks, scaffold
+
+
+def train(
+    payload: AdapterState,
+    extras: dict[str, AdapterState],
+    config: RoundConfig,
+    node: Node,
+    on_step=None,
+) -> ClientUpdate:
+    """Train ``node`` for one round from the server's ``payload`` (and ``extras``).
+
+    Batches, dropout and any other randomness are seeded from (seed, client, round), so a
+    client's round is reproducible on its own, whichever order clients run in. The data
+    stream and the learning-rate schedule advance with the client's own participation:
+    ``config.rounds_done`` earlier rounds of this client, of the ``config.schedule_rounds``
+    its schedule spans. What the client keeps between rounds goes to its store, versioned
+    by round.
+    """
+    c, round_num = config, config.round
+    rows = node.train_rows
+    n_steps = c.steps(len(rows))
+    first_step = c.rounds_done * n_steps
+    total = c.schedule_rounds * n_steps
+    received = _at_rank(payload, c.rank, c.full_rank)  # what a rank-`rank` client holds
+    start = {**start_state(node, round_num), **received}
+    set_adapter_state(node.model, start)
+    set_trainable(node.model, node.plan.trained(start, round_num))
+    hooks, scaffold = _hooks(node, c, extras, start)
+    mask = RankMask(trainable_by_state_key(node.model), c.rank) if c.rank < c.full_rank else None
+    torch.manual_seed(torch_seed([c.seed, 4, node.seed_id, round_num]))
+    steps = iter_steps(
+        node.task,
+        node.train_ds,
+        rows,
+        num_steps=n_steps,
+        batch_size=c.batch_size,
+        grad_accum=c.grad_accum,
+        first_step=first_step,
+        seed=[c.seed, 3, node.seed_id],
+    )
+    result = train_local(
+        node.model,
+        steps,
+        lr_at=lambda s: lr_at(s, total, c.lr, c.warmup_steps, c.schedule),
+        first_step=first_step,
+        weight_decay=c.weight_decay,
+        max_grad_norm=c.max_grad_norm,
+        hooks=hooks,
+        on_step=on_step,
+    )
+    if mask is not None:
+        mask.remove()
+    trained = get_adapter_state(node.model)
+    state = {k: trained[k] for k in node.plan.exchanged(trained, round_num)}
+    kept = {k: trained[k] for k in node.plan.trained(trained, round_num) if k not in state}
+    if kept:
+        node.store.save(LOCAL, kept, round_num)
+    extras_up = {}
+    if scaffold is not None:
+        c_new = scaffold.new_control(start, state)
+        extras_up["dc"] = {k: c_new[k] - scaffold.c_i[k] for k in c_new}
+        node.store.save("scaffold_c", c_new, round_num)
+    # Only the client's own rank travels; the server sees it zero-padded to full rank.
+    own = (lambda x: slice_rank(x, c.rank)) if c.rank < c.full_rank else (lambda x: x)
+    sent, nbytes = _send(c, own(state), own(received), [node.seed_id, round_num])
+    metrics = {
+        "loss": result.loss,
+        "train_size": len(rows),
+        "examples": result.examples,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "rank": c.rank,
+        "bytes_up": nbytes + message_nbytes({}, extras_up),
+        "bytes_down": message_nbytes(own(payload), extras),
+    }
+    # Like a Flower client, report the training-set size; the server weights by it (or by
+    # metrics["examples"], or uniformly: federated.weighting).
+    return ClientUpdate(node.client_id, _at_rank(sent, c.rank, c.full_rank), len(rows), metrics, extras_up)
+
+
+def _at_rank(state: AdapterState, rank: int, full_rank: int) -> AdapterState:
+    """``state`` with LoRA components past ``rank`` zeroed (shapes kept at ``full_rank``)."""
+    return pad_rank(slice_rank(state, rank), full_rank) if rank < full_rank else state
+
+
+def _send(config: RoundConfig, state: AdapterState, payload: AdapterState, tags: list[int]) -> tuple[AdapterState, int]:
+    """What the server receives of ``state``, and the bytes on the wire: the arrays as they
+    are, or (``compression``) a stochastically quantized delta from the payload."""
+    if config.compression == "none":
+        return state, message_nbytes(state, {})
+    rng = np.random.default_rng([config.seed, 8, *tags])
+    bits = {"int8": 8, "int4": 4}[config.compression]
+    return compress_delta(state, payload, bits, config.compression_block, rng)
