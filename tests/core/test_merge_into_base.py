@@ -1,5 +1,7 @@
 """FLoRA and FedEx-LoRA server math: the base delta carries the exact mean update."""
 
+import dataclasses
+
 import numpy as np
 
 from fedvlm.core.lora import dense_delta
@@ -37,7 +39,16 @@ def test_flora_stacks_exactly_and_restarts_lora():
     again = strategy.aggregate(2, out, updates)
     assert again.buffers["base_delta"][A].shape == (8, 5)
     np.testing.assert_allclose(dense_delta(again.buffers["base_delta"], 1.0)["m.q"], 2 * _mean_dw(updates, 2.0), atol=1e-5)
-    np.testing.assert_array_equal(again.buffers["base_increment"][A], delta[A])
+    # each client is sent what it lacks: clients 0 and 1 trained on the round-1 delta (rows
+    # 0-3), client 2 never took part and gets all 8 rows
+    assert again.scalars["base_synced"] == {"0": 4, "1": 4}
+    sent = strategy.configure(3, again, ["0", "1", "2"], np.random.default_rng(0))
+    np.testing.assert_array_equal(sent["0"].extras["base_increment"][A], again.buffers["base_delta"][A][4:])
+    np.testing.assert_array_equal(sent["0"].extras["base_increment"][B], again.buffers["base_delta"][B][:, 4:])
+    assert sent["2"].extras["base_increment"][A].shape == (8, 5)
+    # a client that already holds everything gets no arrays
+    current = dataclasses.replace(again, scalars={"base_synced": {"0": 8}})
+    assert strategy.configure(3, current, ["0"], np.random.default_rng(0))["0"].extras["base_increment"] == {}
 
 
 def test_fedex_average_plus_residual_is_exact():

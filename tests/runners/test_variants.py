@@ -43,7 +43,7 @@ def test_fedsa_keeps_b_on_clients_and_personalizes(tmp_path_factory):
     assert any(not np.array_equal(p0[k], p1[k]) for k in b_keys)  # B is each client's own
     shared = {k: v for k, v in fed.initial_adapter.items() if ".lora_B." not in k}
     assert records[1]["bytes_up"] == 2 * state_nbytes(shared)
-    assert (run_dir / "clients" / "0" / "fedsa_b.round_0002.safetensors").is_file()
+    assert (run_dir / "clients" / "0" / "local.round_0002.safetensors").is_file()
 
 
 @pytest.mark.parametrize("bits,factor", [("int8", 3.0), ("int4", 5.0)])
@@ -88,7 +88,7 @@ def test_merged_base_exports_an_adapter_stock_peft_reproduces(tmp_path_factory, 
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from fedvlm.runners.base_delta import MergedBase
+    from fedvlm.client.merged_base import MergedBase
 
     fed, run_dir, records = _run(tmp_path_factory, f"federated.aggregation={aggregation}")
     path = fed.model.peft_config["default"].base_model_name_or_path
@@ -117,7 +117,7 @@ def test_merged_base_exports_an_adapter_stock_peft_reproduces(tmp_path_factory, 
 
 def test_merged_base_refuses_a_quantized_model():
     from fedvlm.errors import ModelError
-    from fedvlm.runners.base_delta import MergedBase
+    from fedvlm.client.merged_base import MergedBase
 
     import torch
 

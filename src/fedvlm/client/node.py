@@ -37,3 +37,4 @@ class Node:
     train_rows: list[int]
     test_rows: list[int]  # local test split (rows of train_ds)
     store: NodeStore
+    base: object = None  # a client.merged_base.MergedBase where the run merges into the base

@@ -3,7 +3,10 @@
 import numpy as np
 import torch
 
+from fedvlm.client.fedprox import FedProxClient
+from fedvlm.client.merged_base import BaseIncrements
 from fedvlm.client.node import Node
+from fedvlm.client.scaffold import ScaffoldClient
 from fedvlm.client.round_config import RoundConfig
 from fedvlm.core.compress import compress_delta
 from fedvlm.core.lora import pad_rank, slice_rank
@@ -11,10 +14,8 @@ from fedvlm.core.types import AdapterState, ClientUpdate, message_nbytes
 from fedvlm.seeds import torch_seed
 from fedvlm.models.adapter import get_adapter_state, set_adapter_state, set_trainable, trainable_by_state_key
 from fedvlm.train.batches import iter_steps
-from fedvlm.train.fedprox import ProximalTerm
 from fedvlm.train.local import train_local
-from fedvlm.train.rank_mask import RankMask, within_rank
-from fedvlm.train.scaffold import ScaffoldCorrection
+from fedvlm.train.rank_mask import RankMask
 from fedvlm.train.schedule import lr_at
 
 # What the client keeps of its trained arrays that do not travel (FedSA-LoRA's B).
@@ -29,24 +30,9 @@ def start_state(node: Node, round_num: int) -> AdapterState:
     return {**node.initial_adapter, **(own or {})}
 
 
-def _hooks(node: Node, config: RoundConfig, extras: dict[str, AdapterState], start: AdapterState):
-    """Client-side algorithm hooks the server asked for: FedProx (``proximal_mu``) and
-    SCAFFOLD (a server control variate ``c`` in ``extras``)."""
-    hooks, scaffold = [], None
-    params = trainable_by_state_key(node.model)
-    if config.proximal_mu:
-        hooks.append(ProximalTerm(params, start, config.proximal_mu))
-    if "c" in extras:
-        c = extras["c"]
-        c_i = node.store.load("scaffold_c", before_round=config.round)
-        if c_i is None or set(c_i) != set(c):  # first round, or a new two-stage stage
-            c_i = {k: np.zeros_like(v) for k, v in c.items()}
-        # Control variates cover the exchanged arrays (a local-only B is left uncorrected),
-        # and of those only the components within this client's rank.
-        owned = within_rank({k: v.shape for k, v in c.items()}, config.rank)
-        scaffold = ScaffoldCorrection({k: p for k, p in params.items() if k in c}, c, c_i, owned)
-        hooks.append(scaffold)
-    return hooks, scaffold
+# The client sides of stateful algorithms and variants, each active when its message asks
+# for it (a round-config field or an extras group): one line per unit.
+CLIENT_SIDES = (FedProxClient, ScaffoldClient, BaseIncrements)
 
 
 def train(
@@ -74,7 +60,8 @@ def train(
     start = {**start_state(node, round_num), **received}
     set_adapter_state(node.model, start)
     set_trainable(node.model, node.plan.trained(start, round_num))
-    hooks, scaffold = _hooks(node, c, extras, start)
+    sides = [side(node, c, extras, start) for side in CLIENT_SIDES if side.applies(c, extras)]
+    hooks = [h for side in sides for h in side.hooks]
     mask = RankMask(trainable_by_state_key(node.model), c.rank) if c.rank < c.full_rank else None
     torch.manual_seed(torch_seed([c.seed, 4, node.seed_id, round_num]))
     steps = iter_steps(
@@ -105,10 +92,8 @@ def train(
     if kept:
         node.store.save(LOCAL, kept, round_num)
     extras_up = {}
-    if scaffold is not None:
-        c_new = scaffold.new_control(start, state)
-        extras_up["dc"] = {k: c_new[k] - scaffold.c_i[k] for k in c_new}
-        node.store.save("scaffold_c", c_new, round_num)
+    for side in sides:
+        extras_up.update(side.finish(start, state))
     # Only the client's own rank travels; the server sees it zero-padded to full rank.
     own = (lambda x: slice_rank(x, c.rank)) if c.rank < c.full_rank else (lambda x: x)
     sent, nbytes = _send(c, own(state), own(received), [node.seed_id, round_num])

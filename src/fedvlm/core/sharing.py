@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
+from fedvlm.core.variants import LORA_VARIANTS
 
-AGGREGATIONS = ("naive", "svd", "ffa", "fedsa", "flora", "fedex")
+AGGREGATIONS = tuple(LORA_VARIANTS)
 
 
 TUNINGS = ("lora", "connector", "connector_lora", "two_stage")
@@ -72,17 +73,13 @@ class SharingPlan:
 
     def trained(self, keys: Iterable[str], round_num: int) -> list[str]:
         """Keys whose arrays train in ``round_num`` (FFA-LoRA's A never does)."""
-        parts = self.parts(round_num)
-        return [
-            k for k in keys
-            if key_part(k, self.connector) in parts and not (self.aggregation == "ffa" and k.endswith(A_SUFFIX))
-        ]
+        parts, frozen = self.parts(round_num), LORA_VARIANTS[self.aggregation].frozen
+        return [k for k in keys if key_part(k, self.connector) in parts and not k.endswith(frozen)]
 
     def exchanged(self, keys: Iterable[str], round_num: int) -> list[str]:
         """Keys whose arrays go to the server after ``round_num`` (and come back from it)."""
-        return [
-            k for k in self.trained(keys, round_num) if not (self.aggregation == "fedsa" and k.endswith(B_SUFFIX))
-        ]
+        local = LORA_VARIANTS[self.aggregation].local
+        return [k for k in self.trained(keys, round_num) if not k.endswith(local)]
 
     def starts_stage(self, round_num: int) -> bool:
         """Whether ``round_num`` is the first LoRA round of a two-stage run."""

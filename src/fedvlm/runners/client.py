@@ -55,4 +55,5 @@ def node_of(fed, client_id: str, store) -> Node:
         train_rows=client.train,
         test_rows=client.test,
         store=NodeStore(store, client_id),
+        base=fed.merged_base,
     )

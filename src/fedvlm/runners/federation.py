@@ -35,6 +35,7 @@ class Federation:
     test_ds: object
     pooled_test: list[int]  # rows of test_ds for the global evaluation
     clients: dict[str, ClientData] = field(default_factory=dict)
+    merged_base: object = None  # client.merged_base.MergedBase, for variants that merge into the base
 
 
 def seed_for(cfg: Config, *tags: int) -> list[int]:

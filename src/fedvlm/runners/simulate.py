@@ -20,7 +20,9 @@ from fedvlm.runners import rundir
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sampling import expected_participation
 from fedvlm.core.types import AdapterState
-from fedvlm.runners.base_delta import MergedBase, export_merged
+from fedvlm.client.merged_base import MergedBase
+from fedvlm.core.variants import LORA_VARIANTS
+from fedvlm.runners.base_delta import export_merged
 from fedvlm.client import start_state, train as client_train
 from fedvlm.runners.client import node_of, round_config
 from fedvlm.runners.federation import Federation, build_federation, seed_for
@@ -146,7 +148,9 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
     store = rundir.ClientStore(run_dir / "clients")
     show = cfg.run.progress
     aggregation = cfg.federated.aggregation
-    merged = MergedBase(fed.model, aggregation) if aggregation in ("flora", "fedex") else None
+    merged = None  # the base weights the clients' and the server's merged deltas go into
+    if LORA_VARIANTS[aggregation].merges_into_base:
+        fed.merged_base = merged = fed.merged_base or MergedBase(fed.model, f"federated.aggregation={aggregation}")
     if resume:
         state, rng_state, extra = rundir.load_checkpoint(run_dir)
         rng = np.random.default_rng()
@@ -162,9 +166,6 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
         participation = {cid: 0 for cid in fed.clients}
-    if merged is not None:
-        merged.apply(state.buffers["base_delta"])
-
     rounds = tqdm(range(state.round + 1, cfg.federated.rounds + 1), desc="rounds", disable=not show,
                   initial=state.round, total=cfg.federated.rounds)
     for round_num in rounds:
@@ -172,7 +173,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         if fed.plan.starts_stage(round_num):
             state = initial_server_state(fed, strategy, round_num, previous=state)
         state, record = train_round(cfg, fed, strategy, state, rng, round_num, store, participation)
-        if merged is not None:
+        if merged is not None:  # clients applied what they were sent; the server evaluates its own
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
         full, personal = full_states(cfg, fed, state, store, round_num)

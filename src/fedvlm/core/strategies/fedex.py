@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedvlm.core.aggregate import client_weights, weighted_mean
+from fedvlm.core.base_delta import send_increments, synced_after
 from fedvlm.core.lora import exact_delta_factors, lora_pairs
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.strategies.flora import append_factors
@@ -21,7 +22,8 @@ class FedExLoRA:
     global model carries the exact mean update. The paper sends that residual dense; here
     it stays factored (ALGORITHMS.md): ``B = [s p_1 B_1 ... s p_K B_K, -s B_avg]``,
     ``A = [A_1; ...; A_K; A_avg]``, rank ``(K+1) r``, accumulated in
-    ``buffers["base_delta"]`` and sent as ``extras["base_increment"]``.
+    ``buffers["base_delta"]``; each client is sent what it has not applied yet as
+    ``extras["base_increment"]`` (``core.base_delta``).
     """
 
     fraction: float = 1.0
@@ -30,13 +32,12 @@ class FedExLoRA:
     lora_scaling: float = 1.0
 
     def initialize(self, initial: AdapterState) -> ServerState:
-        return ServerState(0, dict(initial), buffers={"base_delta": {}, "base_increment": {}})
+        return ServerState(0, dict(initial), buffers={"base_delta": {}})
 
     def configure(
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
-        return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng,
-                         extras={"base_increment": state.buffers["base_increment"]})
+        return send_increments(broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng), state)
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         states, weights = [u.state for u in updates], client_weights(updates, self.weighting)
@@ -52,6 +53,6 @@ class FedExLoRA:
         return state.advance(
             round_num,
             avg,
+            scalars=synced_after(state, updates),
             base_delta=append_factors(state.buffers["base_delta"], residual, pairs),
-            base_increment=append_factors({}, residual, pairs),
         )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedvlm.core.aggregate import client_weights
-
+from fedvlm.core.base_delta import extend, send_increments, synced_after
 from fedvlm.core.lora import flora_stack, lora_pairs, non_lora_mean
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
@@ -15,12 +15,11 @@ from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerSta
 def append_factors(delta: AdapterState, increment: dict[str, tuple[np.ndarray, np.ndarray]], pairs) -> AdapterState:
     """Grow a factored base delta (``B A`` per layer, scaling 1) by ``increment``'s
     ``(A_inc, B_inc)`` pairs: A gains rows, B gains columns."""
-    out = dict(delta)
+    flat = {}
     for prefix, (a_inc, b_inc) in increment.items():
         a_key, b_key = pairs[prefix]
-        out[a_key] = np.vstack([delta[a_key], a_inc]) if a_key in delta else a_inc
-        out[b_key] = np.hstack([delta[b_key], b_inc]) if b_key in delta else b_inc
-    return out
+        flat[a_key], flat[b_key] = a_inc, b_inc
+    return extend(delta, flat)
 
 
 def fresh_lora(state: AdapterState, rng: np.random.Generator) -> AdapterState:
@@ -43,9 +42,10 @@ class FLoRA:
     ``B = [B_1 ... B_K]``, so ``B A = sum_k p_k s B_k A_k`` exactly (``core.lora.flora_stack``),
     and every client merges that into its base weight; then all start a fresh LoRA. The
     merged updates accumulate in ``buffers["base_delta"]`` in factored form (rank grows by
-    ``K r`` a round, never a dense d_out x d_in matrix); this round's stack is sent to the
-    clients as ``extras["base_increment"]``. Non-LoRA modules are averaged. The base must
-    be full precision (a quantized base cannot absorb the merge).
+    ``K r`` a round, never a dense d_out x d_in matrix); each client is sent the factors it
+    has not applied yet as ``extras["base_increment"]`` (``core.base_delta``). Non-LoRA
+    modules are averaged. The base must be full precision (a quantized base cannot absorb
+    the merge).
     """
 
     fraction: float = 1.0
@@ -55,13 +55,12 @@ class FLoRA:
     seed: int = 0
 
     def initialize(self, initial: AdapterState) -> ServerState:
-        return ServerState(0, dict(initial), buffers={"base_delta": {}, "base_increment": {}})
+        return ServerState(0, dict(initial), buffers={"base_delta": {}})
 
     def configure(
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
-        return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng,
-                         extras={"base_increment": state.buffers["base_increment"]})
+        return send_increments(broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng), state)
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         states, weights = [u.state for u in updates], client_weights(updates, self.weighting)
@@ -72,6 +71,6 @@ class FLoRA:
         return state.advance(
             round_num,
             {k: new_global[k] for k in states[0]},
+            scalars=synced_after(state, updates),
             base_delta=append_factors(state.buffers["base_delta"], stack, pairs),
-            base_increment=append_factors({}, stack, pairs),
         )

@@ -1,0 +1,30 @@
+"""What each LoRA variant (``federated.aggregation``) changes about which arrays train and
+travel, registered once. Its server side is its strategy or aggregation mode
+(``core/strategies``); its client side is ``fedvlm.client.variants``.
+"""
+
+from dataclasses import dataclass
+
+from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """``frozen``: key suffixes that never train (each client rebuilds them from the shared
+    seeded initialization); ``local``: suffixes that train but stay on the client;
+    ``merges_into_base``: the server folds updates into the base weights and sends clients
+    the factors they have not applied yet as ``extras["base_increment"]``."""
+
+    frozen: tuple[str, ...] = ()
+    local: tuple[str, ...] = ()
+    merges_into_base: bool = False
+
+
+LORA_VARIANTS = {
+    "naive": KeyRule(),  # FedIT: A and B averaged separately
+    "svd": KeyRule(),  # FlexLoRA: exact dW, truncated SVD (FedAvg's aggregation mode)
+    "ffa": KeyRule(frozen=(A_SUFFIX,)),  # FFA-LoRA, https://arxiv.org/abs/2403.12313
+    "fedsa": KeyRule(local=(B_SUFFIX,)),  # FedSA-LoRA, https://arxiv.org/abs/2410.01463
+    "flora": KeyRule(merges_into_base=True),  # FLoRA, https://arxiv.org/abs/2409.05976
+    "fedex": KeyRule(merges_into_base=True),  # FedEx-LoRA, https://arxiv.org/abs/2410.09432
+}
