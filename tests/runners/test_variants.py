@@ -141,3 +141,49 @@ def test_heterogeneous_client_ranks(tmp_path_factory, aggregation):
     final = _final(run_dir)
     a = final[lora_a[0]]
     assert a.shape[0] == 8 and np.abs(a[2:]).sum() > 0  # the rank-8 client fills the rest
+
+
+def test_flora_clients_sampled_late_catch_up_on_the_base_from_what_they_are_sent(tmp_path_factory, monkeypatch):
+    """One client of three per round: a client's node applies the increments it receives
+    and trains on the base the server had after the previous round (rank 8 per round)."""
+    from fedvlm.client import merged_base
+
+    seen, real_init = [], merged_base.BaseIncrements.__init__
+
+    def recording_init(self, node, config, extras, start):
+        real_init(self, node, config, extras, start)
+        sent = next((a.shape[0] for k, a in extras["base_increment"].items() if ".lora_A." in k), 0)
+        seen.append((node.client_id, config.round, sent, node.base.applied[0]))
+
+    monkeypatch.setattr(merged_base.BaseIncrements, "__init__", recording_init)
+    _run(tmp_path_factory, "federated.aggregation=flora", "partition.num_clients=3", "federated.rounds=4",
+         "federated.fraction=0.34")
+    assert [r for _, r, _, _ in seen] == [1, 2, 3, 4]
+    assert [applied for *_, applied in seen] == [0, 8, 16, 24]  # the server's delta after round r-1
+    last = {}
+    for cid, r, sent, applied in seen:  # what it was sent is exactly what it lacked
+        assert sent == applied - last.get(cid, 0)
+        last[cid] = applied
+    assert any(sent > 8 for _, _, sent, _ in seen)  # some client missed a round and caught up
+
+
+def test_fedsa_clients_evaluate_their_own_b_with_the_shared_a(tmp_path_factory, monkeypatch):
+    """Personalized evaluation runs in the client unit: the node overlays the server's
+    shared arrays on the B it kept; the server never reads a client's store for it."""
+    from fedvlm.client import evaluation as client_evaluate_module
+
+    seen, real_set = [], client_evaluate_module.set_adapter_state
+
+    def recording_set(model, state):
+        seen.append({k: v.copy() for k, v in state.items()})
+        real_set(model, state)
+
+    monkeypatch.setattr(client_evaluate_module, "set_adapter_state", recording_set)
+    fed, run_dir, records = _run(tmp_path_factory, "federated.aggregation=fedsa")
+    last = seen[-len(fed.clients):]  # the final round's local evaluations, in client order
+    for cid, state in zip(fed.clients, last):
+        own = _final(run_dir, f"personalized/{cid}")
+        assert all(np.array_equal(state[k], own[k]) for k in own if ".lora_B." in k)
+    b_keys = [k for k in last[0] if ".lora_B." in k]
+    assert any(not np.array_equal(last[0][k], last[1][k]) for k in b_keys)
+    assert set(records[-1]["eval"]["clients"]) == set(fed.clients)

@@ -2,12 +2,14 @@
 
 ``train(payload, extras, config, node)`` takes the arrays the server sent, a `RoundConfig`
 of scalars and the node's own context (`Node`: its loaded model, its data, its store) and
-returns a `ClientUpdate` (arrays + metrics). It reads nothing of the server or of other
+returns a `ClientUpdate` (arrays + metrics); ``evaluate(payload, config, node)`` scores the
+node's own model on its local test split. It reads nothing of the server or of other
 clients; the in-process simulator and a Flower ClientApp call the same function.
 """
 
 from fedvlm.client.node import Node, NodeStore
-from fedvlm.client.round_config import RoundConfig
+from fedvlm.client.evaluation import evaluate
+from fedvlm.client.round_config import EvalRoundConfig, RoundConfig
 from fedvlm.client.unit import start_state, train
 
-__all__ = ["Node", "NodeStore", "RoundConfig", "start_state", "train"]
+__all__ = ["EvalRoundConfig", "Node", "NodeStore", "RoundConfig", "evaluate", "start_state", "train"]

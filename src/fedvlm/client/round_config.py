@@ -34,18 +34,7 @@ class RoundConfig:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "RoundConfig":
-        """Read a round config a server sent; a missing or mistyped field is one line."""
-        values = {}
-        for f in fields(cls):
-            if f.name not in record:
-                if f.default is not MISSING:
-                    continue
-                raise ConfigError(f"round config: field {f.name!r} missing")
-            value, kind = record[f.name], {int: int, float: (int, float), str: str}[f.type]
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ConfigError(f"round config: field {f.name!r} expected {f.type.__name__}, got {value!r}")
-            values[f.name] = value
-        return cls(**values)
+        return from_record(cls, record)
 
     def steps(self, num_examples: int) -> int:
         """Local optimizer steps this round for ``num_examples`` training rows."""
@@ -57,3 +46,35 @@ def local_steps(steps: int, epochs: float | None, examples_per_step: int, num_ex
     if not epochs or epochs <= 0:
         return steps
     return max(1, math.ceil(epochs * num_examples / examples_per_step))
+
+
+@dataclass(frozen=True)
+class EvalRoundConfig:
+    """What a client needs to evaluate its own model after ``round``."""
+
+    round: int  # the round just completed: the client's own arrays as of it
+    batch_size: int
+    max_new_tokens: int
+    answer_span: str = "first_line"  # core.answers.answer_span
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "EvalRoundConfig":
+        return from_record(cls, record)
+
+
+def from_record(cls, record: dict[str, Any]):
+    """A ``cls`` from a config record a server sent; a missing or mistyped field is one line."""
+    values = {}
+    for f in fields(cls):
+        if f.name not in record:
+            if f.default is not MISSING:
+                continue
+            raise ConfigError(f"round config: field {f.name!r} missing")
+        value, kind = record[f.name], {int: int, float: (int, float), str: str}[f.type]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"round config: field {f.name!r} expected {f.type.__name__}, got {value!r}")
+        values[f.name] = value
+    return cls(**values)

@@ -23,7 +23,7 @@ from fedvlm.core.types import AdapterState
 from fedvlm.client.merged_base import MergedBase
 from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.runners.base_delta import export_merged
-from fedvlm.client import start_state, train as client_train
+from fedvlm.client import EvalRoundConfig, evaluate as client_evaluate, start_state, train as client_train
 from fedvlm.runners.client import node_of, round_config
 from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate
@@ -73,23 +73,25 @@ def train_round(
     return strategy.aggregate(round_num, state, updates), record
 
 
-def evaluate_global(cfg: Config, fed: Federation, state, client_states=None) -> dict:
-    """``state`` (a full adapter) on the pooled test set, and on each client's local test
-    split either the same state or, for personalized methods, ``client_states[cid]``."""
+def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: AdapterState, round_num: int, store) -> dict:
+    """The global adapter ``full`` on the pooled test set (the server holds it), and each
+    client's own model on its local test split, evaluated by the client unit from what the
+    server sends down (``shared``): the global model, or for a personalized method such
+    as FedSA-LoRA the client's own."""
     e = cfg.eval
-
-    def run(adapter, ds, rows):
-        set_adapter_state(fed.model, adapter)
-        return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span)
-
-    result = run(state, fed.test_ds, fed.pooled_test)
+    set_adapter_state(fed.model, full)
+    result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span)
     if e.local:
-        result["clients"] = {}
-        for cid, c in fed.clients.items():
-            if c.test:
-                local = run((client_states or {}).get(cid, state), fed.train_ds, c.test)
-                result["clients"][cid] = {"accuracy": local["accuracy"], "num_examples": local["num_examples"]}
+        config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span)
+        local = {cid: client_evaluate(shared, config, node_of(fed, cid, store)) for cid in fed.clients}
+        result["clients"] = {cid: m for cid, m in local.items() if m}
     return result
+
+
+def shared_state(state) -> AdapterState:
+    """What the server sends every client of the model: the exchanged arrays and a
+    two-stage run's frozen connector."""
+    return {**state.buffers.get("frozen", {}), **state.global_state}
 
 
 def full_states(cfg: Config, fed: Federation, state, store, round_num: int):
@@ -100,7 +102,7 @@ def full_states(cfg: Config, fed: Federation, state, store, round_num: int):
     FedSA-LoRA, each client's own B. FedSA-LoRA's "global" adapter uses the mean of the
     clients' B, for reference; its real output is the personalized adapters.
     """
-    shared = {**state.buffers.get("frozen", {}), **state.global_state}
+    shared = shared_state(state)
     if cfg.federated.aggregation != "fedsa":
         return {**fed.initial_adapter, **shared}, None
     own = {cid: start_state(node_of(fed, cid, store), round_num + 1) for cid in fed.clients}
@@ -163,7 +165,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             save_config(cfg, run_dir / rundir.CONFIG_FILE)
         state = initial_server_state(fed, strategy, 1)
         rng = np.random.default_rng(seed_for(cfg, 5))
-        zero_shot = evaluate_global(cfg, fed, fed.initial_adapter)
+        zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, store)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
         participation = {cid: 0 for cid in fed.clients}
     rounds = tqdm(range(state.round + 1, cfg.federated.rounds + 1), desc="rounds", disable=not show,
@@ -176,8 +178,8 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         if merged is not None:  # clients applied what they were sent; the server evaluates its own
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
-        full, personal = full_states(cfg, fed, state, store, round_num)
-        result = evaluate_global(cfg, fed, full, personal)
+        full, _ = full_states(cfg, fed, state, store, round_num)
+        result = evaluate_global(cfg, fed, full, shared_state(state), round_num, store)
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
         rounds.set_postfix(acc=f"{result['accuracy']:.3f}")
