@@ -6,13 +6,18 @@ import torch
 from fedvlm.client.fedprox import FedProxClient
 from fedvlm.client.merged_base import BaseIncrements
 from fedvlm.client.node import Node
-from fedvlm.client.scaffold import ScaffoldClient
 from fedvlm.client.round_config import RoundConfig
+from fedvlm.client.scaffold import ScaffoldClient
 from fedvlm.core.compress import compress_delta
 from fedvlm.core.lora import pad_rank, slice_rank
 from fedvlm.core.types import AdapterState, ClientUpdate, message_nbytes
+from fedvlm.models.adapter import (
+    get_adapter_state,
+    set_adapter_state,
+    set_trainable,
+    trainable_by_state_key,
+)
 from fedvlm.seeds import torch_seed
-from fedvlm.models.adapter import get_adapter_state, set_adapter_state, set_trainable, trainable_by_state_key
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.local import train_local
 from fedvlm.train.rank_mask import RankMask
