@@ -7,9 +7,9 @@ node's own model on its local test split. It reads nothing of the server or of o
 clients; the in-process simulator and a Flower ClientApp call the same function.
 """
 
-from fedvlm.client.evaluation import evaluate
+from fedvlm.client.evaluation import evaluate, export
 from fedvlm.client.node import Node, NodeStore
 from fedvlm.client.round_config import EvalRoundConfig, RoundConfig
 from fedvlm.client.unit import start_state, train
 
-__all__ = ["EvalRoundConfig", "Node", "NodeStore", "RoundConfig", "evaluate", "start_state", "train"]
+__all__ = ["EvalRoundConfig", "Node", "NodeStore", "RoundConfig", "evaluate", "export", "start_state", "train"]

@@ -1,10 +1,13 @@
-"""The client unit's evaluation: its own model on its own local test split."""
+"""The client unit's evaluation and export: its own model on its own local test split, and
+as a PEFT adapter."""
+
+from pathlib import Path
 
 from fedvlm.client.node import Node
 from fedvlm.client.round_config import EvalRoundConfig
 from fedvlm.client.unit import start_state
 from fedvlm.core.types import AdapterState
-from fedvlm.models.adapter import set_adapter_state
+from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.train.evaluate import evaluate as evaluate_rows
 
 
@@ -20,3 +23,9 @@ def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict
         node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens, config.answer_span
     )
     return {"accuracy": result["accuracy"], "num_examples": result["num_examples"]}
+
+
+def export(payload: AdapterState, round_num: int, node: Node, out_dir: Path) -> None:
+    """Write the node's own model after ``round_num`` (the server's shared arrays over what
+    it keeps) as a standard PEFT adapter directory at ``out_dir``."""
+    save_adapter(node.model, {**start_state(node, round_num + 1), **payload}, out_dir)

@@ -11,19 +11,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fedvlm.client import EvalRoundConfig, start_state
+from fedvlm.client import evaluate as client_evaluate
+from fedvlm.client import export as client_export
+from fedvlm.client import train as client_train
+from fedvlm.client.merged_base import MergedBase
 from fedvlm.config import Config, save_config, strategy_name, strategy_options
-from fedvlm.core.strategies import build_strategy
-from fedvlm.core.strategies.base import Strategy
-from fedvlm.core.validate import validate_update
-from fedvlm.models.adapter import save_adapter, set_adapter_state
-from fedvlm.runners import rundir
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sampling import expected_participation
+from fedvlm.core.strategies import build_strategy
+from fedvlm.core.strategies.base import Strategy
 from fedvlm.core.types import AdapterState
-from fedvlm.client.merged_base import MergedBase
+from fedvlm.core.validate import validate_update
 from fedvlm.core.variants import LORA_VARIANTS
+from fedvlm.models.adapter import save_adapter, set_adapter_state
+from fedvlm.runners import rundir
 from fedvlm.runners.base_delta import export_merged
-from fedvlm.client import EvalRoundConfig, evaluate as client_evaluate, start_state, train as client_train
 from fedvlm.runners.client import node_of, round_config
 from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate
@@ -94,20 +97,21 @@ def shared_state(state) -> AdapterState:
     return {**state.buffers.get("frozen", {}), **state.global_state}
 
 
-def full_states(cfg: Config, fed: Federation, state, store, round_num: int):
-    """The global adapter as a model loads it, plus personalized per-client adapters.
+def full_states(cfg: Config, fed: Federation, state, store, round_num: int) -> AdapterState:
+    """The global adapter as a model loads it.
 
     The server only holds the exchanged arrays (and a two-stage run's frozen connector);
-    the rest is the shared initialization (FFA-LoRA's A, untrained parts) or, for
-    FedSA-LoRA, each client's own B. FedSA-LoRA's "global" adapter uses the mean of the
-    clients' B, for reference; its real output is the personalized adapters.
+    the rest is the shared initialization (FFA-LoRA's A, untrained parts). Where a variant
+    keeps trained arrays on the clients (FedSA-LoRA's B) there is no global model; for a
+    reference the simulator uses the mean of the clients' own arrays, which it can read
+    only because every client lives in its process (a deployment reports the clients'
+    personalized evaluations alone).
     """
     shared = shared_state(state)
-    if cfg.federated.aggregation != "fedsa":
-        return {**fed.initial_adapter, **shared}, None
-    own = {cid: start_state(node_of(fed, cid, store), round_num + 1) for cid in fed.clients}
-    mean_b = weighted_mean(list(own.values()), [1.0] * len(own))
-    return {**mean_b, **shared}, {cid: {**b, **shared} for cid, b in own.items()}
+    if not LORA_VARIANTS[cfg.federated.aggregation].local:
+        return {**fed.initial_adapter, **shared}
+    own = [start_state(node_of(fed, cid, store), round_num + 1) for cid in fed.clients]
+    return {**weighted_mean(own, [1.0] * len(own)), **shared}
 
 
 def initial_server_state(fed: Federation, strategy: Strategy, round_num: int, previous=None):
@@ -178,7 +182,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         if merged is not None:  # clients applied what they were sent; the server evaluates its own
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
-        full, _ = full_states(cfg, fed, state, store, round_num)
+        full = full_states(cfg, fed, state, store, round_num)
         result = evaluate_global(cfg, fed, full, shared_state(state), round_num, store)
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
@@ -196,10 +200,12 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             run_dir, state, rng,
             {"torch_rng": torch.get_rng_state().tolist(), "participation": participation},
         )
-    full, personal = full_states(cfg, fed, state, store, cfg.federated.rounds)
+    full = full_states(cfg, fed, state, store, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
-    for cid, adapter in (personal or {}).items():
-        save_adapter(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
+    if LORA_VARIANTS[cfg.federated.aggregation].local:  # each client writes its own model
+        for cid in fed.clients:
+            out = run_dir / "adapters" / "personalized" / cid
+            client_export(shared_state(state), cfg.federated.rounds, node_of(fed, cid, store), out)
     if merged is not None:
         merged.apply({})  # give the shared model its original base back (for baselines)
     set_adapter_state(fed.model, full)
