@@ -137,14 +137,21 @@ def label_names(family: Family, train_ds) -> list[str] | None:
     return list(feature.names)
 
 
-def build_federation(cfg: Config) -> Federation:
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    d, m, lo = cfg.data, cfg.model, cfg.lora
-    family = peek_family(cfg)
-    train_ds, test_ds = load_datasets(cfg, family)
-    n_test = min(d.pooled_test_size, len(test_ds))
-    pooled = np.random.default_rng(seed_for(cfg, 2)).permutation(len(test_ds))[:n_test]
+@dataclass
+class LoadedModel:
+    """What every node (and the simulator's one process) loads once: the base model with
+    its adapter, the task, the sharing plan and the seeded initial adapter."""
 
+    model: object
+    family: Family
+    task: Task
+    plan: SharingPlan
+    initial_adapter: AdapterState
+
+
+def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:
+    """Load the base of ``cfg`` and attach the run's seeded LoRA (the same on every node)."""
+    m, lo = cfg.model, cfg.lora
     labels = label_names(family, train_ds)
     tuning = resolve_tuning(cfg, family)
     base, processor, family = load_base(
@@ -160,12 +167,23 @@ def build_federation(cfg: Config) -> Federation:
     plan = SharingPlan(cfg.federated.aggregation, tuning, lo.two_stage_rounds, family.connector)
     if client_ranks(cfg) and not any(k.endswith(".lora_A.weight") for k in plan.trained(initial, cfg.federated.rounds)):
         raise ConfigError(f"config keys 'lora.client_ranks' / 'lora.rank_groups': lora.tuning={tuning} trains no LoRA factors")
+    task = build_task(family, processor, labels, cfg.data.max_length)
+    return LoadedModel(model, family, task, plan, initial)
+
+
+def build_federation(cfg: Config) -> Federation:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    family = peek_family(cfg)
+    train_ds, test_ds = load_datasets(cfg, family)
+    n_test = min(cfg.data.pooled_test_size, len(test_ds))
+    pooled = np.random.default_rng(seed_for(cfg, 2)).permutation(len(test_ds))[:n_test]
+    loaded = load_model(cfg, family, train_ds)
     return Federation(
-        model=model,
-        family=family,
-        task=build_task(family, processor, labels, d.max_length),
-        plan=plan,
-        initial_adapter=initial,
+        model=loaded.model,
+        family=loaded.family,
+        task=loaded.task,
+        plan=loaded.plan,
+        initial_adapter=loaded.initial_adapter,
         train_ds=train_ds,
         test_ds=test_ds,
         pooled_test=sorted(pooled.tolist()),

@@ -1,0 +1,75 @@
+"""Set up one client node from the run's config and the node's own config: what a Flower
+ClientApp does once per process (the base model stays loaded for the whole run).
+
+Node config (Flower's ``--node-config``, hyphenated keys):
+
+- ``state-dir``: the node's own directory for what it keeps between rounds (required);
+- its data, either
+  - ``data-path`` (a VQA or text file or directory the node holds; every row trains,
+    ``partition.local_test_fraction`` of them held out as its local test), with an optional
+    ``image-dir`` and ``client-id``, or
+  - ``partition-id`` and ``num-partitions`` (demos and tests): the rows the simulator gives
+    client ``partition-id`` of the run's ``data.source``, so both engines train on the same
+    splits. ``num-partitions`` must equal ``partition.num_clients``.
+"""
+
+import zlib
+from pathlib import Path
+
+from fedvlm.client import Node, NodeStore
+from fedvlm.config import Config
+from fedvlm.data.partition import split_local
+from fedvlm.errors import ConfigError
+from fedvlm.runners.federation import build_clients, load_datasets, load_model, peek_family, seed_for
+from fedvlm.runners.rundir import ClientStore
+
+
+def build_node(cfg: Config, node_config: dict) -> Node:
+    if "state-dir" not in node_config:
+        raise ConfigError("node config: 'state-dir' missing (the node's own directory for its state)")
+    family = peek_family(cfg)
+    if "partition-id" in node_config:
+        cid, seed_id, train_ds, train, test = _partition(cfg, family, node_config)
+    elif "data-path" in node_config:
+        cid, seed_id, train_ds, train, test = _own_data(cfg, family, node_config)
+    else:
+        raise ConfigError("node config: expected 'data-path' (the node's own data) or 'partition-id' and 'num-partitions'")
+    loaded = load_model(cfg, family, train_ds)
+    return Node(
+        client_id=cid,
+        seed_id=seed_id,
+        model=loaded.model,
+        task=loaded.task,
+        plan=loaded.plan,
+        initial_adapter=loaded.initial_adapter,
+        train_ds=train_ds,
+        train_rows=train,
+        test_rows=test,
+        store=NodeStore(ClientStore(Path(node_config["state-dir"])), cid),
+    )
+
+
+def _partition(cfg: Config, family, node_config: dict):
+    pid, n = node_config["partition-id"], node_config.get("num-partitions")
+    if n != cfg.partition.num_clients:
+        raise ConfigError(f"node config: 'num-partitions' is {n!r}, expected partition.num_clients ({cfg.partition.num_clients})")
+    if not isinstance(pid, int) or not 0 <= pid < n:
+        raise ConfigError(f"node config: 'partition-id' is {pid!r}, expected an integer in 0..{n - 1}")
+    train_ds, _ = load_datasets(cfg, family)
+    client = build_clients(cfg, train_ds)[str(pid)]
+    return str(pid), pid, train_ds, client.train, client.test
+
+
+def _own_data(cfg: Config, family, node_config: dict):
+    from dataclasses import replace
+
+    path = Path(node_config["data-path"])
+    if not path.exists():
+        raise ConfigError(f"node config: 'data-path' {path} does not exist")
+    data = replace(cfg.data, source=str(path), image_dir=node_config.get("image-dir"), max_train_examples=None)
+    train_ds, _ = load_datasets(replace(cfg, data=data), family)
+    cid = str(node_config.get("client-id", path.stem))
+    seed_id = zlib.crc32(cid.encode())  # a stable per-node stream, whatever the node is called
+    p = cfg.partition
+    train, test = split_local(list(range(len(train_ds))), p.local_test_fraction, seed_for(cfg, 10, seed_id), p.max_local_test)
+    return cid, seed_id, train_ds, train, test
