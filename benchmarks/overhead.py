@@ -44,7 +44,7 @@ from fedvlm.config import load_config
 from fedvlm.runners.client import steps_per_round
 from fedvlm.runners.federation import build_federation, seed_for
 from fedvlm.runners.rundir import ClientStore
-from fedvlm.runners.simulate import make_strategy, train_round
+from fedvlm.runners.simulate import InProcessClients, make_strategy, train_round
 from fedvlm.train.batches import stream_positions
 from fedvlm.train.schedule import lr_at
 
@@ -57,7 +57,8 @@ def simulator_round(cfg, fed, store, round_num: int = 1):
 
     start, cpu_start = time.perf_counter(), time.process_time()
     participation = {cid: round_num - 1 for cid in fed.clients}
-    state, record = train_round(cfg, fed, strategy, state, rng, round_num, store, participation)
+    state, record = train_round(cfg, InProcessClients(cfg, fed, store), list(fed.clients), strategy, state, rng,
+                                round_num, participation)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     train_local_seconds = sum(m["seconds"] for m in record["clients"].values())
     return seconds, state.global_state, {"train_local_seconds": train_local_seconds, "cpu": cpu,

@@ -21,7 +21,7 @@ from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sampling import expected_participation
 from fedvlm.core.strategies import build_strategy
 from fedvlm.core.strategies.base import Strategy
-from fedvlm.core.types import AdapterState
+from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.core.validate import validate_update
 from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.models.adapter import save_adapter, set_adapter_state
@@ -36,47 +36,70 @@ def make_strategy(cfg: Config, num_clients: int) -> Strategy:
     return build_strategy(strategy_name(cfg), **strategy_options(cfg, num_clients))
 
 
+class InProcessClients:
+    """The simulator's way of reaching clients: every client's node lives in this process
+    and shares the one model; the client unit is called directly."""
+
+    def __init__(self, cfg: Config, fed: Federation, store):
+        self.fed, self.store, self.show = fed, store, cfg.run.progress
+
+    def train(self, messages: dict[str, tuple], round_num: int) -> tuple[list[ClientUpdate], dict[str, str]]:
+        """``messages``: client id -> (payload, extras, RoundConfig). Returns the updates and
+        the clients that failed, with why (none in process: an error stops the run)."""
+        updates = []
+        for cid in tqdm(messages, desc=f"round {round_num} clients", leave=False, disable=not self.show):
+            bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not self.show)
+            payload, extras, config = messages[cid]
+            updates.append(client_train(
+                payload, extras, config, node_of(self.fed, cid, self.store),
+                on_step=lambda loss: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
+            ))
+            bar.close()
+        return updates, {}
+
+    def evaluate(self, shared: AdapterState, config: EvalRoundConfig) -> dict[str, dict]:
+        """Each client's own model on its local test split (clients without one left out)."""
+        local = {cid: client_evaluate(shared, config, node_of(self.fed, cid, self.store)) for cid in self.fed.clients}
+        return {cid: m for cid, m in local.items() if m}
+
+
 def train_round(
-    cfg: Config, fed: Federation, strategy: Strategy, state, rng, round_num: int, store, participation: dict[str, int]
+    cfg: Config, clients, client_ids: list[str], strategy: Strategy, state, rng, round_num: int, participation: dict[str, int]
 ) -> tuple:
-    """One round's training: configure, each sampled client trains, validate, aggregate.
+    """One round's training: configure, each sampled client trains (through ``clients``,
+    `InProcessClients` or another engine's), validate, aggregate.
 
     ``participation`` counts the rounds each client has trained so far (its data stream and
     schedule position); the sampled clients' counts go up by one. Returns the new server
-    state and the round's record (per-client metrics and bytes).
+    state and the round's record (per-client metrics and bytes, failed clients).
     """
-    show = cfg.run.progress
-    instructions = strategy.configure(round_num, state, list(fed.clients), rng)
+    instructions = strategy.configure(round_num, state, client_ids, rng)
     frozen = state.buffers.get("frozen")
     f = cfg.federated
-    schedule_rounds = expected_participation(f.rounds, len(fed.clients), f.fraction, f.min_clients)
+    schedule_rounds = expected_participation(f.rounds, len(client_ids), f.fraction, f.min_clients)
+    messages = {}
     for cid, instruction in instructions.items():
         if frozen:  # two-stage: the connector the first stage reached goes down with the payload
             instruction.payload = {**frozen, **instruction.payload}
         instruction.config = {
             **instruction.config, "rounds_done": participation[cid], "schedule_rounds": schedule_rounds
         }
-        participation[cid] += 1
-    updates = []
-    for cid in tqdm(instructions, desc=f"round {round_num} clients", leave=False, disable=not show):
-        bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not show)
-        ins = instructions[cid]
-        update = client_train(
-            ins.payload, ins.extras, round_config(cfg, ins, round_num, cid), node_of(fed, cid, store),
-            on_step=lambda loss: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
-        )
-        bar.close()
+        messages[cid] = (instruction.payload, instruction.extras, round_config(cfg, instruction, round_num, cid))
+    updates, failed = clients.train(messages, round_num)
+    for update in updates:
         validate_update(update, state.global_state)
-        updates.append(update)
+        participation[update.client_id] += 1
     record = {
         "bytes_up": sum(u.metrics["bytes_up"] for u in updates),
         "bytes_down": sum(u.metrics["bytes_down"] for u in updates),
         "clients": {u.client_id: u.metrics for u in updates},
     }
+    if failed:
+        record["failed"] = failed
     return strategy.aggregate(round_num, state, updates), record
 
 
-def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: AdapterState, round_num: int, store) -> dict:
+def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: AdapterState, round_num: int, clients) -> dict:
     """The global adapter ``full`` on the pooled test set (the server holds it), and each
     client's own model on its local test split, evaluated by the client unit from what the
     server sends down (``shared``): the global model, or for a personalized method such
@@ -85,9 +108,7 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     set_adapter_state(fed.model, full)
     result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span)
     if e.local:
-        config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span)
-        local = {cid: client_evaluate(shared, config, node_of(fed, cid, store)) for cid in fed.clients}
-        result["clients"] = {cid: m for cid, m in local.items() if m}
+        result["clients"] = clients.evaluate(shared, EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span))
     return result
 
 
@@ -152,6 +173,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
     fed = fed or build_federation(cfg)
     strategy = make_strategy(cfg, len(fed.clients))
     store = rundir.ClientStore(run_dir / "clients")
+    clients = InProcessClients(cfg, fed, store)
     show = cfg.run.progress
     aggregation = cfg.federated.aggregation
     merged = None  # the base weights the clients' and the server's merged deltas go into
@@ -169,7 +191,7 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             save_config(cfg, run_dir / rundir.CONFIG_FILE)
         state = initial_server_state(fed, strategy, 1)
         rng = np.random.default_rng(seed_for(cfg, 5))
-        zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, store)
+        zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, clients)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
         participation = {cid: 0 for cid in fed.clients}
     rounds = tqdm(range(state.round + 1, cfg.federated.rounds + 1), desc="rounds", disable=not show,
@@ -178,12 +200,12 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         start = time.perf_counter()
         if fed.plan.starts_stage(round_num):
             state = initial_server_state(fed, strategy, round_num, previous=state)
-        state, record = train_round(cfg, fed, strategy, state, rng, round_num, store, participation)
+        state, record = train_round(cfg, clients, list(fed.clients), strategy, state, rng, round_num, participation)
         if merged is not None:  # clients applied what they were sent; the server evaluates its own
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
         full = full_states(cfg, fed, state, store, round_num)
-        result = evaluate_global(cfg, fed, full, shared_state(state), round_num, store)
+        result = evaluate_global(cfg, fed, full, shared_state(state), round_num, clients)
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
         rounds.set_postfix(acc=f"{result['accuracy']:.3f}")
