@@ -111,6 +111,9 @@ class FederatedConfig:
     error_feedback: bool = False  # svd: carry the truncated tail into the next round
     compression: str = "none"  # client->server: none, int8, int4 (stochastic, per block)
     compression_block: int = 64
+    # Flower engine: seconds the server waits for a round's replies; a client that has not
+    # answered by then is left out of the round (null: wait for every client).
+    round_timeout: float | None = None
 
 
 @dataclass
@@ -267,6 +270,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key 'train.local_epochs': expected a positive number or null")
     if cfg.train.lr <= 0:
         raise ConfigError(f"config key 'train.lr': expected a positive number, got {cfg.train.lr}")
+    if cfg.federated.round_timeout is not None and cfg.federated.round_timeout <= 0:
+        raise ConfigError(f"config key 'federated.round_timeout': expected a positive number of seconds or null, got {cfg.federated.round_timeout}")
     f = cfg.federated
     if f.aggregation in ("svd", "flora", "fedex") and f.strategy != "fedavg":
         raise ConfigError(

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedvlm.config import Config, client_ranks
+from fedvlm.client.merged_base import MergedBase
 from fedvlm.core.sharing import SharingPlan
+from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.core.types import AdapterState
 from fedvlm.data.partition import partition_indices, split_local
 from fedvlm.errors import ConfigError, DataError, ModelError
@@ -147,6 +149,7 @@ class LoadedModel:
     task: Task
     plan: SharingPlan
     initial_adapter: AdapterState
+    merged_base: object = None  # client.merged_base.MergedBase, for variants that merge into the base
 
 
 def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:
@@ -168,7 +171,10 @@ def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:
     if client_ranks(cfg) and not any(k.endswith(".lora_A.weight") for k in plan.trained(initial, cfg.federated.rounds)):
         raise ConfigError(f"config keys 'lora.client_ranks' / 'lora.rank_groups': lora.tuning={tuning} trains no LoRA factors")
     task = build_task(family, processor, labels, cfg.data.max_length)
-    return LoadedModel(model, family, task, plan, initial)
+    merged = None
+    if LORA_VARIANTS[cfg.federated.aggregation].merges_into_base:
+        merged = MergedBase(model, f"federated.aggregation={cfg.federated.aggregation}")
+    return LoadedModel(model, family, task, plan, initial, merged)
 
 
 def build_federation(cfg: Config) -> Federation:
@@ -188,6 +194,7 @@ def build_federation(cfg: Config) -> Federation:
         test_ds=test_ds,
         pooled_test=sorted(pooled.tolist()),
         clients=build_clients(cfg, train_ds),
+        merged_base=loaded.merged_base,
     )
 
 

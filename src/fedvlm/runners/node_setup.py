@@ -20,11 +20,14 @@ from fedvlm.client import Node, NodeStore
 from fedvlm.config import Config
 from fedvlm.data.partition import split_local
 from fedvlm.errors import ConfigError
-from fedvlm.runners.federation import build_clients, load_datasets, load_model, peek_family, seed_for
+from fedvlm.runners.federation import LoadedModel, build_clients, load_datasets, load_model, peek_family, seed_for
 from fedvlm.runners.rundir import ClientStore
 
 
-def build_node(cfg: Config, node_config: dict) -> Node:
+def build_node(cfg: Config, node_config: dict, loaded: LoadedModel | None = None) -> Node:
+    """The node of ``node_config`` in the run of ``cfg``. Nodes of one process (Flower's
+    simulation runs several virtual nodes in one actor) share ``loaded``, the one base
+    model, as the in-process simulator's clients do."""
     if "state-dir" not in node_config:
         raise ConfigError("node config: 'state-dir' missing (the node's own directory for its state)")
     family = peek_family(cfg)
@@ -34,7 +37,7 @@ def build_node(cfg: Config, node_config: dict) -> Node:
         cid, seed_id, train_ds, train, test = _own_data(cfg, family, node_config)
     else:
         raise ConfigError("node config: expected 'data-path' (the node's own data) or 'partition-id' and 'num-partitions'")
-    loaded = load_model(cfg, family, train_ds)
+    loaded = loaded or load_model(cfg, family, train_ds)
     return Node(
         client_id=cid,
         seed_id=seed_id,
@@ -46,6 +49,7 @@ def build_node(cfg: Config, node_config: dict) -> Node:
         train_rows=train,
         test_rows=test,
         store=NodeStore(ClientStore(Path(node_config["state-dir"])), cid),
+        base=loaded.merged_base,
     )
 
 

@@ -57,6 +57,16 @@ class InProcessClients:
             bar.close()
         return updates, {}
 
+    def own_arrays(self, round_num: int) -> list[AdapterState]:
+        """Every client's model minus the shared arrays, as of after ``round_num``: only an
+        in-process engine can see them (a FedSA-LoRA reference model, `full_states`)."""
+        return [start_state(node_of(self.fed, cid, self.store), round_num + 1) for cid in self.fed.clients]
+
+    def export(self, shared: AdapterState, round_num: int, out_root: Path) -> None:
+        """Each client writes its own model under ``out_root/<client id>``."""
+        for cid in self.fed.clients:
+            client_export(shared, round_num, node_of(self.fed, cid, self.store), out_root / cid)
+
     def evaluate(self, shared: AdapterState, config: EvalRoundConfig) -> dict[str, dict]:
         """Each client's own model on its local test split (clients without one left out)."""
         local = {cid: client_evaluate(shared, config, node_of(self.fed, cid, self.store)) for cid in self.fed.clients}
@@ -118,7 +128,7 @@ def shared_state(state) -> AdapterState:
     return {**state.buffers.get("frozen", {}), **state.global_state}
 
 
-def full_states(cfg: Config, fed: Federation, state, store, round_num: int) -> AdapterState:
+def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) -> AdapterState:
     """The global adapter as a model loads it.
 
     The server only holds the exchanged arrays (and a two-stage run's frozen connector);
@@ -131,7 +141,9 @@ def full_states(cfg: Config, fed: Federation, state, store, round_num: int) -> A
     shared = shared_state(state)
     if not LORA_VARIANTS[cfg.federated.aggregation].local:
         return {**fed.initial_adapter, **shared}
-    own = [start_state(node_of(fed, cid, store), round_num + 1) for cid in fed.clients]
+    own = clients.own_arrays(round_num)
+    if not own:
+        return {**fed.initial_adapter, **shared}
     return {**weighted_mean(own, [1.0] * len(own)), **shared}
 
 
@@ -171,13 +183,20 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
     """Run (or continue) the federated job of ``cfg`` in ``run_dir``; returns the federation
     so that baselines can reuse the loaded model and data."""
     fed = fed or build_federation(cfg)
-    strategy = make_strategy(cfg, len(fed.clients))
-    store = rundir.ClientStore(run_dir / "clients")
-    clients = InProcessClients(cfg, fed, store)
+    clients = InProcessClients(cfg, fed, rundir.ClientStore(run_dir / "clients"))
+    run_rounds(cfg, run_dir, fed, clients, list(fed.clients), resume)
+    return fed
+
+
+def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids: list[str], resume: bool = False) -> None:
+    """The server's loop, whatever the engine: ``fed`` is what the server holds (the model
+    it evaluates, the pooled test set, the initial adapter), ``clients`` how it reaches
+    the clients ``client_ids`` (`InProcessClients`, or Flower's)."""
+    strategy = make_strategy(cfg, len(client_ids))
     show = cfg.run.progress
     aggregation = cfg.federated.aggregation
     merged = None  # the base weights the clients' and the server's merged deltas go into
-    if LORA_VARIANTS[aggregation].merges_into_base:
+    if LORA_VARIANTS[aggregation].merges_into_base:  # (a Federation built for another run may lack it)
         fed.merged_base = merged = fed.merged_base or MergedBase(fed.model, f"federated.aggregation={aggregation}")
     if resume:
         state, rng_state, extra = rundir.load_checkpoint(run_dir)
@@ -193,18 +212,18 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
         rng = np.random.default_rng(seed_for(cfg, 5))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, clients)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
-        participation = {cid: 0 for cid in fed.clients}
+        participation = {cid: 0 for cid in client_ids}
     rounds = tqdm(range(state.round + 1, cfg.federated.rounds + 1), desc="rounds", disable=not show,
                   initial=state.round, total=cfg.federated.rounds)
     for round_num in rounds:
         start = time.perf_counter()
         if fed.plan.starts_stage(round_num):
             state = initial_server_state(fed, strategy, round_num, previous=state)
-        state, record = train_round(cfg, clients, list(fed.clients), strategy, state, rng, round_num, participation)
+        state, record = train_round(cfg, clients, client_ids, strategy, state, rng, round_num, participation)
         if merged is not None:  # clients applied what they were sent; the server evaluates its own
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
-        full = full_states(cfg, fed, state, store, round_num)
+        full = full_states(cfg, fed, state, clients, round_num)
         result = evaluate_global(cfg, fed, full, shared_state(state), round_num, clients)
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
@@ -222,13 +241,10 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
             run_dir, state, rng,
             {"torch_rng": torch.get_rng_state().tolist(), "participation": participation},
         )
-    full = full_states(cfg, fed, state, store, cfg.federated.rounds)
+    full = full_states(cfg, fed, state, clients, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
     if LORA_VARIANTS[cfg.federated.aggregation].local:  # each client writes its own model
-        for cid in fed.clients:
-            out = run_dir / "adapters" / "personalized" / cid
-            client_export(shared_state(state), cfg.federated.rounds, node_of(fed, cid, store), out)
+        clients.export(shared_state(state), cfg.federated.rounds, run_dir / "adapters" / "personalized")
     if merged is not None:
         merged.apply({})  # give the shared model its original base back (for baselines)
     set_adapter_state(fed.model, full)
-    return fed
