@@ -1,0 +1,108 @@
+"""The fedvlm ServerApp: fedvlm's own round loop (``runners.simulate.run_rounds``: strategy,
+validation, evaluation, checkpoints, metrics) reaching the clients through Flower's Grid.
+
+Faults: a node whose reply is an error, or that does not answer before
+``federated.round_timeout`` seconds, is left out of that round's aggregation and named in
+the round's ``failed`` record of metrics.jsonl; the run goes on while at least
+``federated.min_clients`` answered.
+"""
+
+import time
+
+from flwr.app import Context, Message
+from flwr.serverapp import Grid, ServerApp
+
+from fedvlm.client import EvalRoundConfig
+from fedvlm.config import Config
+from fedvlm.core.types import AdapterState, ClientUpdate
+from fedvlm.errors import FedvlmError
+from fedvlm.runners import rundir
+from fedvlm.runners.federation import build_federation
+from fedvlm.runners.flower.records import pack, update_from_reply
+from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
+from fedvlm.runners.simulate import run_rounds
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = config_from_run_config(context.run_config)
+    run_dir = run_dir_of(context.run_config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = bool(context.run_config.get("resume", False)) and rundir.latest_round(run_dir) is not None
+    run_on_grid(cfg, grid, run_dir, resume)
+
+
+def _order(cid: str):
+    return (0, int(cid), "") if cid.isdigit() else (1, 0, cid)
+
+
+class FlowerClients:
+    """How the server reaches clients on Flower: one message per sampled client."""
+
+    def __init__(self, grid: Grid, nodes: dict[str, int], timeout: float | None, min_clients: int):
+        self.grid, self.nodes, self.timeout, self.min_clients = grid, nodes, timeout, min_clients
+        self.client_of = {node_id: cid for cid, node_id in nodes.items()}
+
+    def _send(self, message_type: str, contents: dict) -> tuple[dict, dict[str, str]]:
+        out = [Message(content, dst_node_id=self.nodes[cid], message_type=message_type) for cid, content in contents.items()]
+        answered, failed = {}, {}
+        for reply in self.grid.send_and_receive(out, timeout=self.timeout):
+            cid = self.client_of.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+            if reply.has_error():
+                failed[cid] = f"error: {reply.error.reason}"[:200]
+            else:
+                answered[cid] = reply.content
+        for cid in contents:
+            if cid not in answered and cid not in failed:
+                failed[cid] = "no reply before the round deadline"
+        return answered, failed
+
+    def train(self, messages: dict[str, tuple], round_num: int) -> tuple[list[ClientUpdate], dict[str, str]]:
+        contents = {cid: pack(p, e, config=c.to_record()) for cid, (p, e, c) in messages.items()}
+        answered, failed = self._send("train", contents)
+        # aggregate in the order the clients were sampled, whatever order replies came in
+        updates = [update_from_reply(answered[cid]) for cid in messages if cid in answered]
+        if len(updates) < self.min_clients:
+            raise FedvlmError(
+                f"round {round_num}: {len(updates)} of {len(messages)} clients answered, fewer than "
+                f"federated.min_clients ({self.min_clients}); failed: {failed}"
+            )
+        return updates, failed
+
+    def evaluate(self, shared: AdapterState, config: EvalRoundConfig) -> dict[str, dict]:
+        answered, _ = self._send("evaluate", {cid: pack(shared, {}, config=config.to_record()) for cid in self.nodes})
+        return {cid: dict(answered[cid]["metrics"]) for cid in sorted(answered, key=_order) if "metrics" in answered[cid]}
+
+    def own_arrays(self, round_num: int) -> list[AdapterState]:
+        return []  # the server never sees what clients keep
+
+    def export(self, shared: AdapterState, round_num: int, out_root) -> None:
+        return None  # personalized models stay on their nodes
+
+
+def discover(grid: Grid, expected: int, wait: float = 600.0) -> dict[str, int]:
+    """Client id -> node id of the ``expected`` nodes, once they are all connected."""
+    deadline = time.monotonic() + wait
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise FedvlmError(f"{len(node_ids)} of partition.num_clients={expected} nodes connected after {wait:.0f} s")
+        time.sleep(1.0)
+    queries = [Message(pack({}, {}), dst_node_id=n, message_type="query") for n in node_ids]
+    nodes = {}
+    for reply in grid.send_and_receive(queries):
+        if reply.has_error():
+            raise FedvlmError(f"node {reply.metadata.src_node_id} failed to set up: {reply.error.reason[:300]}")
+        cid = str(reply.content["client"]["client_id"])
+        if cid in nodes:
+            raise FedvlmError(f"nodes {nodes[cid]} and {reply.metadata.src_node_id} both call themselves client {cid}")
+        nodes[cid] = reply.metadata.src_node_id
+    return dict(sorted(nodes.items(), key=lambda item: _order(item[0])))
+
+
+def run_on_grid(cfg: Config, grid: Grid, run_dir, resume: bool = False) -> None:
+    fed = build_federation(cfg)  # the server's model, pooled test set and initial adapter
+    nodes = discover(grid, cfg.partition.num_clients)
+    clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients)
+    run_rounds(cfg, run_dir, fed, clients, list(nodes), resume)
