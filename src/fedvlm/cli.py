@@ -51,7 +51,15 @@ def cmd_run(args) -> None:
         record_resume(resume)
     else:
         rundir.make_run_dir(run_dir, replace)
-    run_simulation(cfg, run_dir, resume=bool(args.resume and resume.completed is not None), fed=fed)
+    resuming = bool(args.resume and resume.completed is not None)
+    if cfg.run.engine == "flower-sim":
+        from fedvlm.runners.flower.simulation import run_flower_simulation
+
+        if not (run_dir / rundir.CONFIG_FILE).exists():
+            save_config(cfg, run_dir / rundir.CONFIG_FILE)
+        run_flower_simulation(cfg, run_dir, resume=resuming)
+    else:
+        run_simulation(cfg, run_dir, resume=resuming, fed=fed)
     run_baselines(cfg, fed, run_dir, cfg.run.baselines)
     _finish(cfg, run_dir)
 

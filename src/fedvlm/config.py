@@ -16,6 +16,7 @@ import yaml
 from fedvlm.core.aggregate import WEIGHTINGS
 from fedvlm.core.answers import ANSWER_SPANS
 from fedvlm.core.sharing import AGGREGATIONS, TUNINGS
+from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.errors import ConfigError
 from fedvlm.fileio import write_atomic
 from fedvlm.models.families import FAMILIES
@@ -29,6 +30,9 @@ class RunConfig:
     overwrite: bool = False
     baselines: list[str] = field(default_factory=lambda: ["centralized"])
     progress: bool = True
+    # simulator (in process, the fast path) or flower-sim (Flower's simulation runtime:
+    # a local SuperLink with partition.num_clients virtual SuperNodes; needs flwr[simulation])
+    engine: str = "simulator"
 
 
 @dataclass
@@ -168,6 +172,7 @@ _CHOICES = {
     "lora.tuning": {"auto", *TUNINGS},
     "federated.weighting": set(WEIGHTINGS),
     "eval.answer_span": set(ANSWER_SPANS),
+    "run.engine": {"simulator", "flower-sim"},
 }
 _POSITIVE = {
     "partition.num_clients", "federated.rounds", "train.batch_size", "train.grad_accum",
@@ -270,6 +275,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key 'train.local_epochs': expected a positive number or null")
     if cfg.train.lr <= 0:
         raise ConfigError(f"config key 'train.lr': expected a positive number, got {cfg.train.lr}")
+    if cfg.run.engine == "flower-sim":
+        _check_flower(cfg)
     if cfg.federated.round_timeout is not None and cfg.federated.round_timeout <= 0:
         raise ConfigError(f"config key 'federated.round_timeout': expected a positive number of seconds or null, got {cfg.federated.round_timeout}")
     f = cfg.federated
@@ -329,6 +336,18 @@ def check_run_name(name: str | None) -> None:
     ):
         raise ConfigError(
             f"config key 'run.name': expected one directory name (no '/', not empty, '.' or '..'), got {name!r}"
+        )
+
+
+def _check_flower(cfg: Config) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
+        raise ConfigError("config key 'run.engine': flower-sim needs Flower's simulation runtime (pip install 'fedvlm[flower]')")
+    if LORA_VARIANTS[cfg.federated.aggregation].local:
+        raise ConfigError(
+            f"config key 'run.engine': federated.aggregation={cfg.federated.aggregation} keeps arrays on the clients, "
+            "and its global reference model needs them all, which only run.engine=simulator can read"
         )
 
 

@@ -29,7 +29,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     cfg = config_from_run_config(context.run_config)
     run_dir = run_dir_of(context.run_config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # (a run started by hand with `flwr run`)
     resume = bool(context.run_config.get("resume", False)) and rundir.latest_round(run_dir) is not None
     run_on_grid(cfg, grid, run_dir, resume)
 

@@ -1,0 +1,92 @@
+"""fedvlm on Flower: the simulation runtime gives the in-process simulator's results, and
+the server's side of Flower leaves failed or late clients out of a round."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fedvlm.client import RoundConfig
+from fedvlm.config import load_config
+from fedvlm.errors import ConfigError, FedvlmError
+from fedvlm.runners.flower import server_app
+from fedvlm.runners.flower.records import pack
+from tiny import TINY_RUN
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_flower_simulation_reproduces_the_in_process_run(tmp_path, monkeypatch):
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    common = [*TINY_RUN, "federated.strategy=scaffold", f"run.output_dir={tmp_path}"]
+    assert main(["run", *common, "run.name=inproc"]) == 0
+    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
+    ours, theirs = tmp_path / "flower", tmp_path / "inproc"
+    final = "adapters/final/adapter_model.safetensors"
+    assert (ours / final).read_bytes() == (theirs / final).read_bytes()
+    flower, inproc = _metrics(ours), _metrics(theirs)
+    assert [r["eval"] for r in flower] == [r["eval"] for r in inproc]
+    for a, b in zip(flower[1:], inproc[1:]):
+        assert {c: m["loss"] for c, m in a["clients"].items()} == {c: m["loss"] for c, m in b["clients"].items()}
+        assert (a["bytes_up"], a["bytes_down"]) == (b["bytes_up"], b["bytes_down"])
+        # each node loaded the base once for the whole run, not once per round
+        assert all(m["node_loads"] == 1 for m in a["clients"].values())
+    # SCAFFOLD's c_i lives in each node's own state directory
+    assert {p.parent.name for p in (ours / "clients").rglob("scaffold_c.round_0002.*")} == {"0", "1"}
+
+
+class _Grid:
+    """Flower's Grid as far as FlowerClients uses it: node 11 trains, node 12 replies with
+    an error, node 13 never answers."""
+
+    def send_and_receive(self, messages, timeout=None):
+        replies = []
+        for m in messages:
+            node = m.dst_node_id
+            meta = SimpleNamespace(src_node_id=node)
+            if node == 11:
+                content = pack({"w": np.ones(2, np.float32)}, {}, client={"client_id": "a"},
+                               metrics={"train_size": 5, "bytes_up": 8, "bytes_down": 8})
+                replies.append(SimpleNamespace(metadata=meta, has_error=lambda: False, content=content))
+            elif node == 12:
+                replies.append(SimpleNamespace(metadata=meta, has_error=lambda: True,
+                                               error=SimpleNamespace(reason="CUDA out of memory")))
+        return replies
+
+
+@pytest.fixture
+def plain_messages(monkeypatch):
+    # Flower's Message needs a running Flower task; the fake grid only reads these fields
+    monkeypatch.setattr(server_app, "Message", lambda content, dst_node_id, message_type: SimpleNamespace(
+        content=content, dst_node_id=dst_node_id, message_type=message_type))
+
+
+def _config():
+    return RoundConfig(round=1, seed=0, rounds_done=0, schedule_rounds=1, local_steps=1, local_epochs=0.0,
+                       batch_size=1, grad_accum=1, lr=0.1, warmup_steps=0, schedule="constant",
+                       weight_decay=0.0, max_grad_norm=0.0, rank=8, full_rank=8)
+
+
+def test_failed_and_late_clients_are_left_out_and_named(plain_messages):
+    clients = server_app.FlowerClients(_Grid(), {"a": 11, "b": 12, "c": 13}, timeout=5.0, min_clients=1)
+    payload = {"w": np.zeros(2, np.float32)}
+    updates, failed = clients.train({cid: (payload, {}, _config()) for cid in "abc"}, 1)
+    assert [u.client_id for u in updates] == ["a"] and updates[0].num_examples == 5
+    assert updates[0].state["w"].tolist() == [1.0, 1.0]
+    assert failed == {"b": "error: CUDA out of memory", "c": "no reply before the round deadline"}
+
+
+def test_a_round_with_fewer_answers_than_min_clients_stops(plain_messages):
+    clients = server_app.FlowerClients(_Grid(), {"a": 11, "b": 12, "c": 13}, timeout=5.0, min_clients=2)
+    with pytest.raises(FedvlmError, match="round 3: 1 of 3 clients answered, fewer than federated.min_clients"):
+        clients.train({cid: ({}, {}, _config()) for cid in "abc"}, 3)
+
+
+def test_flower_sim_refuses_variants_whose_reference_model_needs_client_state():
+    with pytest.raises(ConfigError, match="run.engine.*fedsa keeps arrays on the clients"):
+        load_config(None, ["run.engine=flower-sim", "federated.aggregation=fedsa"])
