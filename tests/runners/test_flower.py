@@ -90,3 +90,22 @@ def test_a_round_with_fewer_answers_than_min_clients_stops(plain_messages):
 def test_flower_sim_refuses_variants_whose_reference_model_needs_client_state():
     with pytest.raises(ConfigError, match="run.engine.*fedsa keeps arrays on the clients"):
         load_config(None, ["run.engine=flower-sim", "federated.aggregation=fedsa"])
+
+
+def test_a_flower_run_extended_with_resume_matches_the_in_process_one(tmp_path, monkeypatch):
+    """``--resume`` continues a flower-sim run from its checkpoint on Flower again (here one
+    more round), exactly as the in-process simulator continues its own."""
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    common = [*TINY_RUN, "federated.aggregation=flora", "federated.rounds=1", f"run.output_dir={tmp_path}"]
+    for name, engine in (("inproc", "simulator"), ("flower", "flower-sim")):
+        assert main(["run", *common, f"run.name={name}", f"run.engine={engine}"]) == 0
+        assert main(["run", "--resume", str(tmp_path / name), "federated.rounds=2"]) == 0
+    final = "adapters/final/adapter_model.safetensors"
+    assert (tmp_path / "flower" / final).read_bytes() == (tmp_path / "inproc" / final).read_bytes()
+    flower, inproc = _metrics(tmp_path / "flower"), _metrics(tmp_path / "inproc")
+    assert [r["round"] for r in flower] == [0, 1, 2]
+    assert [r["eval"] for r in flower] == [r["eval"] for r in inproc]
+    # round 2's FLoRA clients were sent round 1's merged factors and trained on that base
+    assert flower[2]["bytes_down"] > flower[1]["bytes_down"]

@@ -37,7 +37,7 @@ CHECKPOINT_DIR = "checkpoint"
 # Everything a run directory may hold (older versions also wrote checkpoint.tmp / .old).
 RUN_DIR_ENTRIES = {
     CONFIG_FILE, METRICS_FILE, "baselines.json", "adapters", CHECKPOINT_DIR, "checkpoint.tmp",
-    "checkpoint.old", "clients", "report.md", "plots",
+    "checkpoint.old", "clients", "report.md", "plots", "flower-superlink.log",
 }
 
 
