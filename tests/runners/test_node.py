@@ -1,6 +1,8 @@
 """A node set up on its own (as a Flower ClientApp would) trains exactly like the
 simulator's client of the same partition."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,26 @@ def test_a_round_config_with_a_missing_or_mistyped_field_is_refused(cfg):
         RoundConfig.from_record({k: v for k, v in record.items() if k != "lr"})
     with pytest.raises(ConfigError, match="field 'rank' expected int, got '8'"):
         RoundConfig.from_record({**record, "rank": "8"})
+
+
+def test_a_node_trains_on_its_own_data_file(cfg, tmp_path, monkeypatch):
+    """A hospital's node: its own VQA file (images beside it), every row its own, a local
+    test split held out, its state in its own directory."""
+    import datasets
+    from PIL import Image
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    rows = []
+    for i, (colour, answer) in enumerate([((255, 0, 0), "red"), ((0, 0, 255), "blue")] * 10):
+        Image.new("RGB", (64, 64), colour).save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "question": "what color is the shape?", "answer": answer})
+    path = tmp_path / "ward7.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    node = build_node(cfg, {"data-path": str(path), "image-dir": str(tmp_path), "state-dir": str(tmp_path / "state")})
+    assert node.client_id == "ward7"
+    assert len(node.train_ds) == 20 and len(node.test_rows) == 2
+    assert sorted(node.train_rows + node.test_rows) == list(range(20))
+    config = round_config(cfg, Instruction({}, {"rounds_done": 0, "schedule_rounds": 2}), 1, "ward7")
+    update = train(node.initial_adapter, {}, config, node)
+    assert update.num_examples == 18 and update.client_id == "ward7"
+    assert any(not np.array_equal(update.state[k], node.initial_adapter[k]) for k in update.state)
