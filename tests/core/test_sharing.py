@@ -98,3 +98,26 @@ def test_fedavg_svd_truncation_pads_to_client_rank_and_feeds_back_error():
     tail = dense_delta(state.buffers["svd_residual"], 1.0)["m.q"]
     want = 0.5 * (s1[B] @ s1[A] + s2[B] @ s2[A])
     np.testing.assert_allclose(kept + tail, want, atol=1e-5)
+
+
+def test_planned_strategy_restarts_on_a_new_stage_and_sends_the_frozen_connector():
+    from fedvlm.core.sharing import PlannedStrategy
+
+    initial = {A: np.full((2, 5), 0.1, np.float32), B: np.zeros((4, 2), np.float32),
+               C: np.zeros(3, np.float32), H: np.zeros(2, np.float32)}
+    plan = SharingPlan("naive", "two_stage", two_stage_rounds=1, connector=("multi_modal_projector",))
+    server = PlannedStrategy(FedAvg(), plan, initial)
+    state = server.initialize()
+    assert sorted(state.global_state) == sorted([C, H])  # stage 1: connector and head only
+    # clients of sizes 1 and 3 send connectors of 4 and 8: weighted mean 7
+    updates = [ClientUpdate(str(k), {C: np.full(3, v, np.float32), H: np.ones(2, np.float32)}, n)
+               for k, (v, n) in enumerate([(4.0, 1), (8.0, 3)])]
+    state = server.aggregate(1, state, updates)
+    assert server.begin_round(1, state) is state
+    stage_two = server.begin_round(2, state)
+    assert sorted(stage_two.global_state) == sorted([A, B, H])
+    assert stage_two.global_state[H].tolist() == [1.0, 1.0]  # carried on from stage 1
+    assert stage_two.global_state[A].tolist() == initial[A].tolist()  # LoRA from its init
+    assert stage_two.buffers["frozen"][C].tolist() == [7.0, 7.0, 7.0]
+    sent = server.configure(2, stage_two, ["0", "1"], np.random.default_rng(0))
+    assert all(ins.payload[C].tolist() == [7.0, 7.0, 7.0] and A in ins.payload for ins in sent.values())

@@ -113,7 +113,8 @@ def test_rank_groups_train_each_client_at_its_rank(tmp_path):
 def test_two_stage_carries_modules_trained_in_stage_one_into_stage_two(tmp_path):
     # a module beyond the connector (here the LM's final norm) trains in both stages: the
     # second stage must start it from where the first left it, not from its initialization
-    from fedvlm.runners.simulate import initial_server_state, make_strategy
+    from fedvlm.core.sharing import PlannedStrategy
+    from fedvlm.runners.simulate import make_strategy
 
     cfg, fed, run_dir = run_tiny(
         tmp_path, "embedded", [], "lora.tuning=two_stage", "lora.two_stage_rounds=1", "federated.rounds=2",
@@ -122,9 +123,11 @@ def test_two_stage_carries_modules_trained_in_stage_one_into_stage_two(tmp_path)
     norm = [k for k in fed.initial_adapter if "language_model.norm" in k]
     stage_one = _adapter(run_dir, "round_0001")
     assert norm and _changed({k: fed.initial_adapter[k] for k in norm}, stage_one) == set(norm)
-    previous = initial_server_state(fed, make_strategy(cfg, 2), 1)
+    server = PlannedStrategy(make_strategy(cfg, 2), fed.plan, fed.initial_adapter)
+    previous = server.initialize()
     previous = previous.advance(1, {k: stage_one[k] for k in previous.global_state})
-    state = initial_server_state(fed, make_strategy(cfg, 2), 2, previous=previous)
+    assert server.begin_round(1, previous) is previous  # no new stage: nothing restarts
+    state = server.begin_round(2, previous)
     assert all(np.array_equal(state.global_state[k], stage_one[k]) for k in norm)
     assert set(state.buffers["frozen"]) == _parts(fed.initial_adapter)[1]
 

@@ -84,3 +84,46 @@ class SharingPlan:
     def starts_stage(self, round_num: int) -> bool:
         """Whether ``round_num`` is the first LoRA round of a two-stage run."""
         return self.tuning == "two_stage" and round_num == self.two_stage_rounds + 1
+
+
+@dataclass
+class PlannedStrategy:
+    """The server side of a `SharingPlan` around any strategy (``inner``).
+
+    The inner strategy only ever sees the arrays exchanged in the current round. At the
+    first round of a new stage (two-stage tuning) it starts afresh on the arrays now
+    exchanged, from where the previous stage left every array; what stops being exchanged
+    (the connector) is kept as ``buffers["frozen"]`` and goes down with every payload, since
+    it is no longer at the seeded initialization every client can rebuild.
+    """
+
+    inner: object  # core.strategies.base.Strategy
+    plan: SharingPlan
+    initial: dict  # the seeded initial adapter, every array
+
+    def initialize(self, initial=None):
+        return self._start(1)
+
+    def _start(self, round_num: int, previous=None):
+        start = {**self.initial, **(previous.global_state if previous else {})}
+        exchanged = self.plan.exchanged(start, round_num)
+        state = self.inner.initialize({k: start[k] for k in exchanged})
+        if previous is None:
+            return state
+        frozen = {k: v for k, v in previous.global_state.items() if k not in exchanged}
+        return state.advance(round_num - 1, state.global_state, frozen=frozen)
+
+    def begin_round(self, round_num: int, state):
+        """The state to configure ``round_num`` from: restarted where a new stage begins."""
+        return self._start(round_num, previous=state) if self.plan.starts_stage(round_num) else state
+
+    def configure(self, round_num, state, client_ids, rng):
+        instructions = self.inner.configure(round_num, state, client_ids, rng)
+        frozen = state.buffers.get("frozen")
+        if frozen:
+            for instruction in instructions.values():
+                instruction.payload = {**frozen, **instruction.payload}
+        return instructions
+
+    def aggregate(self, round_num, state, updates):
+        return self.inner.aggregate(round_num, state, updates)

@@ -18,6 +18,7 @@ from fedvlm.client import train as client_train
 from fedvlm.client.merged_base import MergedBase
 from fedvlm.config import Config, save_config, strategy_name, strategy_options
 from fedvlm.core.aggregate import weighted_mean
+from fedvlm.core.sharing import PlannedStrategy
 from fedvlm.core.sampling import expected_participation
 from fedvlm.core.strategies import build_strategy
 from fedvlm.core.strategies.base import Strategy
@@ -84,13 +85,10 @@ def train_round(
     state and the round's record (per-client metrics and bytes, failed clients).
     """
     instructions = strategy.configure(round_num, state, client_ids, rng)
-    frozen = state.buffers.get("frozen")
     f = cfg.federated
     schedule_rounds = expected_participation(f.rounds, len(client_ids), f.fraction, f.min_clients)
     messages = {}
     for cid, instruction in instructions.items():
-        if frozen:  # two-stage: the connector the first stage reached goes down with the payload
-            instruction.payload = {**frozen, **instruction.payload}
         instruction.config = {
             **instruction.config, "rounds_done": participation[cid], "schedule_rounds": schedule_rounds
         }
@@ -147,22 +145,6 @@ def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) ->
     return {**weighted_mean(own, [1.0] * len(own)), **shared}
 
 
-def initial_server_state(fed: Federation, strategy: Strategy, round_num: int, previous=None):
-    """The strategy's state for the arrays exchanged from ``round_num`` on.
-
-    A two-stage run starts it afresh for its LoRA stage from where the first stage left
-    every array (``previous``); what stops being exchanged (the connector) is kept as the
-    ``frozen`` buffer, which goes down with every instruction.
-    """
-    start = {**fed.initial_adapter, **(previous.global_state if previous else {})}
-    exchanged = fed.plan.exchanged(start, round_num)
-    state = strategy.initialize({k: start[k] for k in exchanged})
-    if previous is None:
-        return state
-    frozen = {k: v for k, v in previous.global_state.items() if k not in exchanged}
-    return state.advance(round_num - 1, state.global_state, frozen=frozen)
-
-
 def save_global_adapter(cfg: Config, fed: Federation, full: AdapterState, state, out_dir: Path) -> None:
     """Write the global model as one standard PEFT adapter; for FLoRA / FedEx-LoRA the
     updates merged into the base go into it too (a higher-rank LoRA)."""
@@ -192,7 +174,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
     """The server's loop, whatever the engine: ``fed`` is what the server holds (the model
     it evaluates, the pooled test set, the initial adapter), ``clients`` how it reaches
     the clients ``client_ids`` (`InProcessClients`, or Flower's)."""
-    strategy = make_strategy(cfg, len(client_ids))
+    strategy = PlannedStrategy(make_strategy(cfg, len(client_ids)), fed.plan, fed.initial_adapter)
     show = cfg.run.progress
     aggregation = cfg.federated.aggregation
     merged = None  # the base weights the clients' and the server's merged deltas go into
@@ -208,7 +190,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
     else:
         if not (run_dir / rundir.CONFIG_FILE).exists():  # kept when a run starts over (resume history)
             save_config(cfg, run_dir / rundir.CONFIG_FILE)
-        state = initial_server_state(fed, strategy, 1)
+        state = strategy.initialize()
         rng = np.random.default_rng(seed_for(cfg, 5))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, clients)
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
@@ -217,8 +199,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
                   initial=state.round, total=cfg.federated.rounds)
     for round_num in rounds:
         start = time.perf_counter()
-        if fed.plan.starts_stage(round_num):
-            state = initial_server_state(fed, strategy, round_num, previous=state)
+        state = strategy.begin_round(round_num, state)
         state, record = train_round(cfg, clients, client_ids, strategy, state, rng, round_num, participation)
         if merged is not None:  # clients applied what they were sent; the server evaluates its own
             merged.apply(state.buffers["base_delta"])
