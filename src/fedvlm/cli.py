@@ -168,7 +168,45 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="bench directory (default: runs/bench-<CONFIG stem>)")
     bench.add_argument("--summarize-only", action="store_true", help="only rewrite results.csv/.md and plots")
     bench.set_defaults(func=cmd_bench)
+    flower = sub.add_parser("flower", help="files for a deployment on Flower's SuperLink and SuperNodes")
+    fsub = flower.add_subparsers(dest="flower_command", required=True)
+    certs = fsub.add_parser("certs", help="a CA and the SuperLink's TLS certificate")
+    certs.add_argument("out", help="directory for ca.crt, ca.key, server.pem, server.key")
+    certs.add_argument("--host", action="append", default=[], help="an address the SuperNodes use for the SuperLink (repeatable)")
+    certs.set_defaults(func=cmd_flower_certs)
+    key = fsub.add_parser("node-key", help="a SuperNode's authentication key pair")
+    key.add_argument("out", help="directory for NAME and NAME.pub")
+    key.add_argument("name")
+    key.set_defaults(func=cmd_flower_node_key)
+    app = fsub.add_parser("app", help="the app directory `flwr run` takes (fedvlm's ServerApp and ClientApp)")
+    app.add_argument("out")
+    app.set_defaults(func=cmd_flower_app)
     return parser
+
+
+def cmd_flower_certs(args) -> None:
+    from fedvlm.runners.flower.deploy import make_certificates
+
+    paths = make_certificates(Path(args.out), args.host)
+    print("\n".join(f"{name}: {path}" for name, path in paths.items()))
+    print(f"SuperLink: flower-superlink --ssl-ca-certfile {paths['ca.crt']} --ssl-certfile {paths['server.pem']} "
+          f"--ssl-keyfile {paths['server.key']} --enable-supernode-auth --disable-runtime-dependency-installation")
+
+
+def cmd_flower_node_key(args) -> None:
+    from fedvlm.runners.flower.deploy import make_node_key
+
+    private, public = make_node_key(Path(args.out), args.name)
+    print(f"on the SuperLink's side: flwr supernode register {public} <connection>")
+    print(f"on the node: flower-supernode --superlink <host:port> --root-certificates ca.crt "
+          f"--auth-supernode-private-key {private} --node-config \"data-path='...' state-dir='...'\"")
+
+
+def cmd_flower_app(args) -> None:
+    from fedvlm.runners.flower.deploy import write_app
+
+    out = write_app(Path(args.out))
+    print(f"flwr run {out} <connection> --run-config \"config='job.yaml' run-dir='runs/<name>'\" --stream")
 
 
 def _split_config_arg(args) -> None:

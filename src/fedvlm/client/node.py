@@ -20,6 +20,17 @@ class NodeStore:
     def save(self, name: str, state: AdapterState, round_num: int) -> None:
         self._store.save(self._client_id, name, state, round_num)
 
+    def bump(self, name: str) -> int:
+        """Add one to the counter ``name`` this node keeps across processes; its new value."""
+        folder = self._store.root / self._client_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.count"
+        count = (int(path.read_text()) if path.is_file() else 0) + 1
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(count))
+        tmp.replace(path)
+        return count
+
 
 @dataclass
 class Node:

@@ -1,11 +1,14 @@
 """The fedvlm ClientApp: Flower messages in, the client unit (``fedvlm.client``) run on this
 node, replies out.
 
-A node sets itself up once per run (`runners.node_setup.build_node`: the base model, the
-node's data, its state directory) and keeps it for every later message of the run, so a
-7B base is loaded once, not every round. This needs a ClientApp process that lives across
-messages: Flower's simulation runtime (its actors keep module state) and a SuperNode with
-a long-running ``flwr-clientapp``. Replies count the loads (``metrics["node_loads"]``).
+A node sets itself up once per process (`runners.node_setup.build_node`: the base model,
+the node's data, its state directory) and keeps it for every later message of the run, so
+a base is loaded once per process, not every round. Whether that is once per run depends
+on the runtime: Flower's simulation runtime keeps its actors (and this module's state)
+for the whole run; a SuperNode of flwr 1.42 starts a fresh ClientApp process for every
+message, so there the base is loaded for every message (flwrlabs/flower#3670). Replies
+report ``metrics["node_loads"]``, the number of times this node has been set up in the
+run, counted in its state directory across processes, so the cost is visible either way.
 """
 
 from flwr.app import Context, Message, RecordDict
@@ -23,26 +26,26 @@ app = ClientApp()
 class _Loaded:
     """What this process keeps for the current run (one run at a time): the loaded base
     model, shared by every node the process serves (Flower's simulation runs several
-    virtual nodes in one actor), and each node's context."""
+    virtual nodes in one actor), and each node's context and set-up count."""
 
     run_id: int | None = None
     model: LoadedModel | None = None
     nodes: dict[int, Node] = {}
-    loads: int = 0
+    setups: dict[int, int] = {}
 
 
 def node_for(context: Context) -> Node:
     if _Loaded.run_id != context.run_id:
-        _Loaded.run_id, _Loaded.model, _Loaded.nodes = context.run_id, None, {}
+        _Loaded.run_id, _Loaded.model, _Loaded.nodes, _Loaded.setups = context.run_id, None, {}, {}
     if context.node_id not in _Loaded.nodes:
         cfg = config_from_run_config(context.run_config)
         node_config = dict(context.node_config)
         node_config.setdefault("state-dir", str(run_dir_of(context.run_config) / "clients"))
         node = build_node(cfg, node_config, _Loaded.model)
         if _Loaded.model is None:
-            _Loaded.loads += 1
             _Loaded.model = LoadedModel(node.model, None, node.task, node.plan, node.initial_adapter, node.base)
         _Loaded.nodes[context.node_id] = node
+        _Loaded.setups[context.node_id] = node.store.bump(f"setups.run_{context.run_id}")
     return _Loaded.nodes[context.node_id]
 
 
@@ -59,7 +62,7 @@ def train_message(msg: Message, context: Context) -> Message:
     node = node_for(context)
     payload, extras = unpack(msg.content)
     update = train(payload, extras, RoundConfig.from_record(dict(msg.content["config"])), node)
-    metrics = {**update.metrics, "node_loads": _Loaded.loads}
+    metrics = {**update.metrics, "node_loads": _Loaded.setups[context.node_id]}
     return Message(pack(update.state, update.extras, client={"client_id": node.client_id}, metrics=metrics), reply_to=msg)
 
 

@@ -19,33 +19,7 @@ from pathlib import Path
 from fedvlm.config import Config
 from fedvlm.errors import FedvlmError
 from fedvlm.runners import rundir
-
-APP_TOML = """\
-[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "fedvlm-app"
-version = "1.0.0"
-description = "fedvlm's ServerApp and ClientApp"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "fedvlm"
-
-[tool.flwr.app.components]
-serverapp = "fedvlm.runners.flower.server_app:app"
-clientapp = "fedvlm.runners.flower.client_app:app"
-
-[tool.flwr.app.config]
-config = ""
-overrides = ""
-run-dir = ""
-resume = false
-"""
-
+from fedvlm.runners.flower.deploy import write_app
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -70,9 +44,7 @@ def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> N
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="fedvlm-flower-") as tmp:
         home, port = Path(tmp), _free_port()
-        app = home / "app"
-        app.mkdir()
-        (app / "pyproject.toml").write_text(APP_TOML)
+        app = write_app(home / "app")
         (home / "config.toml").write_text(f'[superlink.fedvlm]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
         env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -1,0 +1,105 @@
+"""A deployment on Flower's own SuperLink and SuperNodes, on this machine: TLS and
+SuperNode authentication on, keys and certificates from ``fedvlm flower``, the run started
+with ``flwr run``; it reproduces the in-process simulator's run."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedvlm.errors import ConfigError
+from fedvlm.runners.flower.deploy import make_certificates, make_node_key, write_app
+from tiny import TINY_RUN
+
+BIN = Path(sys.executable).parent
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(port: int, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(port)
+
+
+def test_certificates_and_keys_are_never_overwritten(tmp_path):
+    make_certificates(tmp_path, ["127.0.0.1"])
+    before = (tmp_path / "ca.key").read_bytes()
+    with pytest.raises(ConfigError, match="ca.crt exists"):
+        make_certificates(tmp_path, ["127.0.0.1"])
+    assert (tmp_path / "ca.key").read_bytes() == before
+    make_node_key(tmp_path, "n")
+    with pytest.raises(ConfigError, match="n exists"):
+        make_node_key(tmp_path, "n")
+
+
+def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_run(tmp_path, monkeypatch):
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [*TINY_RUN, "federated.rounds=2"]
+    assert main(["run", *overrides, f"run.output_dir={tmp_path}", "run.name=inproc"]) == 0
+
+    certs = make_certificates(tmp_path / "certs", ["127.0.0.1", "localhost"])
+    keys = [make_node_key(tmp_path / "keys", f"node{i}") for i in range(2)]
+    app = write_app(tmp_path / "app")
+    link_port, home = _port(), tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'[superlink.local]\naddress = "127.0.0.1:{link_port}"\nroot-certificates = "{certs["ca.crt"]}"\n'
+    )
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    logs, procs = tmp_path / "logs", []
+    logs.mkdir()
+
+    def start(name, *args):
+        out = open(logs / f"{name}.log", "w")
+        procs.append(subprocess.Popen([str(BIN / args[0]), *args[1:]], env=env, stdout=out, stderr=subprocess.STDOUT))
+
+    try:
+        start("superlink", "flower-superlink", "--ssl-ca-certfile", str(certs["ca.crt"]),
+              "--ssl-certfile", str(certs["server.pem"]), "--ssl-keyfile", str(certs["server.key"]),
+              "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+              "--host", "127.0.0.1", "--port", str(link_port))
+        _wait(link_port)
+        for _, public in keys:
+            subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"], env=env, check=True,
+                           capture_output=True)
+        for i, (private, _) in enumerate(keys):
+            start(f"node{i}", "flower-supernode", "--superlink", f"127.0.0.1:{link_port}",
+                  "--root-certificates", str(certs["ca.crt"]), "--auth-supernode-private-key", str(private),
+                  "--node-config", f"partition-id={i} num-partitions=2 state-dir='{tmp_path / f'state{i}'}'",
+                  "--port", str(_port()))
+        run_dir = tmp_path / "deployed"
+        run_config = f"overrides='{' '.join(overrides)}' run-dir='{run_dir}'"
+        subprocess.run([str(BIN / "flwr"), "run", str(app), "local", "--run-config", run_config, "--stream"],
+                       env=env, check=True, capture_output=True, timeout=600)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+    final = "adapters/final/adapter_model.safetensors"
+    assert (run_dir / final).read_bytes() == (tmp_path / "inproc" / final).read_bytes()
+    deployed = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    inproc = [json.loads(line) for line in (tmp_path / "inproc" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["eval"] for r in deployed] == [r["eval"] for r in inproc]
+    # each node keeps its own state in its own directory, on its own machine
+    assert (tmp_path / "state0" / "0").is_dir() and (tmp_path / "state1" / "1").is_dir()
+    # every reply says how often the node has been set up in this run
+    assert all(m["node_loads"] >= 1 for r in deployed[1:] for m in r["clients"].values())
