@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("out", help="directory for NAME and NAME.pub")
     key.add_argument("name")
     key.set_defaults(func=cmd_flower_node_key)
+    worker = fsub.add_parser("worker", help="keep a node's model loaded for the whole run (node config worker=SOCKET)")
+    worker.add_argument("socket", help="Unix socket path the node's ClientApp forwards messages to")
+    worker.set_defaults(func=cmd_flower_worker)
     app = fsub.add_parser("app", help="the app directory `flwr run` takes (fedvlm's ServerApp and ClientApp)")
     app.add_argument("out")
     app.set_defaults(func=cmd_flower_app)
@@ -200,6 +203,13 @@ def cmd_flower_node_key(args) -> None:
     print(f"on the SuperLink's side: flwr supernode register {public} <connection>")
     print(f"on the node: flower-supernode --superlink <host:port> --root-certificates ca.crt "
           f"--auth-supernode-private-key {private} --node-config \"data-path='...' state-dir='...'\"")
+
+
+def cmd_flower_worker(args) -> None:
+    from fedvlm.runners.flower.worker import serve
+
+    print(f"fedvlm worker listening on {args.socket}", flush=True)
+    serve(args.socket)
 
 
 def cmd_flower_app(args) -> None:

@@ -1,0 +1,67 @@
+"""What a node does with each kind of message, apart from how the message arrived: the
+ClientApp calls it in its own process, or (node config ``worker``) forwards the message to
+a long-running ``fedvlm flower worker`` on the same machine that calls it there.
+
+A handler keeps what it has set up for the current run (one run at a time): the loaded base
+model, shared by every node it serves (Flower's simulation runs several virtual nodes in
+one actor), and each node's context. ``node_loads`` in every reply is the number of times
+the node has been set up in this run, counted in its state directory across processes.
+"""
+
+from dataclasses import dataclass, field
+
+from fedvlm.client import EvalRoundConfig, Node, RoundConfig, evaluate, train
+from fedvlm.core.types import AdapterState
+from fedvlm.runners.federation import LoadedModel
+from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
+from fedvlm.runners.node_setup import build_node
+
+
+@dataclass
+class Request:
+    kind: str  # query, train, evaluate
+    run_id: int
+    node_id: int
+    run_config: dict
+    node_config: dict
+    config: dict = field(default_factory=dict)
+    arrays: AdapterState = field(default_factory=dict)
+    extras: dict[str, AdapterState] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    client_id: str
+    metrics: dict
+    arrays: AdapterState = field(default_factory=dict)
+    extras: dict[str, AdapterState] = field(default_factory=dict)
+
+
+class NodeHandler:
+    def __init__(self):
+        self.run_id, self.model, self.nodes, self.setups = None, None, {}, {}
+
+    def node(self, req: Request) -> Node:
+        if self.run_id != req.run_id:
+            self.run_id, self.model, self.nodes, self.setups = req.run_id, None, {}, {}
+        if req.node_id not in self.nodes:
+            node_config = dict(req.node_config)
+            node_config.setdefault("state-dir", str(run_dir_of(req.run_config) / "clients"))
+            node = build_node(config_from_run_config(req.run_config), node_config, self.model)
+            if self.model is None:
+                self.model = LoadedModel(node.model, None, node.task, node.plan, node.initial_adapter, node.base)
+            self.nodes[req.node_id] = node
+            self.setups[req.node_id] = node.store.bump(f"setups.run_{req.run_id}")
+        return self.nodes[req.node_id]
+
+    def handle(self, req: Request) -> Reply:
+        node = self.node(req)
+        loads = {"node_loads": self.setups[req.node_id]}
+        if req.kind == "query":
+            return Reply(node.client_id, {"train_size": len(node.train_rows), **loads})
+        if req.kind == "train":
+            update = train(req.arrays, req.extras, RoundConfig.from_record(req.config), node)
+            return Reply(node.client_id, {**update.metrics, **loads}, update.state, update.extras)
+        if req.kind == "evaluate":
+            return Reply(node.client_id, evaluate(req.arrays, EvalRoundConfig.from_record(req.config), node))
+        raise ValueError(f"unknown message kind {req.kind!r}")

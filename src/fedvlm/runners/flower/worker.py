@@ -1,0 +1,75 @@
+"""``fedvlm flower worker SOCKET``: a long-running process on a node that keeps the base
+model loaded for the whole run, so an ephemeral ClientApp (one process per message, as
+flwr 1.42's SuperNode starts them) does not reload it every round.
+
+The ClientApp (node config ``worker='SOCKET'``) forwards each message over a Unix socket
+only this user can open and waits for the reply. Messages are a JSON header and the arrays
+as safetensors bytes: nothing is unpickled. The stdlib's ``multiprocessing.connection``
+carries them (its ``send_bytes``/``recv_bytes``, not its pickling ``send``/``recv``).
+"""
+
+import json
+import os
+from multiprocessing.connection import Client, Listener
+from pathlib import Path
+
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
+
+from fedvlm.errors import FedvlmError
+from fedvlm.runners.flower.node_handler import NodeHandler, Reply, Request
+
+
+def _send(conn, header: dict, groups: dict) -> None:
+    conn.send_bytes(json.dumps({**header, "groups": list(groups)}).encode())
+    for arrays in groups.values():
+        conn.send_bytes(save_arrays(arrays) if arrays else b"")
+
+
+def _receive(conn) -> tuple[dict, dict]:
+    header = json.loads(conn.recv_bytes())
+    groups = {name: (load_arrays(blob) if (blob := conn.recv_bytes()) else {}) for name in header.pop("groups")}
+    return header, groups
+
+
+def ask(socket_path: str, req: Request) -> Reply:
+    """Send ``req`` to the node's worker and return its reply."""
+    try:
+        conn = Client(socket_path, family="AF_UNIX")
+    except OSError as e:
+        raise FedvlmError(f"node config 'worker': no fedvlm worker at {socket_path} ({e.strerror})") from None
+    with conn:
+        header = {k: getattr(req, k) for k in ("kind", "run_id", "node_id", "run_config", "node_config", "config")}
+        _send(conn, header, {"arrays": req.arrays, **{f"extras.{k}": v for k, v in req.extras.items()}})
+        header, groups = _receive(conn)
+    if "error" in header:
+        raise FedvlmError(f"fedvlm worker at {socket_path}: {header['error']}")
+    extras = {k[len("extras."):]: v for k, v in groups.items() if k.startswith("extras.")}
+    return Reply(header["client_id"], header["metrics"], groups.get("arrays", {}), extras)
+
+
+def serve(socket_path: str, max_requests: int | None = None) -> None:
+    """Answer requests on ``socket_path`` until stopped (or ``max_requests``, for tests)."""
+    path = Path(socket_path)
+    if path.exists():
+        raise FedvlmError(f"{path} exists (another worker, or a stale socket: remove it first)")
+    handler, served = NodeHandler(), 0
+    old_mask = os.umask(0o077)  # the socket: this user only
+    try:
+        listener = Listener(str(path), family="AF_UNIX")
+    finally:
+        os.umask(old_mask)
+    with listener:
+        while max_requests is None or served < max_requests:
+            with listener.accept() as conn:
+                header, groups = _receive(conn)
+                extras = {k[len("extras."):]: v for k, v in groups.items() if k.startswith("extras.")}
+                req = Request(**header, arrays=groups.get("arrays", {}), extras=extras)
+                try:
+                    reply = handler.handle(req)
+                except Exception as e:  # the ClientApp reports it, and the server leaves the node out
+                    _send(conn, {"error": f"{type(e).__name__}: {e}"[:500]}, {})
+                else:
+                    _send(conn, {"client_id": reply.client_id, "metrics": reply.metrics},
+                          {"arrays": reply.arrays, **{f"extras.{k}": v for k, v in reply.extras.items()}})
+            served += 1
