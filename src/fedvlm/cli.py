@@ -192,8 +192,9 @@ def cmd_flower_certs(args) -> None:
 
     paths = make_certificates(Path(args.out), args.host)
     print("\n".join(f"{name}: {path}" for name, path in paths.items()))
-    print(f"SuperLink: flower-superlink --ssl-ca-certfile {paths['ca.crt']} --ssl-certfile {paths['server.pem']} "
-          f"--ssl-keyfile {paths['server.key']} --enable-supernode-auth --disable-runtime-dependency-installation")
+    print(f"SuperLink: flower-superlink --host 0.0.0.0 --port 9093 --ssl-ca-certfile {paths['ca.crt']} "
+          f"--ssl-certfile {paths['server.pem']} --ssl-keyfile {paths['server.key']} --enable-supernode-auth "
+          "--disable-runtime-dependency-installation")
 
 
 def cmd_flower_node_key(args) -> None:
