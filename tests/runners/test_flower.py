@@ -34,8 +34,9 @@ def test_flower_simulation_reproduces_the_in_process_run(tmp_path, monkeypatch):
     for a, b in zip(flower[1:], inproc[1:]):
         assert {c: m["loss"] for c, m in a["clients"].items()} == {c: m["loss"] for c, m in b["clients"].items()}
         assert (a["bytes_up"], a["bytes_down"]) == (b["bytes_up"], b["bytes_down"])
-        # each node loaded the base once for the whole run, not once per round
-        assert all(m["node_loads"] == 1 for m in a["clients"].values())
+        # a node is set up once per Ray actor that serves it (two here, one per CPU), not
+        # once per message (six messages per node in this run)
+        assert all(1 <= m["node_loads"] <= 2 for m in a["clients"].values())
     # SCAFFOLD's c_i lives in each node's own state directory
     assert {p.parent.name for p in (ours / "clients").rglob("scaffold_c.round_0002.*")} == {"0", "1"}
 

@@ -47,65 +47,90 @@ def test_certificates_and_keys_are_never_overwritten(tmp_path):
         make_node_key(tmp_path, "n")
 
 
+class Deployment:
+    """One SuperLink with TLS and SuperNode authentication on 127.0.0.1, and what the tests
+    start against it; everything is stopped on exit."""
+
+    def __init__(self, root: Path):
+        self.root, self.procs = root, {}
+        self.certs = make_certificates(root / "certs", ["127.0.0.1", "localhost"])
+        self.port, home = _port(), root / "flwr-home"
+        home.mkdir()
+        (home / "config.toml").write_text(
+            f'[superlink.local]\naddress = "127.0.0.1:{self.port}"\nroot-certificates = "{self.certs["ca.crt"]}"\n'
+        )
+        self.env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+                    "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        self.logs = root / "logs"
+        self.logs.mkdir()
+
+    def start(self, name, *args):
+        out = open(self.logs / f"{name}.log", "w")
+        self.procs[name] = subprocess.Popen([str(BIN / args[0]), *args[1:]], env=self.env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+        return self.procs[name]
+
+    def __enter__(self):
+        self.start("superlink", "flower-superlink", "--ssl-ca-certfile", str(self.certs["ca.crt"]),
+                   "--ssl-certfile", str(self.certs["server.pem"]), "--ssl-keyfile", str(self.certs["server.key"]),
+                   "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+                   "--host", "127.0.0.1", "--port", str(self.port))
+        _wait(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            p.wait(30)
+
+    def node(self, i: int, worker: bool = False, register: bool = True, *extra: str):
+        private, public = make_node_key(self.root / "keys", f"node{i}")
+        if register:
+            subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"], env=self.env,
+                           check=True, capture_output=True)
+        node_config = f"partition-id={i} num-partitions=2 state-dir='{self.root / f'state{i}'}'"
+        if worker:
+            sock = self.root / f"node{i}.sock"
+            self.start(f"worker{i}", "python", "-m", "fedvlm.cli", "flower", "worker", str(sock))
+            deadline = time.monotonic() + 60
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            node_config += f" worker='{sock}'"
+        tls = [] if "--insecure" in extra else ["--root-certificates", str(self.certs["ca.crt"])]
+        return self.start(f"node{i}", "flower-supernode", "--superlink", f"127.0.0.1:{self.port}", *tls,
+                          "--auth-supernode-private-key", str(private), "--node-config", node_config,
+                          "--port", str(_port()), *extra)
+
+    def run(self, overrides, run_dir: Path, wait: bool = True):
+        app = write_app(self.root / "app")
+        run_config = f"overrides='{' '.join(overrides)}' run-dir='{run_dir}'"
+        cmd = [str(BIN / "flwr"), "run", str(app), "local", "--run-config", run_config, "--stream"]
+        if wait:
+            return subprocess.run(cmd, env=self.env, check=True, capture_output=True, timeout=600)
+        return self.start("flwr-run", *cmd)
+
+
+def _records(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_run(tmp_path, monkeypatch):
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
     overrides = [*TINY_RUN, "federated.rounds=2"]
     assert main(["run", *overrides, f"run.output_dir={tmp_path}", "run.name=inproc"]) == 0
-
-    certs = make_certificates(tmp_path / "certs", ["127.0.0.1", "localhost"])
-    keys = [make_node_key(tmp_path / "keys", f"node{i}") for i in range(2)]
-    app = write_app(tmp_path / "app")
-    link_port, home = _port(), tmp_path / "flwr-home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        f'[superlink.local]\naddress = "127.0.0.1:{link_port}"\nroot-certificates = "{certs["ca.crt"]}"\n'
-    )
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    logs, procs = tmp_path / "logs", []
-    logs.mkdir()
-
-    def start(name, *args):
-        out = open(logs / f"{name}.log", "w")
-        procs.append(subprocess.Popen([str(BIN / args[0]), *args[1:]], env=env, stdout=out, stderr=subprocess.STDOUT))
-
-    try:
-        start("superlink", "flower-superlink", "--ssl-ca-certfile", str(certs["ca.crt"]),
-              "--ssl-certfile", str(certs["server.pem"]), "--ssl-keyfile", str(certs["server.key"]),
-              "--enable-supernode-auth", "--disable-runtime-dependency-installation",
-              "--host", "127.0.0.1", "--port", str(link_port))
-        _wait(link_port)
-        for _, public in keys:
-            subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"], env=env, check=True,
-                           capture_output=True)
-        # node 0 keeps its model loaded in a fedvlm worker; node 1 is a plain SuperNode
-        socket_path = tmp_path / "node0.sock"
-        start("worker0", "python", "-m", "fedvlm.cli", "flower", "worker", str(socket_path))
-        deadline = time.monotonic() + 60
-        while not socket_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for i, (private, _) in enumerate(keys):
-            worker = f" worker='{socket_path}'" if i == 0 else ""
-            start(f"node{i}", "flower-supernode", "--superlink", f"127.0.0.1:{link_port}",
-                  "--root-certificates", str(certs["ca.crt"]), "--auth-supernode-private-key", str(private),
-                  "--node-config", f"partition-id={i} num-partitions=2 state-dir='{tmp_path / f'state{i}'}'{worker}",
-                  "--port", str(_port()))
-        run_dir = tmp_path / "deployed"
-        run_config = f"overrides='{' '.join(overrides)}' run-dir='{run_dir}'"
-        subprocess.run([str(BIN / "flwr"), "run", str(app), "local", "--run-config", run_config, "--stream"],
-                       env=env, check=True, capture_output=True, timeout=600)
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+    run_dir = tmp_path / "deployed"
+    with Deployment(tmp_path) as d:
+        d.node(0, worker=True)  # node 0 keeps its model loaded in a fedvlm worker
+        d.node(1)  # node 1 is a plain SuperNode
+        d.run(overrides, run_dir)
 
     final = "adapters/final/adapter_model.safetensors"
     assert (run_dir / final).read_bytes() == (tmp_path / "inproc" / final).read_bytes()
-    deployed = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    inproc = [json.loads(line) for line in (tmp_path / "inproc" / "metrics.jsonl").read_text().splitlines()]
+    deployed, inproc = _records(run_dir), _records(tmp_path / "inproc")
     assert [r["eval"] for r in deployed] == [r["eval"] for r in inproc]
     # each node keeps its own state in its own directory, on its own machine
     assert (tmp_path / "state0" / "0").is_dir() and (tmp_path / "state1" / "1").is_dir()
@@ -113,3 +138,27 @@ def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_r
     # (one process per message in flwr 1.42) set it up again for every message
     assert [r["clients"]["0"]["node_loads"] for r in deployed[1:]] == [1, 1]
     assert [r["clients"]["1"]["node_loads"] for r in deployed[1:]] == [3, 5]
+
+
+def test_unregistered_and_plaintext_nodes_are_refused_and_a_killed_node_is_left_out(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [*TINY_RUN, "federated.rounds=3", "train.local_steps=6", "federated.round_timeout=20"]
+    give_up = ("--max-retries", "2", "--max-wait-time", "30")
+    with Deployment(tmp_path) as d:
+        stranger = d.node(7, False, False, *give_up)  # key never registered
+        plaintext = d.node(8, False, True, "--insecure", *give_up)  # no TLS against a TLS SuperLink
+        d.node(0, worker=True)
+        d.node(1, worker=True)
+        d.run(overrides, run_dir, wait=False)
+        deadline = time.monotonic() + 300
+        while len(_records(run_dir)) < 2 and time.monotonic() < deadline:  # round 1 logged
+            time.sleep(0.2)
+        d.procs["node1"].kill()
+        d.procs["worker1"].kill()
+        d.procs["flwr-run"].wait(300)
+        assert stranger.wait(60) != 0 and plaintext.wait(60) != 0  # neither ever joined
+    records = _records(run_dir)
+    assert [r["round"] for r in records] == [0, 1, 2, 3]
+    assert set(records[1]["clients"]) == {"0", "1"}
+    for r in records[2:]:  # the rounds after the kill completed on node 0 and name node 1
+        assert set(r["clients"]) == {"0"} and set(r["failed"]) == {"1"}

@@ -12,11 +12,26 @@ loaded for the whole run instead. ``metrics["node_loads"]`` shows which happened
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedvlm.runners.flower.node_handler import NodeHandler, Request
+from fedvlm.runners.flower.messages import Request
 from fedvlm.runners.flower.records import pack, unpack
+from fedvlm.runners.flower.worker import ask
 
 app = ClientApp()
-_HANDLER = NodeHandler()  # this process's node set-up, kept across messages of a run
+
+
+class _Handler:
+    """This process's node set-up, kept across the messages of a run; made on first use,
+    so a ClientApp that forwards to a worker never imports torch."""
+
+    handler = None
+
+    @classmethod
+    def get(cls):
+        if cls.handler is None:
+            from fedvlm.runners.flower.node_handler import NodeHandler
+
+            cls.handler = NodeHandler()
+        return cls.handler
 
 
 def _handle(kind: str, msg: Message, context: Context) -> Message:
@@ -25,11 +40,9 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     node_config = dict(context.node_config)
     req = Request(kind, context.run_id, context.node_id, dict(context.run_config), node_config, config, arrays, extras)
     if "worker" in node_config:
-        from fedvlm.runners.flower.worker import ask
-
         reply = ask(str(node_config["worker"]), req)
     else:
-        reply = _HANDLER.handle(req)
+        reply = _Handler.get().handle(req)
     if not reply.metrics:
         return Message(RecordDict({}), reply_to=msg)
     return Message(pack(reply.arrays, reply.extras, client={"client_id": reply.client_id}, metrics=reply.metrics),

@@ -8,33 +8,11 @@ one actor), and each node's context. ``node_loads`` in every reply is the number
 the node has been set up in this run, counted in its state directory across processes.
 """
 
-from dataclasses import dataclass, field
-
 from fedvlm.client import EvalRoundConfig, Node, RoundConfig, evaluate, train
-from fedvlm.core.types import AdapterState
 from fedvlm.runners.federation import LoadedModel
+from fedvlm.runners.flower.messages import Reply, Request
 from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
 from fedvlm.runners.node_setup import build_node
-
-
-@dataclass
-class Request:
-    kind: str  # query, train, evaluate
-    run_id: int
-    node_id: int
-    run_config: dict
-    node_config: dict
-    config: dict = field(default_factory=dict)
-    arrays: AdapterState = field(default_factory=dict)
-    extras: dict[str, AdapterState] = field(default_factory=dict)
-
-
-@dataclass
-class Reply:
-    client_id: str
-    metrics: dict
-    arrays: AdapterState = field(default_factory=dict)
-    extras: dict[str, AdapterState] = field(default_factory=dict)
 
 
 class NodeHandler:
