@@ -116,11 +116,12 @@ def _records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["fedavg", "scaffold"])  # scaffold: state kept on each node
+def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_run(tmp_path, monkeypatch, strategy):
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
-    overrides = [*TINY_RUN, "federated.rounds=2"]
+    overrides = [*TINY_RUN, "federated.rounds=2", f"federated.strategy={strategy}"]
     assert main(["run", *overrides, f"run.output_dir={tmp_path}", "run.name=inproc"]) == 0
     run_dir = tmp_path / "deployed"
     with Deployment(tmp_path) as d:
@@ -134,6 +135,8 @@ def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_r
     assert [r["eval"] for r in deployed] == [r["eval"] for r in inproc]
     # each node keeps its own state in its own directory, on its own machine
     assert (tmp_path / "state0" / "0").is_dir() and (tmp_path / "state1" / "1").is_dir()
+    if strategy == "scaffold":
+        assert all((tmp_path / f"state{i}" / str(i) / "scaffold_c.round_0002.safetensors").is_file() for i in (0, 1))
     # node 0's worker set its model up once for the whole run; node 1's ephemeral ClientApp
     # (one process per message in flwr 1.42) set it up again for every message
     assert [r["clients"]["0"]["node_loads"] for r in deployed[1:]] == [1, 1]
