@@ -1,10 +1,11 @@
 """The simulator's side of the client unit: a node's context from the federation, and the
 round config each sampled client receives (built from the run's config on the server)."""
 
-from fedvlm.client import Node, NodeStore, RoundConfig
+from fedvlm.client import Node, RoundConfig
 from fedvlm.client.round_config import local_steps
 from fedvlm.config import Config, client_ranks
 from fedvlm.core.types import Instruction
+from fedvlm.runners.federation import node_view
 
 
 def steps_per_round(cfg: Config, num_examples: int) -> int:
@@ -44,16 +45,4 @@ def node_of(fed, client_id: str, store) -> Node:
     """Client ``client_id`` of the in-process federation as a node: the one shared model,
     its rows, its view of the run's client store."""
     client = fed.clients[client_id]
-    return Node(
-        client_id=client_id,
-        seed_id=list(fed.clients).index(client_id),
-        model=fed.model,
-        task=fed.task,
-        plan=fed.plan,
-        initial_adapter=fed.initial_adapter,
-        train_ds=fed.train_ds,
-        train_rows=client.train,
-        test_rows=client.test,
-        store=NodeStore(store, client_id),
-        base=fed.merged_base,
-    )
+    return node_view(fed, client_id, list(fed.clients).index(client_id), fed.train_ds, client.train, client.test, store)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedvlm.config import Config, client_ranks
+from fedvlm.client import Node, NodeStore
 from fedvlm.client.merged_base import MergedBase
 from fedvlm.core.sharing import SharingPlan
 from fedvlm.core.variants import LORA_VARIANTS
@@ -150,6 +151,25 @@ class LoadedModel:
     plan: SharingPlan
     initial_adapter: AdapterState
     merged_base: object = None  # client.merged_base.MergedBase, for variants that merge into the base
+
+
+def node_view(loaded, client_id: str, seed_id: int, train_ds, train: list[int], test: list[int], store) -> Node:
+    """A client node on ``loaded`` (a `LoadedModel`, or the simulator's `Federation`, which
+    holds the same): the shared model with this client's rows and its view of ``store``
+    (a `rundir.ClientStore`)."""
+    return Node(
+        client_id=client_id,
+        seed_id=seed_id,
+        model=loaded.model,
+        task=loaded.task,
+        plan=loaded.plan,
+        initial_adapter=loaded.initial_adapter,
+        train_ds=train_ds,
+        train_rows=train,
+        test_rows=test,
+        store=NodeStore(store, client_id),
+        base=loaded.merged_base,
+    )
 
 
 def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:

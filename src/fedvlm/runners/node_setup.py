@@ -16,11 +16,11 @@ Node config (Flower's ``--node-config``, hyphenated keys):
 import zlib
 from pathlib import Path
 
-from fedvlm.client import Node, NodeStore
+from fedvlm.client import Node
 from fedvlm.config import Config
 from fedvlm.data.partition import split_local
 from fedvlm.errors import ConfigError
-from fedvlm.runners.federation import LoadedModel, build_clients, load_datasets, load_model, peek_family, seed_for
+from fedvlm.runners.federation import LoadedModel, build_clients, load_datasets, load_model, node_view, peek_family, seed_for
 from fedvlm.runners.rundir import ClientStore
 
 
@@ -38,19 +38,7 @@ def build_node(cfg: Config, node_config: dict, loaded: LoadedModel | None = None
     else:
         raise ConfigError("node config: expected 'data-path' (the node's own data) or 'partition-id' and 'num-partitions'")
     loaded = loaded or load_model(cfg, family, train_ds)
-    return Node(
-        client_id=cid,
-        seed_id=seed_id,
-        model=loaded.model,
-        task=loaded.task,
-        plan=loaded.plan,
-        initial_adapter=loaded.initial_adapter,
-        train_ds=train_ds,
-        train_rows=train,
-        test_rows=test,
-        store=NodeStore(ClientStore(Path(node_config["state-dir"])), cid),
-        base=loaded.merged_base,
-    )
+    return node_view(loaded, cid, seed_id, train_ds, train, test, ClientStore(Path(node_config["state-dir"])))
 
 
 def _partition(cfg: Config, family, node_config: dict):
