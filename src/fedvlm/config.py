@@ -16,7 +16,6 @@ import yaml
 from fedvlm.core.aggregate import WEIGHTINGS
 from fedvlm.core.answers import ANSWER_SPANS
 from fedvlm.core.sharing import AGGREGATIONS, TUNINGS
-from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.errors import ConfigError
 from fedvlm.fileio import write_atomic
 from fedvlm.models.families import FAMILIES
@@ -344,11 +343,6 @@ def _check_flower(cfg: Config) -> None:
 
     if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
         raise ConfigError("config key 'run.engine': flower-sim needs Flower's simulation runtime (pip install 'fedvlm[flower]')")
-    if LORA_VARIANTS[cfg.federated.aggregation].local:
-        raise ConfigError(
-            f"config key 'run.engine': federated.aggregation={cfg.federated.aggregation} keeps arrays on the clients, "
-            "and its global reference model needs them all, which only run.engine=simulator can read"
-        )
 
 
 def client_ranks(cfg: Config) -> dict[str, int]:

@@ -9,7 +9,7 @@ import pytest
 
 from fedvlm.client import RoundConfig
 from fedvlm.config import load_config
-from fedvlm.errors import ConfigError, FedvlmError
+from fedvlm.errors import FedvlmError
 from fedvlm.runners.flower import server_app
 from fedvlm.runners.flower.records import pack
 from tiny import TINY_RUN
@@ -45,11 +45,15 @@ class _Grid:
     """Flower's Grid as far as FlowerClients uses it: node 11 trains, node 12 replies with
     an error, node 13 never answers."""
 
-    def send_and_receive(self, messages, timeout=None):
+    def push_messages(self, messages):
+        self.sent = {str(i): m for i, m in enumerate(messages)}
+        return list(self.sent)
+
+    def pull_messages(self, message_ids):
         replies = []
-        for m in messages:
-            node = m.dst_node_id
-            meta = SimpleNamespace(src_node_id=node)
+        for mid in message_ids:
+            node = self.sent[mid].dst_node_id
+            meta = SimpleNamespace(src_node_id=node, reply_to_message_id=mid)
             if node == 11:
                 content = pack({"w": np.ones(2, np.float32)}, {}, client={"client_id": "a"},
                                metrics={"train_size": 5, "bytes_up": 8, "bytes_down": 8})
@@ -74,7 +78,7 @@ def _config():
 
 
 def test_failed_and_late_clients_are_left_out_and_named(plain_messages):
-    clients = server_app.FlowerClients(_Grid(), {"a": 11, "b": 12, "c": 13}, timeout=5.0, min_clients=1)
+    clients = server_app.FlowerClients(_Grid(), {"a": 11, "b": 12, "c": 13}, timeout=0.5, min_clients=1)
     payload = {"w": np.zeros(2, np.float32)}
     updates, failed = clients.train({cid: (payload, {}, _config()) for cid in "abc"}, 1)
     assert [u.client_id for u in updates] == ["a"] and updates[0].num_examples == 5
@@ -83,14 +87,27 @@ def test_failed_and_late_clients_are_left_out_and_named(plain_messages):
 
 
 def test_a_round_with_fewer_answers_than_min_clients_stops(plain_messages):
-    clients = server_app.FlowerClients(_Grid(), {"a": 11, "b": 12, "c": 13}, timeout=5.0, min_clients=2)
+    clients = server_app.FlowerClients(_Grid(), {"a": 11, "b": 12, "c": 13}, timeout=0.5, min_clients=2)
     with pytest.raises(FedvlmError, match="round 3: 1 of 3 clients answered, fewer than federated.min_clients"):
         clients.train({cid: ({}, {}, _config()) for cid in "abc"}, 3)
 
 
-def test_flower_sim_refuses_variants_whose_reference_model_needs_client_state():
-    with pytest.raises(ConfigError, match="run.engine.*fedsa keeps arrays on the clients"):
-        load_config(None, ["run.engine=flower-sim", "federated.aggregation=fedsa"])
+def test_fedsa_on_flower_sim_gives_the_in_process_personalized_adapters(tmp_path, monkeypatch):
+    """FedSA-LoRA's B never leaves a node during training; the nodes report their own models
+    when the server asks (the reference model each round, the export at the end), and every
+    adapter matches the in-process run byte for byte."""
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    common = [*TINY_RUN, "federated.aggregation=fedsa", f"run.output_dir={tmp_path}"]
+    assert main(["run", *common, "run.name=inproc"]) == 0
+    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
+    ours, theirs = tmp_path / "flower", tmp_path / "inproc"
+    files = sorted(p.relative_to(theirs) for p in (theirs / "adapters").rglob("adapter_model.safetensors"))
+    assert {str(f.parent) for f in files} >= {"adapters/final", "adapters/personalized/0", "adapters/personalized/1"}
+    for f in files:
+        assert (ours / f).read_bytes() == (theirs / f).read_bytes(), f
+    assert [r["eval"] for r in _metrics(ours)] == [r["eval"] for r in _metrics(theirs)]
 
 
 def test_a_flower_run_extended_with_resume_matches_the_in_process_one(tmp_path, monkeypatch):

@@ -1,13 +1,11 @@
-"""The client unit's evaluation and export: its own model on its own local test split, and
-as a PEFT adapter."""
-
-from pathlib import Path
+"""The client unit's evaluation and what it reports of its own model: its own model on its
+own local test split, the arrays it keeps, and its whole personalized adapter."""
 
 from fedvlm.client.node import Node
 from fedvlm.client.round_config import EvalRoundConfig
-from fedvlm.client.unit import start_state
+from fedvlm.client.unit import LOCAL, start_state
 from fedvlm.core.types import AdapterState
-from fedvlm.models.adapter import save_adapter, set_adapter_state
+from fedvlm.models.adapter import set_adapter_state
 from fedvlm.train.evaluate import evaluate as evaluate_rows
 
 
@@ -25,7 +23,13 @@ def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict
     return {"accuracy": result["accuracy"], "num_examples": result["num_examples"]}
 
 
-def export(payload: AdapterState, round_num: int, node: Node, out_dir: Path) -> None:
-    """Write the node's own model after ``round_num`` (the server's shared arrays over what
-    it keeps) as a standard PEFT adapter directory at ``out_dir``."""
-    save_adapter(node.model, {**start_state(node, round_num + 1), **payload}, out_dir)
+def kept(round_num: int, node: Node) -> AdapterState:
+    """The trained arrays the node keeps to itself (FedSA-LoRA's B) as of after
+    ``round_num``; empty when it keeps none (or has not trained yet)."""
+    return node.store.load(LOCAL, before_round=round_num + 1) or {}
+
+
+def personalized(payload: AdapterState, round_num: int, node: Node) -> AdapterState:
+    """The node's own model after ``round_num``, every array: the server's shared arrays
+    ``payload`` over what the node holds itself."""
+    return {**start_state(node, round_num + 1), **payload}

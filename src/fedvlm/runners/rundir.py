@@ -10,6 +10,7 @@ Layout::
     RUN_DIR/adapters/personalized/ID personalized adapters (FedSA-LoRA)
     RUN_DIR/checkpoint/round_NNNN/   server state + RNG states after the last completed round
     RUN_DIR/clients/ID/              each client's persistent state (stateful algorithms)
+    RUN_DIR/node-state-key           where nodes of a deployment keep this run's state
     RUN_DIR/report.md, plots/        the report
 
 Every file that a later step reads back is replaced atomically (written beside, then
@@ -19,6 +20,7 @@ fedvlm deletes or replaces only inside a directory that holds nothing but these 
 
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ CHECKPOINT_DIR = "checkpoint"
 # Everything a run directory may hold (older versions also wrote checkpoint.tmp / .old).
 RUN_DIR_ENTRIES = {
     CONFIG_FILE, METRICS_FILE, "baselines.json", "adapters", CHECKPOINT_DIR, "checkpoint.tmp",
-    "checkpoint.old", "clients", "report.md", "plots", "flower-superlink.log",
+    "checkpoint.old", "clients", "report.md", "plots", "flower-superlink.log", "node-state-key",
 }
 
 
@@ -206,6 +208,18 @@ def _checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = run_dir / CHECKPOINT_DIR
     found = sorted((p for p in root.glob("round_*") if p.is_dir() and not p.name.endswith(".tmp")), reverse=True)
     return found + [run_dir / name for name in (CHECKPOINT_DIR, "checkpoint.old", "checkpoint.tmp")]
+
+
+def node_state_key(run_dir: Path, resume: bool) -> str:
+    """The subdirectory of its ``state-dir`` where a deployed node keeps this run's state:
+    new for every fresh run, the same when the run resumes, so a node serving several runs
+    (or a run started over under the same name) never reads another run's state."""
+    path = run_dir / "node-state-key"
+    if resume and path.is_file():
+        return path.read_text().strip()
+    key = f"{run_dir.name}-{secrets.token_hex(4)}"
+    write_atomic(path, key)
+    return key
 
 
 def latest_round(run_dir: Path) -> int | None:

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedvlm.client import EvalRoundConfig, start_state
+from fedvlm.client import EvalRoundConfig, kept, personalized
 from fedvlm.client import evaluate as client_evaluate
-from fedvlm.client import export as client_export
 from fedvlm.client import train as client_train
 from fedvlm.client.merged_base import MergedBase
 from fedvlm.config import Config, save_config, strategy_name, strategy_options
@@ -58,15 +57,15 @@ class InProcessClients:
             bar.close()
         return updates, {}
 
-    def own_arrays(self, round_num: int) -> list[AdapterState]:
-        """Every client's model minus the shared arrays, as of after ``round_num``: only an
-        in-process engine can see them (a FedSA-LoRA reference model, `full_states`)."""
-        return [start_state(node_of(self.fed, cid, self.store), round_num + 1) for cid in self.fed.clients]
+    def kept(self, round_num: int) -> dict[str, AdapterState]:
+        """Client id -> the trained arrays it keeps to itself, as of after ``round_num``."""
+        return {cid: kept(round_num, node_of(self.fed, cid, self.store)) for cid in self.fed.clients}
 
-    def export(self, shared: AdapterState, round_num: int, out_root: Path) -> None:
-        """Each client writes its own model under ``out_root/<client id>``."""
+    def personalized(self, shared: AdapterState, round_num: int):
+        """(client id, its own model after ``round_num``: ``shared`` over what it keeps),
+        one client at a time."""
         for cid in self.fed.clients:
-            client_export(shared, round_num, node_of(self.fed, cid, self.store), out_root / cid)
+            yield cid, personalized(shared, round_num, node_of(self.fed, cid, self.store))
 
     def evaluate(self, shared: AdapterState, config: EvalRoundConfig) -> dict[str, dict]:
         """Each client's own model on its local test split (clients without one left out)."""
@@ -131,15 +130,15 @@ def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) ->
 
     The server only holds the exchanged arrays (and a two-stage run's frozen connector);
     the rest is the shared initialization (FFA-LoRA's A, untrained parts). Where a variant
-    keeps trained arrays on the clients (FedSA-LoRA's B) there is no global model; for a
-    reference the simulator uses the mean of the clients' own arrays, which it can read
-    only because every client lives in its process (a deployment reports the clients'
-    personalized evaluations alone).
+    keeps trained arrays on the clients (FedSA-LoRA's B) there is no global model; as a
+    reference the server asks every client for what it keeps and uses the plain mean (the
+    clients' personalized evaluations are the method's own numbers). That reply is
+    evaluation traffic, not counted in the round's ``bytes_up``.
     """
     shared = shared_state(state)
     if not LORA_VARIANTS[cfg.federated.aggregation].local:
         return {**fed.initial_adapter, **shared}
-    own = clients.own_arrays(round_num)
+    own = [{**fed.initial_adapter, **arrays} for arrays in clients.kept(round_num).values()]
     if not own:
         return {**fed.initial_adapter, **shared}
     return {**weighted_mean(own, [1.0] * len(own)), **shared}
@@ -224,8 +223,9 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
         )
     full = full_states(cfg, fed, state, clients, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
-    if LORA_VARIANTS[cfg.federated.aggregation].local:  # each client writes its own model
-        clients.export(shared_state(state), cfg.federated.rounds, run_dir / "adapters" / "personalized")
+    if LORA_VARIANTS[cfg.federated.aggregation].local:  # each client reports its own model
+        for cid, adapter in clients.personalized(shared_state(state), cfg.federated.rounds):
+            save_adapter(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
     if merged is not None:
         merged.apply({})  # give the shared model its original base back (for baselines)
     set_adapter_state(fed.model, full)

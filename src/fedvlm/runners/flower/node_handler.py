@@ -6,9 +6,14 @@ A handler keeps what it has set up for the current run (one run at a time): the 
 model, shared by every node it serves (Flower's simulation runs several virtual nodes in
 one actor), and each node's context. ``node_loads`` in every reply is the number of times
 the node has been set up in this run, counted in its state directory across processes.
+
+A node started with its own ``state-dir`` keeps each run's state in a subdirectory named by
+the server's state key for the run (new for a fresh run, kept across resumes).
 """
 
-from fedvlm.client import EvalRoundConfig, Node, RoundConfig, evaluate, train
+from pathlib import Path
+
+from fedvlm.client import EvalRoundConfig, Node, RoundConfig, evaluate, kept, personalized, train
 from fedvlm.runners.federation import LoadedModel
 from fedvlm.runners.flower.messages import Reply, Request
 from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
@@ -24,7 +29,12 @@ class NodeHandler:
             self.run_id, self.model, self.nodes, self.setups = req.run_id, None, {}, {}
         if req.node_id not in self.nodes:
             node_config = dict(req.node_config)
-            node_config.setdefault("state-dir", str(run_dir_of(req.run_config) / "clients"))
+            if "state-dir" in node_config:  # a node's own directory, for every run it serves
+                if not req.state_key:
+                    raise ValueError("the server sent no state key for this run's state on the node")
+                node_config["state-dir"] = str(Path(node_config["state-dir"]) / req.state_key)
+            else:  # a simulated node: under the run directory, as the in-process simulator
+                node_config["state-dir"] = str(run_dir_of(req.run_config) / "clients")
             node = build_node(config_from_run_config(req.run_config), node_config, self.model)
             if self.model is None:
                 self.model = LoadedModel(node.model, None, node.task, node.plan, node.initial_adapter, node.base)
@@ -35,7 +45,14 @@ class NodeHandler:
     def handle(self, req: Request) -> Reply:
         node = self.node(req)
         loads = {"node_loads": self.setups[req.node_id]}
-        if req.kind == "query":
+        if req.kind == "query":  # who the node is; or what it keeps, or its whole own model
+            ask = req.config.get("ask", "client")
+            if ask == "kept":
+                return Reply(node.client_id, loads, kept(int(req.config["round"]), node))
+            if ask == "personalized":
+                return Reply(node.client_id, loads, personalized(req.arrays, int(req.config["round"]), node))
+            if ask != "client":
+                raise ValueError(f"unknown query {ask!r}")
             return Reply(node.client_id, {"train_size": len(node.train_rows), **loads})
         if req.kind == "train":
             update = train(req.arrays, req.extras, RoundConfig.from_record(req.config), node)

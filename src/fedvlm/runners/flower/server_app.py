@@ -9,7 +9,7 @@ the round's ``failed`` record of metrics.jsonl; the run goes on while at least
 
 import time
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedvlm.client import EvalRoundConfig
@@ -18,11 +18,32 @@ from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.errors import FedvlmError
 from fedvlm.runners import rundir
 from fedvlm.runners.federation import build_federation
-from fedvlm.runners.flower.records import pack, update_from_reply
+from fedvlm.runners.flower.records import pack, unpack, update_from_reply
 from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
 from fedvlm.runners.simulate import run_rounds
 
 app = ServerApp()
+
+# Grid.send_and_receive of flwr 1.42 pulls replies every 3 s on a deployment; a round
+# exchanges messages at least twice (train, evaluate), so fedvlm polls more often.
+POLL_SECONDS = 0.2
+
+
+def exchange(grid: Grid, messages: list[Message], timeout: float | None) -> list[Message]:
+    """Grid.send_and_receive: push ``messages``, then pull replies until every message has
+    one or ``timeout`` seconds have passed, every `POLL_SECONDS`."""
+    waiting = set(grid.push_messages(messages))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies = []
+    while waiting:
+        pulled = list(grid.pull_messages(waiting))
+        replies += pulled
+        waiting -= {m.metadata.reply_to_message_id for m in pulled}
+        if waiting and deadline is not None and time.monotonic() >= deadline:
+            break
+        if waiting:
+            time.sleep(POLL_SECONDS)
+    return replies
 
 
 @app.main()
@@ -41,14 +62,17 @@ def _order(cid: str):
 class FlowerClients:
     """How the server reaches clients on Flower: one message per sampled client."""
 
-    def __init__(self, grid: Grid, nodes: dict[str, int], timeout: float | None, min_clients: int):
+    def __init__(self, grid: Grid, nodes: dict[str, int], timeout: float | None, min_clients: int, state_key: str = ""):
         self.grid, self.nodes, self.timeout, self.min_clients = grid, nodes, timeout, min_clients
+        self.state_key = state_key
         self.client_of = {node_id: cid for cid, node_id in nodes.items()}
 
     def _send(self, message_type: str, contents: dict) -> tuple[dict, dict[str, str]]:
+        for content in contents.values():
+            content["run"] = ConfigRecord({"state-key": self.state_key})
         out = [Message(content, dst_node_id=self.nodes[cid], message_type=message_type) for cid, content in contents.items()]
         answered, failed = {}, {}
-        for reply in self.grid.send_and_receive(out, timeout=self.timeout):
+        for reply in exchange(self.grid, out, self.timeout):
             cid = self.client_of.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
             if reply.has_error():
                 failed[cid] = f"error: {reply.error.reason}"[:200]
@@ -75,23 +99,32 @@ class FlowerClients:
         answered, _ = self._send("evaluate", {cid: pack(shared, {}, config=config.to_record()) for cid in self.nodes})
         return {cid: dict(answered[cid]["metrics"]) for cid in sorted(answered, key=_order) if "metrics" in answered[cid]}
 
-    def own_arrays(self, round_num: int) -> list[AdapterState]:
-        return []  # the server never sees what clients keep
+    def _ask(self, ask: str, round_num: int, shared: AdapterState | None = None) -> dict[str, AdapterState]:
+        """Every node's arrays in reply to a query (nodes that fail are left out)."""
+        contents = {cid: pack(shared or {}, {}, config={"ask": ask, "round": round_num}) for cid in self.nodes}
+        answered, _ = self._send("query", contents)
+        return {cid: unpack(answered[cid])[0] for cid in sorted(answered, key=_order)}
 
-    def export(self, shared: AdapterState, round_num: int, out_root) -> None:
-        return None  # personalized models stay on their nodes
+    def kept(self, round_num: int) -> dict[str, AdapterState]:
+        """Client id -> the trained arrays it keeps to itself, as of after ``round_num``."""
+        return self._ask("kept", round_num)
+
+    def personalized(self, shared: AdapterState, round_num: int):
+        """(client id, its own model after ``round_num``) for every node that answers."""
+        return self._ask("personalized", round_num, shared).items()
 
 
-def discover(grid: Grid, expected: int, wait: float = 600.0) -> dict[str, int]:
+def discover(grid: Grid, expected: int, state_key: str, wait: float = 600.0) -> dict[str, int]:
     """Client id -> node id of the ``expected`` nodes, once they are all connected."""
     deadline = time.monotonic() + wait
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
             raise FedvlmError(f"{len(node_ids)} of partition.num_clients={expected} nodes connected after {wait:.0f} s")
         time.sleep(1.0)
-    queries = [Message(pack({}, {}), dst_node_id=n, message_type="query") for n in node_ids]
+    run = {"state-key": state_key}
+    queries = [Message(pack({}, {}, run=run), dst_node_id=n, message_type="query") for n in node_ids]
     nodes = {}
-    for reply in grid.send_and_receive(queries):
+    for reply in exchange(grid, queries, None):
         if reply.has_error():
             raise FedvlmError(f"node {reply.metadata.src_node_id} failed to set up: {reply.error.reason[:300]}")
         cid = str(reply.content["client"]["client_id"])
@@ -103,6 +136,7 @@ def discover(grid: Grid, expected: int, wait: float = 600.0) -> dict[str, int]:
 
 def run_on_grid(cfg: Config, grid: Grid, run_dir, resume: bool = False) -> None:
     fed = build_federation(cfg)  # the server's model, pooled test set and initial adapter
-    nodes = discover(grid, cfg.partition.num_clients)
-    clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients)
+    state_key = rundir.node_state_key(run_dir, resume)
+    nodes = discover(grid, cfg.partition.num_clients, state_key)
+    clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients, state_key)
     run_rounds(cfg, run_dir, fed, clients, list(nodes), resume)

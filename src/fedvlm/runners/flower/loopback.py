@@ -1,0 +1,117 @@
+"""A whole Flower deployment on this machine, over 127.0.0.1: one SuperLink with TLS and
+SuperNode authentication, registered SuperNodes (each optionally with a fedvlm worker), and
+``flwr run``. The same processes and flags as across machines (README, "Many machines"),
+for the deployment tests and ``benchmarks/flower.py``.
+
+    with LoopbackDeployment(root) as d:
+        d.node(0, worker=True)
+        d.node(1, worker=True)
+        d.run(["partition.num_clients=2"], root / "run")
+
+Every process it starts is stopped on exit; logs go to ``root/logs``.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fedvlm.runners.flower.deploy import make_certificates, make_node_key, write_app
+
+BIN = Path(sys.executable).parent  # flwr's commands, installed beside this Python
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
+
+
+class LoopbackDeployment:
+    """A SuperLink on 127.0.0.1 and what is started against it; ``env`` adds to every
+    process's environment (e.g. ``OMP_NUM_THREADS``)."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None):
+        self.root, self.procs = Path(root), {}
+        self.certs = make_certificates(self.root / "certs", ["127.0.0.1", "localhost"])
+        self.port, home = free_port(), self.root / "flwr-home"
+        home.mkdir()
+        (home / "config.toml").write_text(
+            f'[superlink.local]\naddress = "127.0.0.1:{self.port}"\nroot-certificates = "{self.certs["ca.crt"]}"\n'
+        )
+        self.env = {**os.environ, **(env or {}), "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.logs = self.root / "logs"
+        self.logs.mkdir()
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "w") as out:
+            self.procs[name] = subprocess.Popen([str(BIN / args[0]), *args[1:]], env={**self.env, **(env or {})},
+                                                stdout=out, stderr=subprocess.STDOUT)
+        return self.procs[name]
+
+    def __enter__(self):
+        self.start("superlink", "flower-superlink", "--ssl-ca-certfile", str(self.certs["ca.crt"]),
+                   "--ssl-certfile", str(self.certs["server.pem"]), "--ssl-keyfile", str(self.certs["server.key"]),
+                   "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+                   "--host", "127.0.0.1", "--port", str(self.port))
+        wait_for_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def node(self, i: int, worker: bool = False, register: bool = True, *extra: str,
+             env: dict[str, str] | None = None) -> subprocess.Popen:
+        """SuperNode ``node<i>`` serving partition ``i`` of 2 (``partition.num_clients=2``)
+        with its state in ``root/state<i>``; ``worker``: with a fedvlm worker
+        (``procs["worker<i>"]``) that keeps its model loaded; ``register``: its key
+        registered with the SuperLink; ``extra``: more ``flower-supernode`` flags; ``env``:
+        added to the node's processes' environment."""
+        private, public = make_node_key(self.root / "keys", f"node{i}")
+        if register:
+            subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"], env=self.env,
+                           check=True, capture_output=True)
+        node_config = f"partition-id={i} num-partitions=2 state-dir='{self.root / f'state{i}'}'"
+        if worker:
+            sock = self.root / f"node{i}.sock"
+            self.start(f"worker{i}", "python", "-m", "fedvlm.cli", "flower", "worker", str(sock), env=env)
+            deadline = time.monotonic() + 60
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            node_config += f" worker='{sock}'"
+        tls = [] if "--insecure" in extra else ["--root-certificates", str(self.certs["ca.crt"])]
+        return self.start(f"node{i}", "flower-supernode", "--superlink", f"127.0.0.1:{self.port}", *tls,
+                          "--auth-supernode-private-key", str(private), "--node-config", node_config,
+                          "--port", str(free_port()), *extra, env=env)
+
+    def run(self, overrides: list[str], run_dir: Path, wait: bool = True):
+        """``flwr run`` of the fedvlm app with ``overrides``, written to ``run_dir``; waits
+        for it (raising if it fails) unless ``wait`` is False (then ``procs["flwr-run"]``)."""
+        app = self.root / "app"
+        if not app.exists():
+            write_app(app)
+        run_config = f"overrides='{' '.join(overrides)}' run-dir='{run_dir}'"
+        cmd = ["flwr", "run", str(app), "local", "--run-config", run_config, "--stream"]
+        if wait:
+            return subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=self.env, check=True, capture_output=True,
+                                  timeout=3600)
+        return self.start("flwr-run", *cmd)
