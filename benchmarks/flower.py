@@ -24,7 +24,8 @@ Threads: the in-process run gets the machine (torch's default threads); each nod
 ``--node-threads`` (default 1: two nodes on two cores), the ServerApp the default. The two
 nodes train in parallel, the simulator's clients one after the other; the table says so.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flower.py --rounds 10   # about 12 min
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flower.py --rounds 10   # about 5 min
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flower.py --rounds 4 --local-steps 200   # about 8 min
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/flower.py --rounds 3 --no-worker
 
 Targets (the issue): deployment / in-process round time <= 1.25; 1 base load per node per
@@ -48,8 +49,9 @@ from fedvlm.runners.flower.loopback import LoopbackDeployment
 RATIO_TARGET, RSS_GROWTH = 1.25, 0.05
 
 
-def job(rounds: int) -> list[str]:
-    return ["partition.num_clients=2", f"federated.rounds={rounds}", "run.baselines=[]", "run.progress=false"]
+def job(rounds: int, steps: int) -> list[str]:
+    return ["partition.num_clients=2", f"federated.rounds={rounds}", f"train.local_steps={steps}", "run.baselines=[]",
+            "run.progress=false"]
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -104,14 +106,14 @@ class RssSampler(threading.Thread):
             time.sleep(0.2)
 
 
-def in_process(root: Path, rounds: int) -> tuple[list[dict], float]:
+def in_process(root: Path, job: list[str]) -> tuple[list[dict], float]:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fedvlm.cli", "run", *job(rounds), f"run.output_dir={root}",
+    subprocess.run([sys.executable, "-m", "fedvlm.cli", "run", *job, f"run.output_dir={root}",
                     "run.name=inproc"], check=True, stdout=subprocess.DEVNULL)
     return records(root / "inproc"), time.perf_counter() - start
 
 
-def deployed(root: Path, rounds: int, node_threads: int, worker: bool) -> tuple[list[dict], float, dict]:
+def deployed(root: Path, job: list[str], node_threads: int, worker: bool) -> tuple[list[dict], float, dict]:
     run_dir = root / "deployed"
     with LoopbackDeployment(root / "deployment") as d:
         threads = {"OMP_NUM_THREADS": str(node_threads), "MKL_NUM_THREADS": str(node_threads)}
@@ -121,7 +123,7 @@ def deployed(root: Path, rounds: int, node_threads: int, worker: bool) -> tuple[
         sampler = RssSampler(roots, run_dir)
         sampler.start()
         start = time.perf_counter()
-        d.run(job(rounds), run_dir)
+        d.run(job, run_dir)
         seconds = time.perf_counter() - start
         sampler.stop.set()
         sampler.join()
@@ -131,6 +133,7 @@ def deployed(root: Path, rounds: int, node_threads: int, worker: bool) -> tuple[
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--local-steps", type=int, default=20, help="steps per client per round (default job: 20)")
     parser.add_argument("--node-threads", type=int, default=1)
     parser.add_argument("--no-worker", dest="worker", action="store_false",
                         help="plain SuperNodes: flwr 1.42 starts a ClientApp process per message, "
@@ -139,19 +142,22 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="fedvlm-bench-flower-") as tmp:
         root = Path(tmp)
-        ours, ours_wall = in_process(root, args.rounds)
-        theirs, theirs_wall, peaks = deployed(root, args.rounds, args.node_threads, args.worker)
+        work = job(args.rounds, args.local_steps)
+        ours, ours_wall = in_process(root, work)
+        theirs, theirs_wall, peaks = deployed(root, work, args.node_threads, args.worker)
     a, b = round_seconds(ours), round_seconds(theirs)
     ratio = statistics.median(b[1:]) / statistics.median(a[1:])
     same = [r["eval"]["accuracy"] for r in ours] == [r["eval"]["accuracy"] for r in theirs]
-    print(f"job: embedded default, 2 clients, {args.rounds} rounds; nodes {args.node_threads} thread(s) each, "
+    print(f"job: embedded default, 2 clients, {args.rounds} rounds of {args.local_steps} local steps; "
+          f"nodes {args.node_threads} thread(s) each, "
           f"{'with' if args.worker else 'without'} a fedvlm worker")
     print("round seconds  in-process:", " ".join(f"{s:.1f}" for s in a))
     print("round seconds  deployment:", " ".join(f"{s:.1f}" for s in b))
     print(f"whole run      in-process {ours_wall:.0f} s, deployment {theirs_wall:.0f} s (flwr run, incl. set-up)")
     print(f"same accuracy every round: {same}")
     ok_ratio = ratio <= RATIO_TARGET
-    print(f"median round (rounds 2..{args.rounds}): deployment / in-process = {ratio:.2f} "
+    extra = statistics.median(b[1:]) - statistics.median(a[1:])
+    print(f"median round (rounds 2..{args.rounds}): deployment / in-process = {ratio:.2f}, {extra:+.1f} s "
           f"(target <= {RATIO_TARGET}) {'PASS' if ok_ratio else 'FAIL'}")
     loads = {c: [r["clients"][c]["node_loads"] for r in theirs[1:] if c in r["clients"]] for c in ("0", "1")}
     ok_loads = all(set(v) == {1} for v in loads.values())

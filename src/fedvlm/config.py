@@ -369,32 +369,36 @@ def client_ranks(cfg: Config) -> dict[str, int]:
 
 
 def strategy_name(cfg: Config) -> str:
-    """The server strategy to build: FLoRA and FedEx-LoRA replace FedAvg's aggregation."""
-    f = cfg.federated
-    return f.aggregation if f.aggregation in ("flora", "fedex") else f.strategy
+    """The server strategy to build: ``federated.strategy``, unless the LoRA variant brings
+    its own (FLoRA and FedEx-LoRA replace FedAvg's aggregation)."""
+    from fedvlm.core.variants import LORA_VARIANTS
+
+    return LORA_VARIANTS[cfg.federated.aggregation].strategy or cfg.federated.strategy
 
 
 def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, Any]:
-    """The ``federated`` settings handed to the strategy's constructor."""
+    """What the strategy's constructor gets: the ``federated`` settings (each set one must
+    be an option it takes; `validate` says so) and the facts of the run it may need
+    (client count, LoRA scaling, seed, the variant's aggregation mode), only where the
+    strategy has a field for them."""
+    from fedvlm.core.strategies import STRATEGIES
+    from fedvlm.core.variants import LORA_VARIANTS
+
     f = cfg.federated
-    options = {
+    settings = {
         k: getattr(f, k)
-        for k in ("fraction", "min_clients", "weighting", "server_lr", "momentum", "beta1", "beta2", "tau", "mu")
+        for k in ("fraction", "min_clients", "weighting", "server_lr", "momentum", "beta1", "beta2", "tau", "mu",
+                  "server_rank")
     }
-    if f.strategy == "scaffold":
-        options["num_clients"] = num_clients or cfg.partition.num_clients
-    if f.aggregation in ("flora", "fedex"):
-        options["lora_scaling"] = cfg.lora.alpha / cfg.lora.r
-    if f.aggregation == "flora":
-        options["seed"] = cfg.run.seed
-    if f.aggregation == "svd":
-        options.update(
-            aggregation="svd",
-            lora_scaling=cfg.lora.alpha / cfg.lora.r,
-            server_rank=f.server_rank,
-            error_feedback=f.error_feedback,
-        )
-    return options
+    settings["error_feedback"] = f.error_feedback or None
+    facts = {
+        "num_clients": num_clients or cfg.partition.num_clients,
+        "lora_scaling": cfg.lora.alpha / cfg.lora.r,
+        "seed": cfg.run.seed,
+        "aggregation": LORA_VARIANTS[f.aggregation].mode,
+    }
+    takes = {field.name for field in fields(STRATEGIES[strategy_name(cfg)])}
+    return {**settings, **{k: v for k, v in facts.items() if k in takes}}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

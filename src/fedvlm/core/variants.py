@@ -13,18 +13,22 @@ class KeyRule:
     """``frozen``: key suffixes that never train (each client rebuilds them from the shared
     seeded initialization); ``local``: suffixes that train but stay on the client;
     ``merges_into_base``: the server folds updates into the base weights and sends clients
-    the factors they have not applied yet as ``extras["base_increment"]``."""
+    the factors they have not applied yet as ``extras["base_increment"]``; ``strategy``: the
+    server strategy that replaces ``federated.strategy`` for this variant (``core/strategies``);
+    ``mode``: FedAvg's aggregation mode (``FedAvg.aggregation``)."""
 
     frozen: tuple[str, ...] = ()
     local: tuple[str, ...] = ()
     merges_into_base: bool = False
+    strategy: str | None = None
+    mode: str = "naive"
 
 
 LORA_VARIANTS = {
     "naive": KeyRule(),  # FedIT: A and B averaged separately
-    "svd": KeyRule(),  # FlexLoRA: exact dW, truncated SVD (FedAvg's aggregation mode)
+    "svd": KeyRule(mode="svd"),  # FlexLoRA: exact dW, truncated SVD
     "ffa": KeyRule(frozen=(A_SUFFIX,)),  # FFA-LoRA, https://arxiv.org/abs/2403.12313
     "fedsa": KeyRule(local=(B_SUFFIX,)),  # FedSA-LoRA, https://arxiv.org/abs/2410.01463
-    "flora": KeyRule(merges_into_base=True),  # FLoRA, https://arxiv.org/abs/2409.05976
-    "fedex": KeyRule(merges_into_base=True),  # FedEx-LoRA, https://arxiv.org/abs/2410.09432
+    "flora": KeyRule(merges_into_base=True, strategy="flora"),  # FLoRA, https://arxiv.org/abs/2409.05976
+    "fedex": KeyRule(merges_into_base=True, strategy="fedex"),  # FedEx-LoRA, https://arxiv.org/abs/2410.09432
 }

@@ -67,10 +67,16 @@ class InProcessClients:
         for cid in self.fed.clients:
             yield cid, personalized(shared, round_num, node_of(self.fed, cid, self.store))
 
-    def evaluate(self, shared: AdapterState, config: EvalRoundConfig) -> dict[str, dict]:
-        """Each client's own model on its local test split (clients without one left out)."""
-        local = {cid: client_evaluate(shared, config, node_of(self.fed, cid, self.store)) for cid in self.fed.clients}
-        return {cid: m for cid, m in local.items() if m}
+    def evaluate(self, shared: AdapterState, config: EvalRoundConfig):
+        """The function that evaluates each client's own model on its local test split
+        (clients without one left out). Here it runs when called; another engine starts
+        its clients' evaluations at once and collects them when called."""
+
+        def results() -> dict[str, dict]:
+            local = {cid: client_evaluate(shared, config, node_of(self.fed, cid, self.store)) for cid in self.fed.clients}
+            return {cid: m for cid, m in local.items() if m}
+
+        return results
 
 
 def train_round(
@@ -112,10 +118,11 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     server sends down (``shared``): the global model, or for a personalized method such
     as FedSA-LoRA the client's own."""
     e = cfg.eval
+    local = clients.evaluate(shared, EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span)) if e.local else None
     set_adapter_state(fed.model, full)
     result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span)
-    if e.local:
-        result["clients"] = clients.evaluate(shared, EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span))
+    if local is not None:
+        result["clients"] = local()
     return result
 
 

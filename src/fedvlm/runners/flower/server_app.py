@@ -29,20 +29,25 @@ app = ServerApp()
 POLL_SECONDS = 0.2
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float | None) -> list[Message]:
-    """Grid.send_and_receive: push ``messages``, then pull replies until every message has
-    one or ``timeout`` seconds have passed, every `POLL_SECONDS`."""
+def push(grid: Grid, messages: list[Message], timeout: float | None):
+    """Grid.send_and_receive in two halves: push ``messages`` now, and return the function
+    that pulls their replies (every `POLL_SECONDS`, until each has one or ``timeout``
+    seconds have passed since the push), so the server can work while the nodes do."""
     waiting = set(grid.push_messages(messages))
     deadline = None if timeout is None else time.monotonic() + timeout
-    replies = []
-    while waiting:
-        pulled = list(grid.pull_messages(waiting))
-        replies += pulled
-        waiting -= {m.metadata.reply_to_message_id for m in pulled}
-        if waiting and deadline is not None and time.monotonic() >= deadline:
-            break
-        if waiting:
-            time.sleep(POLL_SECONDS)
+
+    def replies() -> list[Message]:
+        pulled_all = []
+        while waiting:
+            pulled = list(grid.pull_messages(waiting))
+            pulled_all += pulled
+            waiting.difference_update(m.metadata.reply_to_message_id for m in pulled)
+            if waiting and deadline is not None and time.monotonic() >= deadline:
+                break
+            if waiting:
+                time.sleep(POLL_SECONDS)
+        return pulled_all
+
     return replies
 
 
@@ -68,20 +73,30 @@ class FlowerClients:
         self.client_of = {node_id: cid for cid, node_id in nodes.items()}
 
     def _send(self, message_type: str, contents: dict) -> tuple[dict, dict[str, str]]:
+        return self._push(message_type, contents)()
+
+    def _push(self, message_type: str, contents: dict):
+        """Push one message per client; returns the function that collects the replies as
+        (client id -> reply content, client id -> why it failed)."""
         for content in contents.values():
             content["run"] = ConfigRecord({"state-key": self.state_key})
         out = [Message(content, dst_node_id=self.nodes[cid], message_type=message_type) for cid, content in contents.items()]
-        answered, failed = {}, {}
-        for reply in exchange(self.grid, out, self.timeout):
-            cid = self.client_of.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
-            if reply.has_error():
-                failed[cid] = f"error: {reply.error.reason}"[:200]
-            else:
-                answered[cid] = reply.content
-        for cid in contents:
-            if cid not in answered and cid not in failed:
-                failed[cid] = "no reply before the round deadline"
-        return answered, failed
+        replies = push(self.grid, out, self.timeout)
+
+        def collect() -> tuple[dict, dict[str, str]]:
+            answered, failed = {}, {}
+            for reply in replies():
+                cid = self.client_of.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+                if reply.has_error():
+                    failed[cid] = f"error: {reply.error.reason}"[:200]
+                else:
+                    answered[cid] = reply.content
+            for cid in contents:
+                if cid not in answered and cid not in failed:
+                    failed[cid] = "no reply before the round deadline"
+            return answered, failed
+
+        return collect
 
     def train(self, messages: dict[str, tuple], round_num: int) -> tuple[list[ClientUpdate], dict[str, str]]:
         contents = {cid: pack(p, e, config=c.to_record()) for cid, (p, e, c) in messages.items()}
@@ -95,9 +110,16 @@ class FlowerClients:
             )
         return updates, failed
 
-    def evaluate(self, shared: AdapterState, config: EvalRoundConfig) -> dict[str, dict]:
-        answered, _ = self._send("evaluate", {cid: pack(shared, {}, config=config.to_record()) for cid in self.nodes})
-        return {cid: dict(answered[cid]["metrics"]) for cid in sorted(answered, key=_order) if "metrics" in answered[cid]}
+    def evaluate(self, shared: AdapterState, config: EvalRoundConfig):
+        """Start every node's local evaluation; returns the function that collects the
+        results (the nodes evaluate while the server evaluates its own)."""
+        collect = self._push("evaluate", {cid: pack(shared, {}, config=config.to_record()) for cid in self.nodes})
+
+        def results() -> dict[str, dict]:
+            answered, _ = collect()
+            return {cid: dict(answered[cid]["metrics"]) for cid in sorted(answered, key=_order) if "metrics" in answered[cid]}
+
+        return results
 
     def _ask(self, ask: str, round_num: int, shared: AdapterState | None = None) -> dict[str, AdapterState]:
         """Every node's arrays in reply to a query (nodes that fail are left out)."""
@@ -124,7 +146,7 @@ def discover(grid: Grid, expected: int, state_key: str, wait: float = 600.0) -> 
     run = {"state-key": state_key}
     queries = [Message(pack({}, {}, run=run), dst_node_id=n, message_type="query") for n in node_ids]
     nodes = {}
-    for reply in exchange(grid, queries, None):
+    for reply in push(grid, queries, None)():
         if reply.has_error():
             raise FedvlmError(f"node {reply.metadata.src_node_id} failed to set up: {reply.error.reason[:300]}")
         cid = str(reply.content["client"]["client_id"])
