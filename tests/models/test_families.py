@@ -58,3 +58,45 @@ def test_bad_model_path_is_one_line(tmp_path):
     with pytest.raises(ModelError) as err:
         load_base(str(tmp_path / "nowhere"))
     assert "\n" not in str(err.value) and "nowhere" in str(err.value)
+
+
+def test_a_relative_model_path_is_saved_as_an_absolute_base_path(tmp_path, monkeypatch):
+    """The adapter's base_model_name_or_path is where the base really is, so the adapter
+    loads from any working directory (not the path as typed, relative to where it ran)."""
+    import json
+    import os
+
+    from fedvlm.cli import main
+    from fedvlm.models.load import embedded_model_path
+    from tiny import TINY_RUN
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    relative = os.path.relpath(embedded_model_path(), work)
+    assert not os.path.isabs(relative)
+    assert main(["run", *TINY_RUN, "federated.rounds=1", f"model.path={relative}", f"run.output_dir={tmp_path}",
+                 "run.name=rel"]) == 0
+    config = json.loads((tmp_path / "rel" / "adapters" / "final" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(embedded_model_path().resolve())
+
+
+@pytest.mark.parametrize("override,field", [
+    ("lora.modules_to_save=[projector_of_nothing]", "lora.modules_to_save"),
+    ("model.family=idefics3", "lora.tuning=connector_lora (family idefics3's connector)"),
+])
+def test_a_module_setting_that_matches_no_module_is_one_line_naming_the_modules(override, field):
+    """A connector or modules_to_save that matches nothing would silently train nothing:
+    an error naming the setting and the modules the model does have."""
+    from fedvlm.config import load_config
+    from fedvlm.runners.federation import build_federation
+    from tiny import TINY_RUN
+
+    overrides = [*TINY_RUN, override]
+    if "family" in override:  # the embedded LLaVA has no module called "connector"
+        overrides.append("lora.target_modules=[q_proj]")
+    with pytest.raises(ModelError) as err:
+        build_federation(load_config(None, overrides))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(field)
+    assert "multi_modal_projector" in message and "language_model" in message

@@ -42,10 +42,16 @@ def embedded_text_model_path() -> Path:
 
 
 def resolve_model_path(path: str) -> str:
+    """Where the model of ``model.path`` loads from: the embedded models' directories, a
+    local directory as an absolute path (the adapter's ``base_model_name_or_path``, so the
+    adapter loads from anywhere), or the hub id as typed."""
     if path == EMBEDDED:
         return str(embedded_model_path())
     if path == EMBEDDED_TEXT:
         return str(embedded_text_model_path())
+    local = Path(path).expanduser()
+    if _looks_local(path) or local.exists():
+        return str(local.resolve())
     return path
 
 
@@ -211,6 +217,19 @@ def target_modules_for(family: Family, target_modules: list[str] | str) -> list[
         targets = family.targets
         return targets if isinstance(targets, str) else list(targets)
     return target_modules
+
+
+def check_modules_exist(model: torch.nn.Module, names, field: str) -> None:
+    """Each of ``names`` must match a module as PEFT matches ``modules_to_save`` (the whole
+    name or its last components); else a one-line error naming ``field`` and the modules
+    the model has (its top two levels)."""
+    modules = [n for n, _ in model.named_modules() if n]
+    for name in names:
+        if not any(n == name or n.endswith("." + name) for n in modules):
+            top = [n for n in modules if n.count(".") <= 1 and not n.split(".")[-1].isdigit()]
+            raise ModelError(
+                f"{field}: {name!r} matches no module of {type(model).__name__} (its modules: {', '.join(top[:20])})"
+            )
 
 
 def attach_lora(

@@ -16,7 +16,7 @@ from fedvlm.data.partition import partition_indices, split_local
 from fedvlm.errors import ConfigError, DataError, ModelError
 from fedvlm.models.adapter import get_adapter_state
 from fedvlm.models.families import Family, detect_family
-from fedvlm.models.load import attach_lora, load_base, model_config
+from fedvlm.models.load import attach_lora, check_modules_exist, load_base, model_config
 from fedvlm.runners.merge import read_adapter
 from fedvlm.train.tasks import Task, build_task
 
@@ -182,6 +182,8 @@ def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:
         gradient_checkpointing=m.gradient_checkpointing, labels=labels, seed=cfg.run.seed,
     )
     connector = family.connector if tuning != "lora" else ()
+    check_modules_exist(base, connector, f"lora.tuning={tuning} (family {family.name}'s connector)")
+    check_modules_exist(base, lo.modules_to_save, "lora.modules_to_save")
     modules = list(dict.fromkeys([*connector, *family.head, *lo.modules_to_save]))
     model = attach_lora(base, family, lo.r, lo.alpha, lo.dropout, lo.target_modules, modules, cfg.run.seed)
     initial = get_adapter_state(model)
