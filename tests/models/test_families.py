@@ -100,3 +100,42 @@ def test_a_module_setting_that_matches_no_module_is_one_line_naming_the_modules(
     message = str(err.value)
     assert "\n" not in message and message.startswith(field)
     assert "multi_modal_projector" in message and "language_model" in message
+
+
+def test_all_linear_lm_targets_every_language_model_linear_and_nothing_else():
+    """Found structurally on the embedded LLaVA: the language model's seven projections in
+    every layer; no vision-tower layer, no projector, no lm_head."""
+    import re
+
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from fedvlm.models.load import all_linear_lm, embedded_model_path
+
+    model = AutoModelForImageTextToText.from_pretrained(str(embedded_model_path()))
+    targets = all_linear_lm(model)
+    chosen = [n for n, _ in model.named_modules() if (re.fullmatch(targets, n) if isinstance(targets, str) else n in targets)]
+    expected = [n for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and n.startswith("model.language_model.")]
+    assert chosen == expected and len(expected) == 7 * model.config.text_config.num_hidden_layers
+    vision = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "vision_tower" in n]
+    assert vision and not set(vision) & set(chosen)
+    assert not any("multi_modal_projector" in n or n == "lm_head" for n in chosen)
+
+
+def test_all_linear_lm_finds_gpt2_conv1d_layers_and_peft_adapts_them():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from fedvlm.models.load import language_model_linears, target_modules_for
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0))
+    prefix, names = language_model_linears(model)
+    assert prefix == "transformer"
+    assert names == [f"transformer.h.{i}.{leaf}" for i in (0, 1)
+                     for leaf in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=target_modules_for(FAMILIES["llama"], "all-linear-lm", model)))
+    adapted = sorted({n.rsplit(".lora_A", 1)[0] for n, _ in peft_model.named_parameters() if ".lora_A." in n})
+    assert adapted == sorted(f"base_model.model.{n}" for n in names)
+    assert peft_model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 64)

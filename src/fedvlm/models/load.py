@@ -211,11 +211,50 @@ def is_quantized(model) -> bool:
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
 
 
-def target_modules_for(family: Family, target_modules: list[str] | str) -> list[str] | str:
-    """Explicit module names (or a regex) pass through; ``"auto"`` means the family default."""
+def language_model_linears(model: torch.nn.Module) -> tuple[str, list[str]]:
+    """The language model's linear layers (``nn.Linear``, quantized ones included, and
+    GPT-2-style ``Conv1D``), found structurally: every one under the decoder the model
+    exposes (``get_decoder()``), never the vision tower, the connector or the output head.
+    Returns the decoder's module name ("" when the model is its own decoder) and the
+    layers' full names."""
+    from transformers.pytorch_utils import Conv1D
+
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    name_of = {id(m): n for n, m in model.named_modules()}
+    prefix = name_of.get(id(decoder), "") if decoder is not None else ""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linears = [
+        n for n, m in model.named_modules()
+        if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and (not prefix or n.startswith(prefix + "."))
+    ]
+    return prefix, linears
+
+
+def all_linear_lm(model: torch.nn.Module) -> list[str] | str:
+    """``lora.target_modules=all-linear-lm`` as PEFT targets: a regex of the layers' names
+    under the decoder where it matches exactly those, else their full names."""
+    import re
+
+    prefix, linears = language_model_linears(model)
+    if not linears:
+        raise ModelError(f"lora.target_modules=all-linear-lm: {type(model).__name__} has no linear layers in its language model")
+    leaves = "|".join(sorted({re.escape(n.rsplit(".", 1)[-1]) for n in linears}))
+    regex = rf"{re.escape(prefix)}\..*\.({leaves})" if prefix else rf"(.*\.)?({leaves})"
+    matched = [n for n, _ in model.named_modules() if re.fullmatch(regex, n)]
+    return regex if matched == linears else linears
+
+
+def target_modules_for(family: Family, target_modules: list[str] | str, model: torch.nn.Module | None = None):
+    """Explicit module names (or a regex, or PEFT's ``all-linear``) pass through; ``"auto"``
+    means the family default; ``"all-linear-lm"`` every linear layer of ``model``'s
+    language model (`all_linear_lm`)."""
     if target_modules in ("auto", "language_model"):
         targets = family.targets
         return targets if isinstance(targets, str) else list(targets)
+    if target_modules == "all-linear-lm":
+        if model is None:
+            raise ValueError("all-linear-lm needs the model")
+        return all_linear_lm(model)
     return target_modules
 
 
@@ -250,7 +289,7 @@ def attach_lora(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=target_modules_for(family, target_modules),
+        target_modules=target_modules_for(family, target_modules, model),
         modules_to_save=list(modules_to_save) or None,
     )
     with torch.random.fork_rng(devices=[]):
