@@ -79,3 +79,33 @@ def test_causal_lm_with_a_chat_template_prompts_through_it(tmp_path):
     assert first.startswith(tok.bos_token + "<|user|>") and first.count(tok.bos_token) == 1
     assert "<|assistant|>" in first and "[{" not in first
     check_run(cfg, fed, run_dir)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt", "phi3", "distilbert", "electra"])
+def test_an_architecture_no_family_names_trains_out_of_the_box(tmp_path, kind):
+    """No model.family, no lora.target_modules: LoRA goes on every linear layer of the
+    language model (GPT-2's Conv1D included), a classifier's head (whatever it is called)
+    trains and is aggregated, and the adapter reloads in stock peft with equal outputs."""
+    from families.tiny_text import build_generic
+
+    cfg, fed, run_dir = run_tiny(tmp_path, build_generic(kind, tmp_path / "model"), TEXT_DATA)
+    classifier = kind in ("distilbert", "electra")
+    assert fed.family.name == ("sequence-classifier" if classifier else "causal-lm")
+    check_run(cfg, fed, run_dir)
+    head = {"distilbert": ("pre_classifier", "classifier"), "electra": ("classifier",)}.get(kind, ())
+    base = fed.model.get_base_model()
+    linears = {
+        n.replace(".base_layer", "") for n, m in base.named_modules()
+        if type(m).__name__ in ("Linear", "Conv1D") and ".lora_" not in n and "modules_to_save" not in n
+        and "original_module" not in n
+    }
+    expected = {n for n in linears if n.split(".")[0] not in head and n != "lm_head"}
+    adapted = {k.split(".lora_A")[0].removeprefix("base_model.model.") for k in fed.initial_adapter if ".lora_A." in k}
+    assert adapted == expected
+    keys = [k.removeprefix("base_model.model.") for k in fed.initial_adapter]
+    assert fed.family.head == head
+    for name in head:  # trained in full and aggregated with the adapter, never LoRA'd
+        assert any(k.startswith(name + ".") and ".lora_" not in k for k in keys)
+        assert not any(k.startswith(name + ".") and ".lora_" in k for k in keys)
+    if not classifier:
+        assert all(".lora_" in k for k in keys) and not any("lm_head" in k for k in keys)

@@ -212,3 +212,42 @@ def _save(model_cls, config, tokenizer, out_dir) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_generic(kind: str, out_dir) -> Path:
+    """A tiny checkpoint of an architecture no fedvlm family names, on the shared BPE:
+    ``gpt2`` (GPT-2 Conv1D layers), ``opt``, ``phi3`` (fused projections) causal LMs, or
+    ``distilbert`` / ``electra`` sequence classifiers (3 labels)."""
+    from transformers import (
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        ElectraConfig,
+        ElectraForSequenceClassification,
+        GPT2Config,
+        GPT2LMHeadModel,
+        OPTConfig,
+        OPTForCausalLM,
+        Phi3Config,
+        Phi3ForCausalLM,
+    )
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    tokenizer = _wrap(_byte_level_bpe(specials, unk="<unk>"), bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
+    ids, n = _special_ids(tokenizer), len(tokenizer)
+    # prompts for generation are not cut to data.max_length: room for a long tweet
+    small = {"max_position_embeddings": 1024}
+    model_cls, config = {
+        "gpt2": lambda: (GPT2LMHeadModel, GPT2Config(vocab_size=n, n_embd=32, n_layer=2, n_head=2, n_positions=1024, **ids)),
+        "opt": lambda: (OPTForCausalLM, OPTConfig(vocab_size=n, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                                                  num_attention_heads=2, word_embed_proj_dim=32, **small, **ids)),
+        "phi3": lambda: (Phi3ForCausalLM, Phi3Config(vocab_size=n, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                     num_attention_heads=2, num_key_value_heads=2, **small, **ids)),
+        "distilbert": lambda: (DistilBertForSequenceClassification,
+                               DistilBertConfig(vocab_size=n, dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=3,
+                                                **small, pad_token_id=ids["pad_token_id"])),
+        "electra": lambda: (ElectraForSequenceClassification,
+                            ElectraConfig(vocab_size=n, hidden_size=32, embedding_size=16, num_hidden_layers=2,
+                                          num_attention_heads=2, intermediate_size=64, num_labels=3, **small,
+                                          pad_token_id=ids["pad_token_id"])),
+    }[kind]()
+    return _save(model_cls, config, tokenizer, out_dir)

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 from fedvlm.errors import ModelError
 
+# Targets found from the model's structure (`fedvlm.models.load.all_linear_lm`), and a head
+# found from it (`fedvlm.models.load.classifier_head`).
+ALL_LINEAR_LM = "all-linear-lm"
+AUTO_HEAD = ("<auto>",)
+
 _LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _PHI3_LINEARS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 _PERSIMMON_LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
@@ -110,6 +115,10 @@ FAMILIES = {
         ),
         Family("bloom", "causal_lm", "generate", ("query_key_value",), images=False),
         Family("llama", "causal_lm", "generate", ("q_proj", "v_proj"), images=False),
+        # Any other architecture of transformers' text mappings: LoRA on every linear layer
+        # of the language model, the classifier head found from the model's structure.
+        Family("causal-lm", "causal_lm", "generate", ALL_LINEAR_LM, images=False),
+        Family("sequence-classifier", "seq_cls", "classify", ALL_LINEAR_LM, head=AUTO_HEAD, images=False),
     )
 }
 
@@ -145,7 +154,25 @@ def detect_family(config, name: str = "auto") -> Family:
         return FAMILIES["phi3-llava"]
     if model_type in _BY_MODEL_TYPE:
         return FAMILIES[_BY_MODEL_TYPE[model_type]]
+    generic = None if getattr(config, "is_encoder_decoder", False) else _generic_text_family(model_type)
+    if generic is not None:
+        return generic
     raise ModelError(
         f"model type {model_type!r} is not a known family (known: {', '.join(FAMILIES)}); "
         "set model.family=<the closest one> and lora.target_modules=[<linear layer names>]"
     )
+
+
+def _generic_text_family(model_type: str) -> Family | None:
+    """The generic text family of an architecture transformers maps: encoders (types with a
+    masked-LM class) and types without a causal-LM class become sequence classifiers,
+    other causal LMs generate. Image-text and encoder-decoder models are not handled here."""
+    from transformers.models.auto import modeling_auto as auto
+
+    if model_type in auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return None
+    causal = model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    classifier = model_type in auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    if classifier and (model_type in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES or not causal):
+        return FAMILIES["sequence-classifier"]
+    return FAMILIES["causal-lm"] if causal else None

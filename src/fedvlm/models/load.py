@@ -1,6 +1,7 @@
 """Load a base model of any supported family with its processor, and attach LoRA."""
 
 import importlib.util
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from transformers import (
 
 from fedvlm.errors import ModelError
 from fedvlm.models.compat import fuyu_pil_patchify, stable_4bit_on_cpu
-from fedvlm.models.families import Family, detect_family
+from fedvlm.models.families import ALL_LINEAR_LM, AUTO_HEAD, Family, detect_family
 
 EMBEDDED = "embedded"
 EMBEDDED_TEXT = "embedded-text"
@@ -141,6 +142,8 @@ def load_base(
     path = resolve_model_path(path)
     config = model_config(path)
     fam = detect_family(config, family)
+    if fam.head == AUTO_HEAD:
+        fam = replace(fam, head=classifier_head(config))
     _check_weight_files(path)
     kwargs = {"dtype": getattr(torch, dtype)}
     quant = quantization_config(quantization, fam, kwargs["dtype"])
@@ -220,6 +223,8 @@ def language_model_linears(model: torch.nn.Module) -> tuple[str, list[str]]:
     from transformers.pytorch_utils import Conv1D
 
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None:  # an encoder: its backbone (a classifier's head stays out)
+        decoder = getattr(model, getattr(model, "base_model_prefix", ""), None)
     name_of = {id(m): n for n, m in model.named_modules()}
     prefix = name_of.get(id(decoder), "") if decoder is not None else ""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
@@ -244,14 +249,27 @@ def all_linear_lm(model: torch.nn.Module) -> list[str] | str:
     return regex if matched == linears else linears
 
 
+def classifier_head(config) -> tuple[str, ...]:
+    """The modules a sequence classifier of ``config`` adds to its backbone (``classifier``,
+    ``pre_classifier``, ``score``...): its children with parameters other than the base
+    model, read from an instance on the meta device (no memory, no weights)."""
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    backbone = model.base_model_prefix
+    return tuple(n for n, child in model.named_children() if n != backbone and next(child.parameters(), None) is not None)
+
+
 def target_modules_for(family: Family, target_modules: list[str] | str, model: torch.nn.Module | None = None):
     """Explicit module names (or a regex, or PEFT's ``all-linear``) pass through; ``"auto"``
     means the family default; ``"all-linear-lm"`` every linear layer of ``model``'s
     language model (`all_linear_lm`)."""
     if target_modules in ("auto", "language_model"):
-        targets = family.targets
-        return targets if isinstance(targets, str) else list(targets)
-    if target_modules == "all-linear-lm":
+        target_modules = family.targets
+        if target_modules != ALL_LINEAR_LM:
+            return target_modules if isinstance(target_modules, str) else list(target_modules)
+    if target_modules == ALL_LINEAR_LM:
         if model is None:
             raise ValueError("all-linear-lm needs the model")
         return all_linear_lm(model)
