@@ -241,6 +241,7 @@ def all_linear_lm(model: torch.nn.Module) -> list[str] | str:
     import re
 
     prefix, linears = language_model_linears(model)
+    linears = [n for n in linears if _peft_can_adapt(model, n.rsplit(".", 1)[-1])]
     if not linears:
         raise ModelError(f"lora.target_modules=all-linear-lm: {type(model).__name__} has no linear layers in its language model")
     leaves = "|".join(sorted({re.escape(n.rsplit(".", 1)[-1]) for n in linears}))
@@ -259,6 +260,21 @@ def classifier_head(config) -> tuple[str, ...]:
         model = AutoModelForSequenceClassification.from_config(config)
     backbone = model.base_model_prefix
     return tuple(n for n, child in model.named_children() if n != backbone and next(child.parameters(), None) is not None)
+
+
+def _peft_can_adapt(model: torch.nn.Module, leaf: str) -> bool:
+    """Whether PEFT accepts LoRA on modules named ``leaf`` in ``model``: it refuses some in
+    Mamba-style models (their ``out_proj`` and ``conv1d``). PEFT's own check decides, where
+    this PEFT has it (a private function, so its absence means "no such rule")."""
+    try:
+        from peft.tuners.tuners_utils import _check_lora_target_modules_mamba
+    except ImportError:
+        return True
+    try:
+        _check_lora_target_modules_mamba(LoraConfig(), model, leaf)
+    except ValueError:
+        return False
+    return True
 
 
 def target_modules_for(family: Family, target_modules: list[str] | str, model: torch.nn.Module | None = None):
