@@ -12,7 +12,7 @@ a classifier head for sequence classifiers). It records for each architecture:
 - trains: every trained array (LoRA, a classifier head) changed and no base weight did;
 - evaluates: round 0 and round 1 were scored on the pooled test set;
 - saves + peft: the final adapter, loaded into a fresh base with stock ``peft``, gives
-  exactly fedvlm's logits;
+  fedvlm's logits (exactly, or within 1e-5, the difference shown);
 
 and for an architecture that fails, the stage and the first line of the error, never a
 traceback. The table goes to ``docs/models.md`` (``--out``).
@@ -25,6 +25,7 @@ Image-text-to-text architectures are not covered yet (fedvlm has no generic imag
 
 import argparse
 import json
+import multiprocessing
 import signal
 import sys
 import tempfile
@@ -152,13 +153,28 @@ def check(model_type: str, kind: str, work: Path) -> dict:
         stock = PeftModel.from_pretrained(fresh, str(run_dir / "adapters" / "final")).eval()
         with torch.no_grad():
             ours, theirs = fed.model(**batch).logits, stock(**batch).logits
-        if not torch.equal(ours, theirs):
-            raise AssertionError(f"stock peft logits differ by {(ours - theirs).abs().max().item():.2e}")
-        row["ok"] = True
+        diff = (ours - theirs).abs().max().item()
+        if diff > 1e-5:
+            raise AssertionError(f"stock peft logits differ by {diff:.2e}")
+        row["ok"], row["diff"] = True, diff
     except Exception as e:  # noqa: BLE001 - every failure becomes one line of the table
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         row.update(ok=False, stage=stage, why=f"{type(e).__name__}: {lines[0] if lines else ''}"[:160])
     return row
+
+
+def _check_one(task) -> dict:
+    model_type, kind, tmp, timeout = task
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout)
+    try:
+        return check(model_type, kind, Path(tmp))
+    except Timeout as e:
+        return {"type": model_type, "kind": kind, "ok": False, "stage": "time", "why": str(e)}
+    finally:
+        signal.alarm(0)
 
 
 def architectures(only: list[str] | None) -> list[tuple[str, str]]:
@@ -184,7 +200,8 @@ def write_table(rows: list[dict], out: Path, seconds: float) -> None:
         "would take the type for the other kind (BERT as a classifier, LLaMA as a generator): there the",
         "job names the generic family and the family column says \"named\". ✓ means it loaded,",
         "trained (every trained array changed, no base weight did), was evaluated every round, and the",
-        "saved adapter gave exactly fedvlm's logits in stock `peft`. A failure names the stage and the",
+        "saved adapter gave fedvlm's logits in stock `peft` (exactly, or within the difference shown,",
+        "at most 1e-5). A failure names the stage and the",
         "first line of the error. Regenerate: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/models_coverage.py`.",
         "",
     ]
@@ -195,7 +212,10 @@ def write_table(rows: list[dict], out: Path, seconds: float) -> None:
         lines += [f"## {title}: {ok} of {len(group)} work ({auto} with no family named)", "",
                   "| model_type | class | family | result |", "|---|---|---|---|"]
         for r in group:
-            result = "✓" if r["ok"] else f"✗ {r['stage']}: {r['why']}".replace("|", "\\|")
+            if r["ok"]:
+                result = "✓" if r["diff"] == 0 else f"✓ (peft logits within {r['diff']:.0e})"
+            else:
+                result = f"✗ {r['stage']}: {r['why']}".replace("|", "\\|")
             family = r.get("family", "") + (" (named)" if r.get("named") and r.get("family") else "")
             lines.append(f"| `{r['type']}` | {r.get('class', '')} | {family} | {result} |")
         lines.append("")
@@ -207,22 +227,18 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="model types to check (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "models.md")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per architecture")
+    parser.add_argument("--jobs", type=int, default=2, help="processes side by side, one thread each")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGALRM, _alarm)
-    rows, start = [], time.perf_counter()
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedvlm-coverage-") as tmp:
-        for model_type, kind in architectures(args.only):
-            signal.alarm(args.timeout)
-            try:
-                row = check(model_type, kind, Path(tmp))
-            except Timeout as e:
-                row = {"type": model_type, "kind": kind, "ok": False, "stage": "time", "why": str(e)}
-            finally:
-                signal.alarm(0)
-            rows.append(row)
-            print(f"{kind:10} {model_type:28} {'ok' if row['ok'] else row['stage'] + ': ' + row['why']}", flush=True)
+        tasks = [(t, k, tmp, args.timeout) for t, k in architectures(args.only)]
+        # one thread per process, a fresh process every few architectures (no leaks between them)
+        with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=8) as pool:
+            rows = []
+            for row in pool.imap(_check_one, tasks):
+                rows.append(row)
+                print(f"{row['kind']:10} {row['type']:28} {'ok' if row['ok'] else row['stage'] + ': ' + row['why']}",
+                      flush=True)
     write_table(rows, args.out, time.perf_counter() - start)
     for kind in ("causal-lm", "classifier"):
         group = [r for r in rows if r["kind"] == kind]

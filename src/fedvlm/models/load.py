@@ -232,7 +232,27 @@ def language_model_linears(model: torch.nn.Module) -> tuple[str, list[str]]:
         n for n, m in model.named_modules()
         if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and (not prefix or n.startswith(prefix + "."))
     ]
-    return prefix, linears
+    return prefix, _used_by_text(model, decoder, linears)
+
+
+def _used_by_text(model: torch.nn.Module, decoder, names: list[str]) -> list[str]:
+    """``names`` without the layers a text-only forward of ``decoder`` never calls (a
+    causal-LM decoder's cross-attention, which gets no gradient without an encoder); all of
+    ``names`` where that forward cannot run on token ids alone."""
+    if decoder is None or not names:
+        return names
+    called = set()
+    hooks = [model.get_submodule(n).register_forward_hook(lambda *_, n=n: called.add(n)) for n in names]
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            decoder(input_ids=torch.tensor([[1, 2, 3]], device=device))
+    except Exception:  # noqa: BLE001 - needs more than token ids: keep every layer
+        return names
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [n for n in names if n in called] or names
 
 
 def all_linear_lm(model: torch.nn.Module) -> list[str] | str:
