@@ -139,3 +139,21 @@ def test_all_linear_lm_finds_gpt2_conv1d_layers_and_peft_adapts_them():
     adapted = sorted({n.rsplit(".lora_A", 1)[0] for n, _ in peft_model.named_parameters() if ".lora_A." in n})
     assert adapted == sorted(f"base_model.model.{n}" for n in names)
     assert peft_model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 64)
+
+
+def test_all_linear_lm_leaves_out_layers_a_text_forward_never_calls():
+    """BART's causal-LM decoder has cross-attention layers that get no input (and so no
+    gradient) without an encoder: LoRA on them would never train."""
+    from transformers import BartConfig, BartForCausalLM
+
+    from fedvlm.models.load import language_model_linears
+
+    model = BartForCausalLM(BartConfig(vocab_size=64, d_model=16, decoder_layers=1, decoder_attention_heads=2,
+                                       decoder_ffn_dim=32, encoder_layers=1, encoder_attention_heads=2,
+                                       encoder_ffn_dim=32)).eval()
+    prefix, names = language_model_linears(model)
+    assert prefix == "model.decoder"
+    assert names and not any("encoder_attn" in n for n in names)
+    assert {n.rsplit(".", 1)[-1] for n in names} == {"k_proj", "v_proj", "q_proj", "out_proj", "fc1", "fc2"}
+    cross = [n for n, m in model.named_modules() if "encoder_attn." in n and type(m).__name__ == "Linear"]
+    assert cross  # they exist, and were left out
