@@ -232,10 +232,17 @@ def main() -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedvlm-coverage-") as tmp:
         tasks = [(t, k, tmp, args.timeout) for t, k in architectures(args.only)]
-        # one thread per process, a fresh process every few architectures (no leaks between them)
+        # one thread per process, a fresh process every few architectures (no leaks between
+        # them); an architecture that kills its process (a crash in native code) is a row too
         with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=8) as pool:
+            pending = [(task, pool.apply_async(_check_one, (task,))) for task in tasks]
             rows = []
-            for row in pool.imap(_check_one, tasks):
+            for (model_type, kind, *_), result in pending:
+                try:
+                    row = result.get(timeout=args.timeout + 60)
+                except multiprocessing.TimeoutError:
+                    row = {"type": model_type, "kind": kind, "ok": False, "stage": "crash",
+                           "why": "its process died or hung past the time limit"}
                 rows.append(row)
                 print(f"{row['kind']:10} {row['type']:28} {'ok' if row['ok'] else row['stage'] + ': ' + row['why']}",
                       flush=True)
