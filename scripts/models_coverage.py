@@ -8,7 +8,7 @@ job on it through ``fedvlm run``'s own code with no ``model.family`` and no
 ``lora.target_modules`` (the built-in CrowdFlower tweets: generated labels for causal LMs,
 a classifier head for sequence classifiers). It records for each architecture:
 
-- loads: fedvlm loads it and attaches LoRA;
+- runs: fedvlm loads it, attaches LoRA and runs the job;
 - trains: every trained array (LoRA, a classifier head) changed and no base weight did;
 - evaluates: round 0 and round 1 were scored on the pooled test set;
 - saves + peft: the final adapter, loaded into a fresh base with stock ``peft``, gives
@@ -111,7 +111,7 @@ def check(model_type: str, kind: str, work: Path) -> dict:
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         del model
-        stage = "loads"
+        stage = "runs"  # loading, LoRA, the federated job
         # Where fedvlm would take the type for the other kind (BERT as a classifier, LLaMA
         # as a generator), the job names the generic family and the table says so.
         want = "generate" if kind == "causal-lm" else "classify"
