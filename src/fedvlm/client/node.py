@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from fedvlm.core.sharing import SharingPlan
 from fedvlm.core.types import AdapterState
+from fedvlm.fileio import write_atomic
 
 
 class NodeStore:
@@ -26,9 +27,7 @@ class NodeStore:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.count"
         count = (int(path.read_text()) if path.is_file() else 0) + 1
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(str(count))
-        tmp.replace(path)
+        write_atomic(path, str(count))
         return count
 
 

@@ -261,7 +261,8 @@ def all_linear_lm(model: torch.nn.Module) -> list[str] | str:
     import re
 
     prefix, linears = language_model_linears(model)
-    linears = [n for n in linears if _peft_can_adapt(model, n.rsplit(".", 1)[-1])]
+    refused = {leaf for leaf in {n.rsplit(".", 1)[-1] for n in linears} if not _peft_can_adapt(model, leaf)}
+    linears = [n for n in linears if n.rsplit(".", 1)[-1] not in refused]
     if not linears:
         raise ModelError(f"lora.target_modules=all-linear-lm: {type(model).__name__} has no linear layers in its language model")
     leaves = "|".join(sorted({re.escape(n.rsplit(".", 1)[-1]) for n in linears}))

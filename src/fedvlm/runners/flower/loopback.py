@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from fedvlm.errors import FedvlmError
 from fedvlm.runners.flower.deploy import make_certificates, make_node_key, write_app
 
 BIN = Path(sys.executable).parent  # flwr's commands, installed beside this Python
@@ -29,14 +30,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, seconds: float = 60.0) -> None:
+def wait_for_port(port: int, process: subprocess.Popen | None = None, seconds: float = 60.0) -> None:
+    """Until something listens on 127.0.0.1:``port``; a one-line error if ``process`` (the
+    one that should open it) exits first or ``seconds`` pass."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise FedvlmError(f"{Path(process.args[0]).name} exited with {process.returncode}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.5)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
+    raise FedvlmError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
+
+
+def flower_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment Flower's commands run in: ``FLWR_HOME`` (their state and connection
+    config), no telemetry, and this Python's bin directory first on PATH (a SuperLink starts
+    ``flower-superexec`` from there)."""
+    return {**os.environ, **(extra or {}), "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 class LoopbackDeployment:
@@ -51,8 +64,7 @@ class LoopbackDeployment:
         (home / "config.toml").write_text(
             f'[superlink.local]\naddress = "127.0.0.1:{self.port}"\nroot-certificates = "{self.certs["ca.crt"]}"\n'
         )
-        self.env = {**os.environ, **(env or {}), "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.env = flower_env(home, env)
         self.logs = self.root / "logs"
         self.logs.mkdir()
 
@@ -67,7 +79,7 @@ class LoopbackDeployment:
                    "--ssl-certfile", str(self.certs["server.pem"]), "--ssl-keyfile", str(self.certs["server.key"]),
                    "--enable-supernode-auth", "--disable-runtime-dependency-installation",
                    "--host", "127.0.0.1", "--port", str(self.port))
-        wait_for_port(self.port)
+        wait_for_port(self.port, self.procs["superlink"])
         return self
 
     def __exit__(self, *exc):

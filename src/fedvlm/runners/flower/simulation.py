@@ -8,59 +8,40 @@ config live in a temporary ``FLWR_HOME`` removed afterwards; the run itself is w
 ``run_dir`` by the ServerApp exactly as the in-process simulator writes it.
 """
 
-import os
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from fedvlm.config import Config
 from fedvlm.errors import FedvlmError
 from fedvlm.runners import rundir
 from fedvlm.runners.flower.deploy import write_app
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, link: subprocess.Popen, log: Path, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if link.poll() is not None:
-            raise FedvlmError(f"flower-superlink exited with {link.returncode}; its log: {log}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise FedvlmError(f"flower-superlink did not open port {port} within {seconds:.0f} s; its log: {log}")
+from fedvlm.runners.flower.loopback import BIN, flower_env, free_port, wait_for_port
 
 
 def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> None:
     """Run (or continue) the job of ``run_dir/config.yaml`` on Flower's simulation runtime."""
-    bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="fedvlm-flower-") as tmp:
-        home, port = Path(tmp), _free_port()
+        home, port = Path(tmp), free_port()
         app = write_app(home / "app")
         (home / "config.toml").write_text(f'[superlink.fedvlm]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
-        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-               "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = flower_env(home)
         log = run_dir / "flower-superlink.log"
         with open(log, "w") as out:
             link = subprocess.Popen(
-                [str(bin_dir / "flower-superlink"), "--insecure", "--simulation",
+                [str(BIN / "flower-superlink"), "--insecure", "--simulation",
                  "--disable-runtime-dependency-installation", "--host", "127.0.0.1", "--port", str(port)],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         try:
-            _wait_for_port(port, link, log)
+            try:
+                wait_for_port(port, link)
+            except FedvlmError as e:
+                raise FedvlmError(f"flower-superlink: {e}; its log: {log}") from None
             run_config = (f"config='{run_dir / rundir.CONFIG_FILE}' run-dir='{run_dir}' "
                           f"resume={'true' if resume else 'false'}")
             subprocess.run(
-                [str(bin_dir / "flwr"), "run", str(app), "fedvlm",
+                [str(BIN / "flwr"), "run", str(app), "fedvlm",
                  "--federation-config", f"num-supernodes={cfg.partition.num_clients} client-resources-num-cpus=1",
                  "--run-config", run_config, "--stream"],
                 env=env, check=False, stdout=None if cfg.run.progress else subprocess.DEVNULL,

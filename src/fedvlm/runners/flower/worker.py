@@ -32,6 +32,16 @@ def _receive(conn) -> tuple[dict, dict]:
     return header, groups
 
 
+def _groups(arrays, extras: dict) -> dict:
+    """A message's arrays as named groups on the socket (extras as ``extras.<name>``)."""
+    return {"arrays": arrays, **{f"extras.{k}": v for k, v in extras.items()}}
+
+
+def _ungroup(groups: dict) -> tuple:
+    """The arrays and the extras of `_groups`' output."""
+    return groups.get("arrays", {}), {k[len("extras."):]: v for k, v in groups.items() if k.startswith("extras.")}
+
+
 def ask(socket_path: str, req: Request) -> Reply:
     """Send ``req`` to the node's worker and return its reply."""
     try:
@@ -40,12 +50,11 @@ def ask(socket_path: str, req: Request) -> Reply:
         raise FedvlmError(f"node config 'worker': no fedvlm worker at {socket_path} ({e.strerror})") from None
     with conn:
         header = {k: getattr(req, k) for k in ("kind", "run_id", "node_id", "run_config", "node_config", "config", "state_key")}
-        _send(conn, header, {"arrays": req.arrays, **{f"extras.{k}": v for k, v in req.extras.items()}})
+        _send(conn, header, _groups(req.arrays, req.extras))
         header, groups = _receive(conn)
     if "error" in header:
         raise FedvlmError(f"fedvlm worker at {socket_path}: {header['error']}")
-    extras = {k[len("extras."):]: v for k, v in groups.items() if k.startswith("extras.")}
-    return Reply(header["client_id"], header["metrics"], groups.get("arrays", {}), extras)
+    return Reply(header["client_id"], header["metrics"], *_ungroup(groups))
 
 
 def serve(socket_path: str, max_requests: int | None = None) -> None:
@@ -65,13 +74,13 @@ def serve(socket_path: str, max_requests: int | None = None) -> None:
         while max_requests is None or served < max_requests:
             with listener.accept() as conn:
                 header, groups = _receive(conn)
-                extras = {k[len("extras."):]: v for k, v in groups.items() if k.startswith("extras.")}
-                req = Request(**header, arrays=groups.get("arrays", {}), extras=extras)
+                arrays, extras = _ungroup(groups)
+                req = Request(**header, arrays=arrays, extras=extras)
                 try:
                     reply = handler.handle(req)
                 except Exception as e:  # the ClientApp reports it, and the server leaves the node out
                     _send(conn, {"error": f"{type(e).__name__}: {e}"[:500]}, {})
                 else:
                     _send(conn, {"client_id": reply.client_id, "metrics": reply.metrics},
-                          {"arrays": reply.arrays, **{f"extras.{k}": v for k, v in reply.extras.items()}})
+                          _groups(reply.arrays, reply.extras))
             served += 1
