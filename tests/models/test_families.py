@@ -1,7 +1,21 @@
 """Family detection from a model's config, and its one-line errors."""
 
 import pytest
-from transformers import BertConfig, BloomConfig, LlamaConfig, LlavaConfig, Phi3Config, T5Config
+from transformers import (
+    BertConfig,
+    BloomConfig,
+    FuyuConfig,
+    Gemma3Config,
+    Idefics2Config,
+    Idefics3Config,
+    LlamaConfig,
+    LlavaConfig,
+    MllamaConfig,
+    PaliGemmaConfig,
+    Phi3Config,
+    Qwen2VLConfig,
+    T5Config,
+)
 
 from fedvlm.errors import ModelError
 from fedvlm.models.families import FAMILIES, detect_family
@@ -11,8 +25,12 @@ from fedvlm.models.load import load_base, target_modules_for
 @pytest.mark.parametrize(
     "config, family",
     [
-        (LlavaConfig(), "llava"),
-        (LlavaConfig(text_config=Phi3Config().to_dict()), "phi3-llava"),
+        (LlavaConfig(), "image-text"),
+        (LlavaConfig(text_config=Phi3Config().to_dict()), "image-text"),
+        (Gemma3Config(), "image-text"),
+        (MllamaConfig(), "image-text"),
+        (PaliGemmaConfig(), "paligemma"),
+        (FuyuConfig(), "fuyu"),
         (BertConfig(), "encoder-classifier"),
         (BloomConfig(), "bloom"),
         (LlamaConfig(), "llama"),
@@ -40,18 +58,45 @@ def test_family_can_be_named_and_targets_overridden():
     assert target_modules_for(family, ["dense"]) == ["dense"]
 
 
-def test_phi3_llava_targets_the_fused_projections_only():
+def test_families_the_generic_path_replaced_are_still_accepted_by_name():
+    for name in ("llava", "phi3-llava", "qwen2-vl", "idefics3", "smolvlm"):
+        assert detect_family(LlavaConfig(), name).name == "image-text"
+
+
+@pytest.mark.parametrize(
+    "config, towers, connector",
+    [  # as each architecture's modeling file builds them
+        (LlavaConfig(), ("vision_tower",), ("multi_modal_projector",)),
+        (Gemma3Config(), ("vision_tower",), ("multi_modal_projector",)),
+        (MllamaConfig(), ("vision_model",), ("multi_modal_projector",)),
+        (Idefics3Config(), ("vision_model",), ("connector",)),
+        # Idefics2's perceiver resampler has its own sub-config; its projection is the connector
+        (Idefics2Config(), ("vision_model", "perceiver_resampler"), ("modality_projection",)),
+        (Qwen2VLConfig(), ("visual",), ("merger",)),  # the merger sits inside the vision tower
+        (FuyuConfig(), (), ("vision_embed_tokens",)),  # no tower: patches go through one linear
+    ],
+)
+def test_towers_and_connector_are_found_from_the_structure(config, towers, connector):
+    from fedvlm.models.structure import vision_language_parts
+
+    parts = vision_language_parts(config)
+    assert (parts.towers, parts.connector) == (towers, connector)
+
+
+def test_all_linear_lm_on_a_phi3_llava_takes_the_fused_projections_of_the_language_model_only():
     import re
 
-    regex = FAMILIES["phi3-llava"].targets
-    names = [
-        "model.language_model.layers.0.self_attn.qkv_proj",
-        "model.language_model.layers.0.mlp.gate_up_proj",
-        "model.language_model.layers.0.mlp.down_proj",
-        "model.language_model.layers.0.self_attn.o_proj",
-    ]
-    assert all(re.fullmatch(regex, n) for n in names)
-    assert not re.fullmatch(regex, "model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj")
+    from transformers import AutoModelForImageTextToText
+
+    from fedvlm.models.load import all_linear_lm
+    from fedvlm.models.structure import meta_instance
+
+    tiny = Phi3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2).to_dict()
+    model = meta_instance(AutoModelForImageTextToText, LlavaConfig(text_config=tiny))
+    targets = all_linear_lm(model)
+    names = [n for n, _ in model.named_modules() if (re.fullmatch(targets, n) if isinstance(targets, str) else n in targets)]
+    assert sorted({n.rsplit(".", 1)[-1] for n in names}) == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
+    assert all(n.startswith("model.language_model.") for n in names)
 
 
 def test_bad_model_path_is_one_line(tmp_path):
@@ -83,7 +128,7 @@ def test_a_relative_model_path_is_saved_as_an_absolute_base_path(tmp_path, monke
 
 @pytest.mark.parametrize("override,field", [
     ("lora.modules_to_save=[projector_of_nothing]", "lora.modules_to_save"),
-    ("model.family=idefics3", "lora.tuning=connector_lora (family idefics3's connector)"),
+    ("model.family=janus", "lora.tuning=connector_lora (family janus's connector)"),
 ])
 def test_a_module_setting_that_matches_no_module_is_one_line_naming_the_modules(override, field):
     """A connector or modules_to_save that matches nothing would silently train nothing:
@@ -93,8 +138,7 @@ def test_a_module_setting_that_matches_no_module_is_one_line_naming_the_modules(
     from tiny import TINY_RUN
 
     overrides = [*TINY_RUN, override]
-    if "family" in override:  # the embedded LLaVA has no module called "connector"
-        overrides.append("lora.target_modules=[q_proj]")
+    # (the embedded LLaVA has no module called "model.aligner")
     with pytest.raises(ModelError) as err:
         build_federation(load_config(None, overrides))
     message = str(err.value)

@@ -6,24 +6,27 @@ which linear layers LoRA adapts by default, which module is the vision-language 
 adapter (sequence classifiers). Everything else (strategies, simulator, outputs) is the
 same for every family.
 
-The defaults follow the published federated systems: LoRA on the language model's
-attention and MLP projections for generative VLMs (FedVLMBench, FedALT-VLM's fused Phi-3
-projections), text encoder and decoder q/k/v for BLIP (FedUMM), query/value plus the
-classification head for RoBERTa/BERT (DFL_SLM), ``query_key_value`` for BLOOM and q/v for
-LLaMA (federated-lora).
+Most architectures need no family of their own: ``image-text`` serves any model of
+transformers' image-text-to-text mapping (LLaVA, Qwen-VL, Idefics, Gemma3, Mllama...),
+``causal-lm`` and ``sequence-classifier`` any text model, each with LoRA on every linear
+layer of the language model (the published systems' choice for generative VLMs:
+FedVLMBench, FedALT-VLM's fused Phi-3 projections). A family of its own remains where a
+model needs special handling, each saying why; the text families keep the published
+defaults: query/value plus the head for RoBERTa/BERT (DFL_SLM), ``query_key_value`` for
+BLOOM and q/v for LLaMA (federated-lora).
 """
 
 from dataclasses import dataclass
 
 from fedvlm.errors import ModelError
 
-# Targets found from the model's structure (`fedvlm.models.load.all_linear_lm`), and a head
-# found from it (`fedvlm.models.load.classifier_head`).
+# Targets found from the model's structure (`fedvlm.models.load.all_linear_lm`); AUTO:
+# modules found from it (`fedvlm.models.structure`: a classifier's head, the connector and
+# the towers of an image-text model).
 ALL_LINEAR_LM = "all-linear-lm"
-AUTO_HEAD = ("<auto>",)
+AUTO = ("<auto>",)
 
 _LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_PHI3_LINEARS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 _PERSIMMON_LINEARS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
@@ -50,42 +53,23 @@ class Family:
     # Kept in full precision when the rest is loaded in 4/8 bit: the vision side (the
     # connector and head too, and lm_head always).
     keep_full_precision: tuple[str, ...] = ()
-    nest_images: bool = False  # the processor wants one list of images per prompt
-    needs_torchvision: bool = False  # the processor cannot load without torchvision
+    # the processor wants one list of images per prompt; None: whichever it accepts
+    nest_images: bool | None = False
 
 
 FAMILIES = {
     f.name: f
     for f in (
+        # Any image-text-to-text architecture of transformers' mapping: the model's own chat
+        # template with an image part, LoRA on every linear layer of its language model, the
+        # towers and connector found from its structure (`fedvlm.models.structure`).
         Family(
-            "llava", "image_text", "generate", _under("language_model", _LLAMA_LINEARS),
-            connector=("multi_modal_projector",),
-            keep_full_precision=("vision_tower",),
+            "image-text", "image_text", "generate", ALL_LINEAR_LM,
+            connector=AUTO, keep_full_precision=AUTO, nest_images=None,
         ),
-        Family(
-            "phi3-llava", "image_text", "generate", _under("language_model", _PHI3_LINEARS),
-            connector=("multi_modal_projector",),
-            keep_full_precision=("vision_tower",),
-        ),
-        Family(
-            "qwen2-vl", "image_text", "generate", _under("language_model", _LLAMA_LINEARS),
-            connector=("merger",),
-            keep_full_precision=("visual",),
-            needs_torchvision=True,
-        ),
-        Family(
-            "idefics3", "image_text", "generate", _under("text_model", _LLAMA_LINEARS),
-            connector=("connector",),
-            keep_full_precision=("vision_model",),
-            nest_images=True,
-        ),
-        Family(
-            "smolvlm", "image_text", "generate", _under("text_model", _LLAMA_LINEARS),
-            connector=("connector",),
-            keep_full_precision=("vision_model",),
-            nest_images=True,
-            needs_torchvision=True,  # its processor has a video processor (and needs num2words)
-        ),
+        # PaliGemma: a prefix-LM; its answer tokens are the suffix (token_type_ids 1, causal
+        # attention) after a prefix that attends both ways, and its checkpoints have no chat
+        # template but a fixed task prompt.
         Family(
             "paligemma", "image_text", "generate", _under("language_model", _LLAMA_LINEARS),
             connector=("multi_modal_projector",),
@@ -93,18 +77,22 @@ FAMILIES = {
             token_fill=(("token_type_ids", 1),),
             keep_full_precision=("vision_tower",),
         ),
+        # Janus: an image-generation path (VQ model, generation aligner and head) sits beside
+        # the understanding path; structurally it looks like more connector, but it never
+        # runs on an image question, so the connector is named and LoRA stays on q/k/v.
         Family(
             "janus", "image_text", "generate", _under("language_model", ("q_proj", "k_proj", "v_proj")),
-            # the full name: peft matches module names by suffix, and "aligner" would also
-            # catch the image-generation head's generation_aligner
             connector=("model.aligner",),
             keep_full_precision=("vision_model", "gen_.*", "generation_.*", "vqmodel"),
         ),
+        # Fuyu: no vision tower (patches go through one linear layer), no chat template; its
+        # processor adds bos and the begin-of-answer token and pads on the left.
         Family(
             "fuyu", "image_text", "generate", _under("language_model", _PERSIMMON_LINEARS),
             connector=("vision_embed_tokens",),
-            prompt="{question}",  # the processor adds bos and the begin-of-answer token
+            prompt="{question}",
         ),
+        # BLIP VQA: an encoder-decoder whose answer comes from a separate answer decoder.
         Family(
             "blip-vqa", "blip_vqa", "blip_vqa", r".*text_(encoder|decoder)\..*\.(query|key|value)",
             keep_full_precision=("vision_model", "text_decoder.cls"),
@@ -118,17 +106,15 @@ FAMILIES = {
         # Any other architecture of transformers' text mappings: LoRA on every linear layer
         # of the language model, the classifier head found from the model's structure.
         Family("causal-lm", "causal_lm", "generate", ALL_LINEAR_LM, images=False),
-        Family("sequence-classifier", "seq_cls", "classify", ALL_LINEAR_LM, head=AUTO_HEAD, images=False),
+        Family("sequence-classifier", "seq_cls", "classify", ALL_LINEAR_LM, head=AUTO, images=False),
     )
 }
 
+# Names of families the generic image-text path replaced, still accepted in model.family.
+_ALIASES = {name: "image-text" for name in ("llava", "phi3-llava", "qwen2-vl", "idefics3", "smolvlm")}
+
 # config.model_type -> family, where the type alone decides it.
 _BY_MODEL_TYPE = {
-    "llava": "llava",
-    "qwen2_vl": "qwen2-vl",
-    "qwen2_5_vl": "qwen2-vl",
-    "idefics3": "idefics3",
-    "smolvlm": "smolvlm",
     "paligemma": "paligemma",
     "janus": "janus",
     "fuyu": "fuyu",
@@ -146,15 +132,14 @@ _BY_MODEL_TYPE = {
 def detect_family(config, name: str = "auto") -> Family:
     """The family of a model from its ``config`` (``name="auto"``) or by name."""
     if name != "auto":
+        name = _ALIASES.get(name, name)
         if name not in FAMILIES:
             raise ModelError(f"model.family {name!r}: unknown (known: auto, {', '.join(FAMILIES)})")
         return FAMILIES[name]
     model_type = config.model_type
-    if model_type == "llava" and getattr(config.text_config, "model_type", None) == "phi3":
-        return FAMILIES["phi3-llava"]
     if model_type in _BY_MODEL_TYPE:
         return FAMILIES[_BY_MODEL_TYPE[model_type]]
-    generic = None if getattr(config, "is_encoder_decoder", False) else _generic_text_family(model_type)
+    generic = None if getattr(config, "is_encoder_decoder", False) else _generic_family(model_type)
     if generic is not None:
         return generic
     raise ModelError(
@@ -163,14 +148,15 @@ def detect_family(config, name: str = "auto") -> Family:
     )
 
 
-def _generic_text_family(model_type: str) -> Family | None:
-    """The generic text family of an architecture transformers maps: encoders (types with a
-    masked-LM class) and types without a causal-LM class become sequence classifiers,
-    other causal LMs generate. Image-text and encoder-decoder models are not handled here."""
+def _generic_family(model_type: str) -> Family | None:
+    """The generic family of an architecture transformers maps: image-text-to-text types
+    generate from images; encoders (types with a masked-LM class) and types without a
+    causal-LM class become sequence classifiers, other causal LMs generate.
+    Encoder-decoder models are not handled here."""
     from transformers.models.auto import modeling_auto as auto
 
     if model_type in auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        return None
+        return FAMILIES["image-text"]
     causal = model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     classifier = model_type in auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
     if classifier and (model_type in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES or not causal):

@@ -21,7 +21,8 @@ from transformers import (
 
 from fedvlm.errors import ModelError
 from fedvlm.models.compat import fuyu_pil_patchify, stable_4bit_on_cpu
-from fedvlm.models.families import ALL_LINEAR_LM, AUTO_HEAD, Family, detect_family
+from fedvlm.models.families import ALL_LINEAR_LM, AUTO, Family, detect_family
+from fedvlm.models.structure import classifier_head, vision_language_parts
 
 EMBEDDED = "embedded"
 EMBEDDED_TEXT = "embedded-text"
@@ -116,12 +117,33 @@ def _load_processor(path: str, family: Family):
         return tokenizer
     if family.name == "fuyu":
         fuyu_pil_patchify()
-    if family.needs_torchvision and importlib.util.find_spec("torchvision") is None:
-        raise ModelError(
-            f"model.path {path!r}: the {family.name} processor needs torchvision "
-            "(pip install 'fedvlm[torchvision]'; see the README's model table)"
-        )
-    return AutoProcessor.from_pretrained(path)
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except (ImportError, ValueError, TypeError, AttributeError) as e:
+        if importlib.util.find_spec("torchvision") is None:
+            # transformers' video processors (Qwen-VL, SmolVLM...) and its torchvision-only
+            # image processors cannot be built without it, and say so in many ways
+            raise ModelError(
+                f"model.path {path!r}: its processor cannot load without torchvision "
+                f"(pip install 'fedvlm[torchvision]'; see the README's model table): {_first_line(e)}"
+            ) from None
+        raise
+
+
+def resolve_family(config, name: str = "auto") -> Family:
+    """The family of ``config`` (`detect_family`) with the modules it finds from the
+    model's structure filled in: a classifier's head, an image-text model's connector and
+    towers."""
+    fam = detect_family(config, name)
+    if fam.head == AUTO:
+        fam = replace(fam, head=classifier_head(config))
+    if AUTO in (fam.connector, fam.keep_full_precision):
+        try:
+            parts = vision_language_parts(config)
+        except Exception as e:  # noqa: BLE001 - a config transformers cannot instantiate
+            raise ModelError(f"model type {config.model_type!r}: cannot build its model class ({_first_line(e)})") from None
+        fam = replace(fam, connector=parts.connector, keep_full_precision=parts.towers)
+    return fam
 
 
 def load_base(
@@ -141,9 +163,7 @@ def load_base(
     """
     path = resolve_model_path(path)
     config = model_config(path)
-    fam = detect_family(config, family)
-    if fam.head == AUTO_HEAD:
-        fam = replace(fam, head=classifier_head(config))
+    fam = resolve_family(config, family)
     _check_weight_files(path)
     kwargs = {"dtype": getattr(torch, dtype)}
     quant = quantization_config(quantization, fam, kwargs["dtype"])
@@ -269,18 +289,6 @@ def all_linear_lm(model: torch.nn.Module) -> list[str] | str:
     regex = rf"{re.escape(prefix)}\..*\.({leaves})" if prefix else rf"(.*\.)?({leaves})"
     matched = [n for n, _ in model.named_modules() if re.fullmatch(regex, n)]
     return regex if matched == linears else linears
-
-
-def classifier_head(config) -> tuple[str, ...]:
-    """The modules a sequence classifier of ``config`` adds to its backbone (``classifier``,
-    ``pre_classifier``, ``score``...): its children with parameters other than the base
-    model, read from an instance on the meta device (no memory, no weights)."""
-    from transformers import AutoModelForSequenceClassification
-
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
-    backbone = model.base_model_prefix
-    return tuple(n for n, child in model.named_children() if n != backbone and next(child.parameters(), None) is not None)
 
 
 def _peft_can_adapt(model: torch.nn.Module, leaf: str) -> bool:

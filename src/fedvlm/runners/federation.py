@@ -15,8 +15,8 @@ from fedvlm.core.types import AdapterState
 from fedvlm.data.partition import partition_indices, split_local
 from fedvlm.errors import ConfigError, DataError, ModelError
 from fedvlm.models.adapter import get_adapter_state
-from fedvlm.models.families import Family, detect_family
-from fedvlm.models.load import attach_lora, check_modules_exist, load_base, model_config
+from fedvlm.models.families import Family
+from fedvlm.models.load import attach_lora, check_modules_exist, load_base, model_config, resolve_family
 from fedvlm.runners.merge import read_adapter
 from fedvlm.train.tasks import Task, build_task
 
@@ -222,4 +222,4 @@ def build_federation(cfg: Config) -> Federation:
 
 def peek_family(cfg: Config) -> Family:
     """The model's family from its config alone (before loading data or weights)."""
-    return detect_family(model_config(cfg.model.path), cfg.model.family)
+    return resolve_family(model_config(cfg.model.path), cfg.model.family)

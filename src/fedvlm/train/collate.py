@@ -1,15 +1,20 @@
 """Inputs for generative models: a prompt (with an image, for VLMs), answer-only labels.
 
-One path serves every generative family: LLaVA-style chat templates, plain prompt formats
-(PaliGemma's ``answer en ...``, Fuyu's ``question\\n``), and text-only causal LMs. Families
-whose processors return extra per-token arrays (PaliGemma's ``token_type_ids``, Fuyu's
-``image_patches_indices``) name the value those take on the appended answer tokens.
+One path serves every generative family: the model's chat template with an image part,
+plain prompt formats (PaliGemma's ``answer en ...``, Fuyu's ``question\\n``), and text-only
+causal LMs. Every extra input the processor returns is carried through; those with one
+value per token (Gemma3's ``token_type_ids``, Mllama's 4-D ``cross_attention_mask``, Fuyu's
+``image_patches_indices``) are extended over the appended answer tokens with the value of
+the prompt's last token (text that sees what the prompt's end sees), unless the family names
+another (PaliGemma's answer is its suffix, ``token_type_ids`` 1).
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from fedvlm.errors import ModelError
 
 IGNORE_INDEX = -100
 TEXT_PROMPT = "{question}\nAnswer:"  # causal LMs without a chat template
@@ -32,6 +37,13 @@ def questions_of(rows: Mapping) -> list[str]:
     return [t if p is None else f"{t}\n{p}" for t, p in zip(rows["text"], pairs)]
 
 
+def _per_token(key: str, value, ids: torch.Tensor) -> bool:
+    """Whether a processor output holds one value (or one array) per prompt token."""
+    if not torch.is_tensor(value) or value.dim() < 2 or tuple(value.shape[:2]) != tuple(ids.shape):
+        return False
+    return not key.startswith("pixel") and not key.endswith(("_grid_thw", "_sizes"))
+
+
 @dataclass
 class GenerativeTask:
     """Prompt -> answer tokens, trained with the loss on the answer and ``eos`` only."""
@@ -40,7 +52,8 @@ class GenerativeTask:
     images: bool = True
     prompt: str | None = None  # plain format; None: the model's chat template
     token_fill: dict[str, int] = field(default_factory=dict)
-    nest_images: bool = False
+    nest_images: bool | None = False  # None: nested if the processor refuses a flat list
+    _template_checked: bool = field(default=False, init=False, repr=False)
 
     @property
     def tokenizer(self):
@@ -56,28 +69,60 @@ class GenerativeTask:
             return [self.prompt.format(question=q) for q in questions]
         if not self.templated:
             return [TEXT_PROMPT.format(question=q) for q in questions]
-        # multimodal templates take a list of parts; text-only tokenizer templates a string
-        def content(q):
-            return [{"type": "image"}, {"type": "text", "text": q}] if self.images else q
-
-        return [
-            self.processor.apply_chat_template(
-                [{"role": "user", "content": content(q)}], add_generation_prompt=True, tokenize=False
+        if getattr(self.processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
+            raise ModelError(
+                f"{type(self.processor).__name__} has no chat template: give the model directory a "
+                "chat_template.jinja (the hub checkpoint's), or name a family with a plain prompt"
             )
-            for q in questions
-        ]
+        if not self._template_checked:
+            self._check_template(questions[0])
+        return [self._render([self._turn("user", q)], generation_prompt=True) for q in questions]
+
+    def _turn(self, role: str, text: str) -> dict:
+        # multimodal templates take a list of parts; text-only tokenizer templates a string
+        if not self.images:
+            return {"role": role, "content": text}
+        parts = [{"type": "text", "text": text}]
+        return {"role": role, "content": [{"type": "image"}, *parts] if role == "user" else parts}
+
+    def _render(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
+    def _check_template(self, question: str) -> None:
+        """The answer is trained right after the generation prompt: the template must render
+        an answer turn as that prompt followed by the answer, or the labels would not be
+        what the model is asked to generate."""
+        prompt = self._render([self._turn("user", question)], generation_prompt=True)
+        full = self._render([self._turn("user", question), self._turn("assistant", "ANSWER")], generation_prompt=False)
+        if not full.startswith(prompt) or not full[len(prompt):].lstrip().startswith("ANSWER"):
+            raise ModelError(
+                f"the chat template of {type(self.processor).__name__} does not render an answer as its generation "
+                f"prompt followed by the answer (prompt ends {prompt[-30:]!r}, answer turn {full[-60:]!r})"
+            )
+        self._template_checked = True
 
     def _encode(self, rows: Mapping, padding_side: str) -> dict:
         text = self.prompts(questions_of(rows))
         if self.images:
             images = rgb(rows["image"])
-            return self.processor(
-                images=[[im] for im in images] if self.nest_images else images,
-                text=text,
-                return_tensors="pt",
-                padding=True,
-                padding_side=padding_side,
-            )
+
+            def encode(nested: bool):
+                return self.processor(
+                    images=[[im] for im in images] if nested else images,
+                    text=text,
+                    return_tensors="pt",
+                    padding=True,
+                    padding_side=padding_side,
+                )
+
+            if self.nest_images is None:  # learn once which form this processor takes
+                try:
+                    enc = encode(False)
+                    self.nest_images = False
+                    return enc
+                except (ValueError, TypeError, IndexError):
+                    self.nest_images = True
+            return encode(self.nest_images)
         # a rendered chat template already holds the special tokens (bos)
         return self.tokenizer(
             text, return_tensors="pt", padding=True, padding_side=padding_side, add_special_tokens=not self.templated
@@ -100,16 +145,19 @@ class GenerativeTask:
         answers = [a + [tok.eos_token_id] for a in self._answer_ids(rows["answer"])]
         prompt_lens = mask.sum(dim=1).tolist()
         width = max(n + len(a) for n, a in zip(prompt_lens, answers))
-        per_token = [k for k, v in enc.items() if torch.is_tensor(v) and v.shape == ids.shape]
+        per_token = [k for k, v in enc.items() if _per_token(k, v, ids)]
         out = {k: v for k, v in enc.items() if k not in per_token}
         for key in per_token:
             fill = {"input_ids": tok.pad_token_id, "attention_mask": 0}.get(key, self.token_fill.get(key, 0))
-            out[key] = torch.full((len(answers), width), fill, dtype=enc[key].dtype)
+            out[key] = torch.full((len(answers), width, *enc[key].shape[2:]), fill, dtype=enc[key].dtype)
         labels = torch.full((len(answers), width), IGNORE_INDEX, dtype=torch.long)
         for i, (n, answer) in enumerate(zip(prompt_lens, answers)):
             end = n + len(answer)
             for key in per_token:
-                out[key][i, :n] = enc[key][i][mask[i]]
+                prompt = enc[key][i][mask[i]]
+                out[key][i, :n] = prompt
+                if key not in ("input_ids", "attention_mask") and key not in self.token_fill:
+                    out[key][i, n:] = prompt[-1]  # answer and padding continue the prompt's end
             out["input_ids"][i, n:end] = torch.tensor(answer)
             out["attention_mask"][i, n:end] = 1
             labels[i, n:end] = torch.tensor(answer)
