@@ -1,12 +1,14 @@
-"""Which architectures of transformers' text mappings fedvlm runs out of the box, measured.
+"""Which architectures of transformers' mappings fedvlm runs out of the box, measured.
 
-For every model type of ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` and
-``MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES`` it builds a tiny random instance of the
-mapped class (the config class's defaults, shrunk: 2 layers, width 32, the tests' shared
-byte-level BPE tokenizer), saves it to a directory and runs a 1-round, 2-client federated
-job on it through ``fedvlm run``'s own code with no ``model.family`` and no
-``lora.target_modules`` (the built-in CrowdFlower tweets: generated labels for causal LMs,
-a classifier head for sequence classifiers). It records for each architecture:
+For every model type of ``MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES``,
+``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` and ``MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES``
+it builds a tiny random instance of the mapped class (the config class's defaults, shrunk:
+2 layers, width 32, the tests' shared byte-level BPE tokenizer; image-text models with their
+processor and a chat template, ``tests/families/tiny_image_text.py``), saves it to a
+directory and runs a 1-round, 2-client federated job on it through ``fedvlm run``'s own code
+with no ``model.family`` and no ``lora.target_modules`` (easy-VQA for image-text models; the
+built-in CrowdFlower tweets: generated labels for causal LMs, a classifier head for sequence
+classifiers). It records for each architecture:
 
 - runs: fedvlm loads it, attaches LoRA and runs the job;
 - trains: every trained array (LoRA, a classifier head) changed and no base weight did;
@@ -17,15 +19,16 @@ a classifier head for sequence classifiers). It records for each architecture:
 and for an architecture that fails, the stage and the first line of the error, never a
 traceback. The table goes to ``docs/models.md`` (``--out``).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/models_coverage.py            # about 20 min
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/models_coverage.py --only gpt2 opt --out /tmp/m.md
+    HF_HUB_OFFLINE=1 .venv-torchvision/bin/python scripts/models_coverage.py     # about 20 min
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/models_coverage.py --only gpt2 gemma3 --out /tmp/m.md
 
-Image-text-to-text architectures are not covered yet (fedvlm has no generic image-text path).
+Run it in the torchvision setup: processors with a video processor need torchvision.
 """
 
 import argparse
 import json
 import multiprocessing
+import shutil
 import signal
 import sys
 import tempfile
@@ -41,6 +44,7 @@ from safetensors.numpy import load_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' tiny tokenizer builders
 
+from families import tiny_image_text, tiny_vision_a, tiny_vision_b  # noqa: E402
 from families.tiny_text import _byte_level_bpe, _special_ids, _wrap  # noqa: E402
 
 from fedvlm.config import load_config  # noqa: E402
@@ -60,7 +64,9 @@ SHRINK = {
     "decoder_ffn_dim": 64, "encoder_ffn_dim": 64, "head_dim": 16, "embedding_size": 32,
     "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
     "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+    "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 16, "qk_nope_head_dim": 16, "v_head_dim": 16,
 }
+FAMILY_BUILDERS = {"fuyu": tiny_vision_b.build_fuyu, "paligemma": tiny_vision_a.build_paligemma}
 POSITIONS = ("max_position_embeddings", "n_positions", "max_seq_len")
 JOB = [
     "run.progress=false", "run.baselines=[]", "data.source=crowdflower", "data.max_train_examples=200",
@@ -68,6 +74,11 @@ JOB = [
     "partition.max_local_test=4", "federated.rounds=1", "train.local_steps=2", "train.batch_size=4",
     "train.warmup_steps=0", "eval.batch_size=16", "eval.max_new_tokens=2", "lora.r=4", "lora.alpha=8",
 ]
+IMAGE_TEXT_JOB = [*(o for o in JOB if not o.startswith("data.")), "data.source=easyvqa", "data.max_train_examples=200",
+                  "data.pooled_test_size=16"]
+
+
+KINDS = {"image-text": "Image-text-to-text", "causal-lm": "Causal LMs", "classifier": "Sequence classifiers"}
 
 
 class Timeout(Exception):
@@ -95,38 +106,50 @@ def tiny_config(model_type: str, tokenizer, num_labels: int | None):
 
 def check(model_type: str, kind: str, work: Path) -> dict:
     """One architecture through the whole path; the stages it passed, or where it stopped."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
     stage, row = "config", {"type": model_type, "kind": kind}
     try:
-        specials = ["<unk>", "<s>", "</s>", "<pad>"]
-        tokenizer = _wrap(_byte_level_bpe(specials, unk="<unk>"), bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
-        config = tiny_config(model_type, tokenizer, 3 if kind == "classifier" else None)
-        stage = "build"
-        auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
-        torch.manual_seed(0)
-        model = auto.from_config(config).float().eval()
-        row["class"] = type(model).__name__
         model_dir = work / model_type / kind
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        del model
+        if kind == "image-text":
+            row["torchvision"] = needs_torchvision(model_type)
+            stage = "build"
+            # the families' own test checkpoints where the generic builder cannot make one
+            FAMILY_BUILDERS.get(model_type, lambda out: tiny_image_text.build(model_type, out))(model_dir)
+            config = AutoConfig.from_pretrained(model_dir)
+            row["class"] = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type]
+        else:
+            specials = ["<unk>", "<s>", "</s>", "<pad>"]
+            tokenizer = _wrap(_byte_level_bpe(specials, unk="<unk>"), bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
+            config = tiny_config(model_type, tokenizer, 3 if kind == "classifier" else None)
+            stage = "build"
+            auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+            torch.manual_seed(0)
+            model = auto.from_config(config).float().eval()
+            row["class"] = type(model).__name__
+            model.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            del model
         stage = "runs"  # loading, LoRA, the federated job
         # Where fedvlm would take the type for the other kind (BERT as a classifier, LLaMA
         # as a generator), the job names the generic family and the table says so.
-        want = "generate" if kind == "causal-lm" else "classify"
+        want = "generate" if kind in ("causal-lm", "image-text") else "classify"
         try:
             detected = detect_family(config)
         except ModelError:
             detected = None
         row["named"] = detected is None or detected.task != want
         named = [f"model.family={'causal-lm' if want == 'generate' else 'sequence-classifier'}"] if row["named"] else []
+        if kind == "image-text":
+            row["named"], named = detected is None, []
         run_dir = work / model_type / f"{kind}-run"
         run_dir.mkdir()
-        cfg = load_config(None, [*JOB, f"model.path={model_dir}", *named])
+        job = IMAGE_TEXT_JOB if kind == "image-text" else JOB
+        cfg = load_config(None, [*job, f"model.path={model_dir}", *named])
         fed = run_simulation(cfg, run_dir)
         row["family"] = fed.family.name
-        if fed.family.task != want:
+        if fed.family.task != want and kind != "image-text":
             raise AssertionError(f"family {fed.family.name} does not {want}")
         stage = "trains"
         final = load_file(str(run_dir / "adapters" / "final" / "adapter_model.safetensors"))
@@ -160,7 +183,24 @@ def check(model_type: str, kind: str, work: Path) -> dict:
     except Exception as e:  # noqa: BLE001 - every failure becomes one line of the table
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         row.update(ok=False, stage=stage, why=f"{type(e).__name__}: {lines[0] if lines else ''}"[:160])
+    finally:  # a few hundred checkpoints and runs would fill the disk
+        for leftover in (work / model_type / kind, work / model_type / f"{kind}-run"):
+            shutil.rmtree(leftover, ignore_errors=True)
     return row
+
+
+def needs_torchvision(model_type: str) -> bool:
+    """Whether the type's processor cannot be built without torchvision: a video processor,
+    or an image processor with no PIL implementation."""
+    import inspect
+
+    import transformers
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    processor = getattr(transformers, PROCESSOR_MAPPING_NAMES.get(model_type) or "", None)
+    video = processor is not None and "video_processor" in inspect.signature(processor.__init__).parameters
+    return video or "pil" not in (IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type) or {})
 
 
 def _check_one(task) -> dict:
@@ -169,8 +209,9 @@ def _check_one(task) -> dict:
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(timeout)
+    start = time.perf_counter()
     try:
-        return check(model_type, kind, Path(tmp))
+        return {**check(model_type, kind, Path(tmp)), "seconds": time.perf_counter() - start}
     except Timeout as e:
         return {"type": model_type, "kind": kind, "ok": False, "stage": "time", "why": str(e)}
     finally:
@@ -181,7 +222,8 @@ def architectures(only: list[str] | None) -> list[tuple[str, str]]:
     from transformers.models.auto import modeling_auto as auto
 
     image_text = set(auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
-    pairs = [(t, "causal-lm") for t in sorted(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) if t not in image_text]
+    pairs = [(t, "image-text") for t in sorted(image_text)]
+    pairs += [(t, "causal-lm") for t in sorted(auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) if t not in image_text]
     pairs += [(t, "classifier") for t in sorted(auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
               if t not in image_text]
     return [(t, k) for t, k in pairs if not only or t in only]
@@ -191,22 +233,30 @@ def write_table(rows: list[dict], out: Path, seconds: float) -> None:
     import transformers
 
     lines = [
-        "# Architectures fedvlm runs out of the box (text)",
+        "# Architectures fedvlm runs out of the box",
         "",
         f"Measured by `scripts/models_coverage.py` with transformers {transformers.__version__} on CPU "
-        f"({seconds / 60:.0f} min): a tiny random instance of every causal-LM and sequence-classification",
-        "class in transformers' mappings (image-text models left out: no generic image-text path yet), a",
-        "1-round 2-client job with no `lora.target_modules` and no `model.family`, except where fedvlm",
-        "would take the type for the other kind (BERT as a classifier, LLaMA as a generator): there the",
-        "job names the generic family and the family column says \"named\". ✓ means it loaded,",
-        "trained (every trained array changed, no base weight did), was evaluated every round, and the",
-        "saved adapter gave fedvlm's logits in stock `peft` (exactly, or within the difference shown,",
-        "at most 1e-5). A failure names the stage and the",
-        "first line of the error. Regenerate: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/models_coverage.py`.",
+        f"({seconds / 60:.0f} min): a tiny random instance of every class in transformers'",
+        "image-text-to-text, causal-LM and sequence-classification mappings, and a 1-round 2-client job",
+        "on it with no `lora.target_modules` and no `model.family` (easy-VQA for image-text models,",
+        "CrowdFlower tweets for text models), except where fedvlm would take a text type for the other",
+        "kind (BERT as a classifier, LLaMA as a generator): there the job names the generic family and",
+        "the family column says \"named\". ✓ means it loaded, trained (every trained array changed, no",
+        "base weight did), was evaluated every round, and the saved adapter gave fedvlm's logits in",
+        "stock `peft` (exactly, or within the difference shown, at most 1e-5). A failure names the",
+        "stage and the first line of the error. `build` failures are the script's own limit: it makes",
+        "each tiny checkpoint from the config class's defaults (shrunk) and, for image-text models, a",
+        "processor around the tests' tokenizer with a generic chat template",
+        "(`tests/families/tiny_image_text.py`); a hub checkpoint brings its own. \"tv\" marks a processor",
+        "that cannot be built without torchvision (a video processor or no PIL image processor): those",
+        "run in the torchvision setup (`FEDVLM_TORCHVISION=1 scripts/quickstart.sh`).",
+        "Regenerate: `HF_HUB_OFFLINE=1 .venv-torchvision/bin/python scripts/models_coverage.py`.",
         "",
     ]
-    for kind, title in (("causal-lm", "Causal LMs"), ("classifier", "Sequence classifiers")):
+    for kind, title in KINDS.items():
         group = [r for r in rows if r["kind"] == kind]
+        if not group:
+            continue
         ok = sum(r["ok"] for r in group)
         auto = sum(r["ok"] and not r.get("named") for r in group)
         lines += [f"## {title}: {ok} of {len(group)} work ({auto} with no family named)", "",
@@ -217,7 +267,8 @@ def write_table(rows: list[dict], out: Path, seconds: float) -> None:
             else:
                 result = f"✗ {r['stage']}: {r['why']}".replace("|", "\\|")
             family = r.get("family", "") + (" (named)" if r.get("named") and r.get("family") else "")
-            lines.append(f"| `{r['type']}` | {r.get('class', '')} | {family} | {result} |")
+            tv = " (tv)" if r.get("torchvision") else ""
+            lines.append(f"| `{r['type']}`{tv} | {r.get('class', '')} | {family} | {result} |")
         lines.append("")
     out.write_text("\n".join(lines))
 
@@ -225,13 +276,15 @@ def write_table(rows: list[dict], out: Path, seconds: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", help="model types to check (default: all)")
+    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=list(KINDS),
+                        help="mappings to check; rows not re-checked are kept from --out's .json")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "models.md")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per architecture")
     parser.add_argument("--jobs", type=int, default=2, help="processes side by side, one thread each")
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedvlm-coverage-") as tmp:
-        tasks = [(t, k, tmp, args.timeout) for t, k in architectures(args.only)]
+        tasks = [(t, k, tmp, args.timeout) for t, k in architectures(args.only) if k in args.kinds]
         # one thread per process, a fresh process every few architectures (no leaks between
         # them); an architecture that kills its process (a crash in native code) is a row too
         with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=8) as pool:
@@ -246,8 +299,16 @@ def main() -> int:
                 rows.append(row)
                 print(f"{row['kind']:10} {row['type']:28} {'ok' if row['ok'] else row['stage'] + ': ' + row['why']}",
                       flush=True)
-    write_table(rows, args.out, time.perf_counter() - start)
-    for kind in ("causal-lm", "classifier"):
+    print(f"{(time.perf_counter() - start) / 60:.1f} min")
+    saved = args.out.with_suffix(".json")  # every row, so that one kind can be re-run alone
+    kept = json.loads(saved.read_text()) if saved.exists() else []
+    done = {(r["type"], r["kind"]) for r in rows}
+    rows = sorted([r for r in kept if (r["type"], r["kind"]) not in done] + rows,
+                  key=lambda r: (list(KINDS).index(r["kind"]), r["type"]))
+    saved.write_text(json.dumps(rows, indent=1))
+    # the wall time of the whole table with --jobs processes, from each row's own time
+    write_table(rows, args.out, sum(r.get("seconds", 0) for r in rows) / args.jobs)
+    for kind in args.kinds:
         group = [r for r in rows if r["kind"] == kind]
         auto = sum(r["ok"] and not r.get("named") for r in group)
         print(f"{kind}: {sum(r['ok'] for r in group)} of {len(group)} work, {auto} with no family named")

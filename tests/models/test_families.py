@@ -3,6 +3,7 @@
 import pytest
 from transformers import (
     BertConfig,
+    Blip2Config,
     BloomConfig,
     FuyuConfig,
     Gemma3Config,
@@ -70,8 +71,9 @@ def test_families_the_generic_path_replaced_are_still_accepted_by_name():
         (Gemma3Config(), ("vision_tower",), ("multi_modal_projector",)),
         (MllamaConfig(), ("vision_model",), ("multi_modal_projector",)),
         (Idefics3Config(), ("vision_model",), ("connector",)),
-        # Idefics2's perceiver resampler has its own sub-config; its projection is the connector
-        (Idefics2Config(), ("vision_model", "perceiver_resampler"), ("modality_projection",)),
+        # Idefics2's connector holds a perceiver resampler with a sub-config of its own
+        (Idefics2Config(), ("vision_model",), ("connector",)),
+        (Blip2Config(), ("vision_model",), ("qformer", "language_projection")),
         (Qwen2VLConfig(), ("visual",), ("merger",)),  # the merger sits inside the vision tower
         (FuyuConfig(), (), ("vision_embed_tokens",)),  # no tower: patches go through one linear
     ],

@@ -252,6 +252,8 @@ def language_model_linears(model: torch.nn.Module) -> tuple[str, list[str]]:
         n for n, m in model.named_modules()
         if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and (not prefix or n.startswith(prefix + "."))
     ]
+    if getattr(getattr(model, "config", None), "vision_config", None) is not None:
+        return prefix, linears  # a VLM's cross-attention to the image runs only with images
     return prefix, _used_by_text(model, decoder, linears)
 
 

@@ -10,10 +10,14 @@ from dataclasses import dataclass
 import torch
 
 
+# Sub-configs of modules that bridge a tower and the language model: part of the connector.
+_CONNECTOR_CONFIGS = ("qformer_config", "perceiver_config", "adapter_config")
+
+
 @dataclass(frozen=True)
 class VisionLanguageParts:
-    """Module names (the shortest dotted suffix naming exactly one module, as PEFT's
-    ``modules_to_save`` matches them) of an image-text model's parts."""
+    """Module names (the shortest dotted suffix that only this module's name ends with, as
+    PEFT's ``modules_to_save`` matches them) of an image-text model's parts."""
 
     towers: tuple[str, ...]  # the vision tower and any other encoder (audio, a VQ image tokenizer)
     connector: tuple[str, ...]  # trained modules between the towers and the language model
@@ -39,9 +43,11 @@ def vision_language_parts(config) -> VisionLanguageParts:
 
     The language model is the decoder the model exposes (``get_decoder()``) and the output
     head its output embeddings. A tower is a module built from one of the config's other
-    sub-configs (``vision_config``, ``audio_config``, ``vq_config``...). The connector is
-    every module with parameters outside those: LLaVA's ``multi_modal_projector``,
-    Idefics3's ``connector``, Idefics2's perceiver, Fuyu's ``vision_embed_tokens``. Where
+    sub-configs (``vision_config``, ``audio_config``, ``vq_config``...) except those of a
+    bridge (a Q-Former, a perceiver resampler). The connector is every module with
+    parameters outside those: LLaVA's ``multi_modal_projector``, Idefics3's ``connector``,
+    Idefics2's ``connector`` (perceiver included), BLIP-2's Q-Former and projection, Fuyu's
+    ``vision_embed_tokens``. Where
     there is none outside the vision tower (Qwen2-VL's ``merger``), it is the tower's last
     child with linear layers that is neither its input embedding nor a stack of layers,
     preferring one whose last linear layer outputs the language model's width: the
@@ -58,7 +64,7 @@ def parts_of(model: torch.nn.Module, config) -> VisionLanguageParts:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     tower_configs = tuple(
-        type(sub) for key, sub in _sub_configs(config) if key not in ("text_config", "decoder_config")
+        type(sub) for key, sub in _sub_configs(config) if key not in ("text_config", "decoder_config", *_CONNECTOR_CONFIGS)
     )
     towers = [
         m for m in model.modules()
@@ -114,15 +120,16 @@ def _contains(outer: torch.nn.Module, inner: torch.nn.Module) -> bool:
 
 
 def _short(model: torch.nn.Module, full_names: list[str]) -> tuple[str, ...]:
-    """Each name as its shortest dotted suffix that names no other module (PEFT matches
-    ``modules_to_save`` by the whole name or a dotted suffix)."""
+    """Each name as its shortest dotted suffix that no other module name ends with (PEFT
+    takes every module whose name ends with a ``modules_to_save`` entry: ``merger`` would
+    also catch a ``vit_merger``)."""
     every = [n for n, _ in model.named_modules() if n]
     out = []
     for name in full_names:
         parts = name.split(".")
         for k in range(1, len(parts) + 1):
             suffix = ".".join(parts[-k:])
-            if sum(n == suffix or n.endswith("." + suffix) for n in every) == 1:
+            if sum(n.endswith(suffix) for n in every) == 1:
                 out.append(suffix)
                 break
     return tuple(out)

@@ -69,7 +69,7 @@ class GenerativeTask:
             return [self.prompt.format(question=q) for q in questions]
         if not self.templated:
             return [TEXT_PROMPT.format(question=q) for q in questions]
-        if getattr(self.processor, "chat_template", None) is None and getattr(self.tokenizer, "chat_template", None) is None:
+        if getattr(self.processor, "chat_template", None) is None:
             raise ModelError(
                 f"{type(self.processor).__name__} has no chat template: give the model directory a "
                 "chat_template.jinja (the hub checkpoint's), or name a family with a plain prompt"
