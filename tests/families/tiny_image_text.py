@@ -40,7 +40,7 @@ VISION_SHRINK = {
     "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_heads": 2, "embed_dim": 32,
     "num_key_value_heads": 2, "head_dim": 16, "depth": VISION_LAYERS, "num_hidden_layers": VISION_LAYERS,
     "num_global_layers": 1, "projection_dim": 32, "out_hidden_size": 32, "num_layers": VISION_LAYERS,
-    "encoder_hidden_size": 32,
+    "encoder_hidden_size": 32, "vision_output_dim": 32, "projector_input_dim": 32, "projector_output_dim": 32,
 }
 CHAT = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n"
@@ -51,9 +51,20 @@ CHAT = (
 
 
 def _set(config, values: dict) -> None:
+    """Smaller values for the keys ``config`` has (per-layer attributes of configs that
+    refuse a global read are set where the config takes them)."""
     for key, value in values.items():
-        if hasattr(config, key) and not isinstance(getattr(config, key), (dict, list)):
-            setattr(config, key, value)
+        try:
+            current = getattr(config, key)
+        except AttributeError:
+            continue
+        except Exception:  # noqa: BLE001 - a per-layer attribute with no global value
+            current = None
+        if not isinstance(current, (dict, list)):
+            try:
+                setattr(config, key, value)
+            except Exception:  # noqa: BLE001 - the config keeps its own
+                pass
 
 
 def _clamp_layer_lists(config, layers: int) -> None:
@@ -69,10 +80,13 @@ def _clamp_layer_lists(config, layers: int) -> None:
             setattr(config, key, -1)
 
 
-def tiny_config(model_type: str):
+def tiny_config(model_type: str, small: bool = True):
     from transformers import CONFIG_MAPPING
 
     config = CONFIG_MAPPING[model_type]()
+    for sub in (config, *(getattr(config, k, None) for k in getattr(config, "sub_configs", {}) or {})):
+        if sub is not None and hasattr(sub, "dtype"):
+            sub.dtype = "float32"  # some modules cast to the config's dtype (Llama4's vision side)
     text = config.get_text_config()
     _set(text, TEXT_SHRINK)
     if isinstance(getattr(text, "layer_types", None), list):  # one layer of each kind (hybrids keep attention)
@@ -82,7 +96,10 @@ def tiny_config(model_type: str):
     for key in ("max_position_embeddings",):
         if hasattr(text, key):
             setattr(text, key, 4096)
-    _scale_mrope(text)
+    try:
+        _scale_mrope(text)
+    except Exception:  # noqa: BLE001 - per-layer head widths: no single 3-D RoPE to scale
+        pass
     _clamp_layer_lists(text, text.num_hidden_layers)  # e.g. Mllama's cross-attention layers
     for key in getattr(config, "sub_configs", {}) or {}:
         sub = getattr(config, key, None)
@@ -90,12 +107,18 @@ def tiny_config(model_type: str):
             _set(sub, VISION_SHRINK)
             _clamp_layer_lists(sub, VISION_LAYERS)
     vision = getattr(config, "vision_config", None)
-    if vision is not None and hasattr(vision, "image_size"):
+    if small and vision is not None and hasattr(vision, "image_size"):
         side = _patch(config) * IMAGE_PATCHES * _spatial_merge(config)
         vision.image_size = [side, side] if isinstance(vision.image_size, (list, tuple)) else side
+    if getattr(vision, "pixel_shuffle_ratio", None) and getattr(vision, "projector_input_dim", None):  # Llama4
+        vision.intermediate_size = int(vision.projector_input_dim / vision.pixel_shuffle_ratio**2)
     if getattr(vision, "intermediate_layers_indices", None) is not None and hasattr(vision, "vision_output_dim"):
         vision.vision_output_dim = vision.hidden_size * (len(vision.intermediate_layers_indices) + 1)  # Mllama
-    if hasattr(config, "mm_tokens_per_image"):  # Gemma3 pools the patches to this many tokens
+    # connector widths some configs keep at the top level: 32 wide, or 4 x 32 where they
+    # take 2 x 2 merged patches
+    _set(config, {"projector_hidden_size": 32, "projection_hidden_size": 32, "out_hidden_size": 32,
+                  "merged_hidden_size": 128})
+    if small and hasattr(config, "mm_tokens_per_image"):  # Gemma3 pools the patches to this many tokens
         config.mm_tokens_per_image = (IMAGE_PATCHES // 2) ** 2
     _clamp_layer_lists(config, VISION_LAYERS)
     return config
@@ -146,7 +169,7 @@ def _sized(size: dict, side: int) -> dict:
     return {k: side for k in size}
 
 
-def image_processor_for(model_type: str, config):
+def image_processor_for(model_type: str, config, small: bool = True):
     from importlib.util import find_spec
 
     import transformers
@@ -157,6 +180,8 @@ def image_processor_for(model_type: str, config):
     if name is None:
         raise RuntimeError("its image processor needs torchvision" if names else "no image processor class")
     cls = getattr(transformers, name)
+    if not small:
+        return cls()
     default = cls().to_dict()
     side = image_size(config)
     kwargs = {}
@@ -190,7 +215,7 @@ def _tokenizer(extra: list[str], named: dict[str, str] | None = None):
                  unk="<unk>", **kwargs)
 
 
-def _processor_and_tokenizer(model_type: str, config, extra: list[str]):
+def _processor_and_tokenizer(model_type: str, config, extra: list[str], small: bool = True):
     """The processor on a tokenizer holding every token it asks the tokenizer for by name."""
     import re
 
@@ -198,7 +223,7 @@ def _processor_and_tokenizer(model_type: str, config, extra: list[str]):
     for _ in range(12):
         tokenizer = _tokenizer(extra, named)
         try:
-            return _processor(model_type, config, tokenizer, None), tokenizer, named
+            return _processor(model_type, config, tokenizer, None, small), tokenizer, named
         except (AttributeError, ValueError) as e:
             missing = re.search(r"has no attribute '?(\w+?)(_id)?'?$", str(e).strip()) or re.search(
                 r"missing required attribute '(\w+?)(_id)?'", str(e))
@@ -208,7 +233,7 @@ def _processor_and_tokenizer(model_type: str, config, extra: list[str]):
     raise RuntimeError("the processor asks for too many named tokens")
 
 
-def _processor(model_type: str, config, tokenizer, chat_template: str | None):
+def _processor(model_type: str, config, tokenizer, chat_template: str | None, small: bool = True):
     import transformers
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
@@ -217,7 +242,7 @@ def _processor(model_type: str, config, tokenizer, chat_template: str | None):
         raise RuntimeError("no processor class in transformers' mapping")
     cls = getattr(transformers, name)
     params = inspect.signature(cls.__init__).parameters
-    kwargs = {"image_processor": image_processor_for(model_type, config), "tokenizer": tokenizer}
+    kwargs = {"image_processor": image_processor_for(model_type, config, small), "tokenizer": tokenizer}
     if "video_processor" in params:
         kwargs["video_processor"] = _video(model_type)
     if "feature_extractor" in params:
@@ -236,14 +261,14 @@ def _processor(model_type: str, config, tokenizer, chat_template: str | None):
         kwargs.setdefault("vision_feature_select_strategy", "default")  # which drops it
     if "image_seq_length" in params and getattr(config, "mm_tokens_per_image", None):
         kwargs["image_seq_length"] = config.mm_tokens_per_image
-    elif "image_seq_length" in params and getattr(config, "downsample_ratio", None):  # InternVL's pixel shuffle
+    elif small and "image_seq_length" in params and getattr(config, "downsample_ratio", None):  # InternVL's pixel shuffle
         kwargs["image_seq_length"] = int((IMAGE_PATCHES * config.downsample_ratio) ** 2)
-    if "image_seq_len" in params and vision is not None:
+    if small and "image_seq_len" in params and vision is not None:
         perceiver = getattr(config, "perceiver_config", None)
         kwargs["image_seq_len"] = perceiver.resampler_n_latents if perceiver is not None else IMAGE_PATCHES**2
-    if "num_image_tokens" in params:
+    if small and "num_image_tokens" in params:
         kwargs["num_image_tokens"] = (image_size(config) // _patch(config)) ** 2
-    if "img_size" in params:
+    if small and "img_size" in params:
         kwargs["img_size"] = image_size(config)
     if "chat_template" in params or "kwargs" in params:
         kwargs["chat_template"] = chat_template
@@ -328,32 +353,45 @@ def _placeholders(processor) -> list[str]:
     for start, end in (("<|vision_start_token|>", "<|vision_end_token|>"), ("<|image_start_token|>", "<|image_end_token|>")):
         if start in vocab and isinstance(image, str):
             found.append(start + image + end)
-    return list(dict.fromkeys(found)) or ["<image>"]
+    return list(dict.fromkeys([*found, "<image>"]))  # last: the literal some processors look for
 
 
 def build(model_type: str, out_dir: Path, *, check=None) -> Path:
     """Write the tiny checkpoint of ``model_type`` to ``out_dir``; ``check(model, processor)``
-    raises where a placeholder does not work (default: a forward pass with labels)."""
+    raises where a placeholder does not work (default: a forward pass with labels). Small
+    images first; where the processor's image-token count cannot be matched to them, the
+    processor's and vision tower's own image size (only widths and depths shrunk)."""
+    try:
+        return _build(model_type, out_dir, check, small=True)
+    except Exception as small_error:  # noqa: BLE001 - try the checkpoint's own image size
+        try:
+            return _build(model_type, out_dir, check, small=False)
+        except Exception:  # noqa: BLE001 - report the small attempt's reason
+            raise small_error from None
+
+
+def _build(model_type: str, out_dir: Path, check, small: bool) -> Path:
     from transformers import AutoModelForImageTextToText
 
-    config = tiny_config(model_type)
-    probe, _, named = _processor_and_tokenizer(model_type, config, _special_names(config))
+    config = tiny_config(model_type, small)
+    probe, _, named = _processor_and_tokenizer(model_type, config, _special_names(config), small)
     tokens = [v for k, v in vars(probe).items() if k.endswith("_token") and isinstance(v, str)]
     tokenizer = _tokenizer([*_special_names(config), *tokens], named)
     config.get_text_config().vocab_size = len(tokenizer)
     if hasattr(config, "vocab_size"):
         config.vocab_size = len(tokenizer)
     errors = []
-    for placeholder in _placeholders(_processor(model_type, config, tokenizer, None)):
-        processor = _processor(model_type, config, tokenizer, CHAT.replace("@IMAGE@", placeholder))
+    for placeholder in _placeholders(_processor(model_type, config, tokenizer, None, small)):
+        processor = _processor(model_type, config, tokenizer, CHAT.replace("@IMAGE@", placeholder), small)
         try:
             _token_ids(config, processor, tokenizer)
             _image_token_id(config, processor, placeholder)
             torch.manual_seed(0)
             model = AutoModelForImageTextToText.from_config(config).float().eval()
-            with torch.no_grad():  # gates a trained checkpoint has opened (Mllama's cross-attention starts shut)
+            with torch.no_grad():  # gates a trained checkpoint has opened (cross-attention starts shut)
                 for name, p in model.named_parameters():
-                    if name.endswith("gate") and not p.any():
+                    leaf = name.rsplit(".", 1)[-1]
+                    if ("gate" in leaf or leaf.startswith("alpha")) and not p.any():  # IDEFICS: alpha_*
                         p.fill_(0.5)
             try:
                 (check or forward_check)(model, processor)
@@ -382,18 +420,20 @@ def _calibrate(processor, error: str) -> bool:
     if found is None:
         return False
     tokens, features = (int(v) // 2 for v in found.groups())  # forward_check's 2 images
-    keys = [k for k, v in vars(processor).items() if isinstance(v, int) and not isinstance(v, bool) and v == tokens]
+    # the per-image count, or a count the processor wraps in a few more image tokens
+    counts = {k: v for k, v in vars(processor).items() if isinstance(v, int) and not isinstance(v, bool)}
+    keys = [k for k, v in counts.items() if 0 <= tokens - v <= 8 and v > 8]
     for key in keys:
-        setattr(processor, key, features)
-    return bool(keys) and features > 0
+        setattr(processor, key, counts[key] - (tokens - features))
+    return bool(keys) and all(getattr(processor, k) > 0 for k in keys)
 
 
 def forward_check(model, processor) -> None:
-    from fedvlm.train.collate import GenerativeTask
+    from fedvlm.train.collate import GenerativeTask, to_device
 
     task = GenerativeTask(processor, nest_images=None)
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "blue")]
     batch = task.training_batch({"image": images, "question": ["what color?", "which shape?"], "answer": ["red", "circle"]})
-    out = model(**batch)
+    out = model(**to_device(batch, "cpu", model.dtype))  # as fedvlm's training loop hands it over
     if not torch.isfinite(out.loss):
         raise RuntimeError("loss is not finite")

@@ -118,7 +118,7 @@ def _load_processor(path: str, family: Family):
     if family.name == "fuyu":
         fuyu_pil_patchify()
     try:
-        return AutoProcessor.from_pretrained(path)
+        processor = AutoProcessor.from_pretrained(path)
     except (ImportError, ValueError, TypeError, AttributeError) as e:
         if importlib.util.find_spec("torchvision") is None:
             # transformers' video processors (Qwen-VL, SmolVLM...) and its torchvision-only
@@ -128,6 +128,11 @@ def _load_processor(path: str, family: Family):
                 f"(pip install 'fedvlm[torchvision]'; see the README's model table): {_first_line(e)}"
             ) from None
         raise
+    template = Path(path) / "chat_template.jinja"
+    if getattr(processor, "chat_template", None) is None and template.is_file():
+        # processor classes that take no chat template (GIT, IDEFICS) drop the checkpoint's
+        processor.chat_template = template.read_text()
+    return processor
 
 
 def resolve_family(config, name: str = "auto") -> Family:

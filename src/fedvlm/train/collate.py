@@ -20,9 +20,19 @@ IGNORE_INDEX = -100
 TEXT_PROMPT = "{question}\nAnswer:"  # causal LMs without a chat template
 
 
-def to_device(batch: Mapping, device) -> dict:
-    """``batch`` with its tensors on ``device`` (the model's: a GPU where there is one)."""
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+def to_device(batch: Mapping, device, dtype: torch.dtype | None = None) -> dict:
+    """``batch`` with its tensors on ``device`` (the model's: a GPU where there is one) and
+    its floating-point inputs (pixel values) in ``dtype``, the model's: some image
+    processors hand out bfloat16 pixels, which a float32 model cannot multiply."""
+
+    def move(v):
+        if not torch.is_tensor(v):
+            return v
+        if dtype is not None and v.is_floating_point() and v.dtype != dtype:
+            v = v.to(dtype)
+        return v.to(device)
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 def rgb(images: Sequence) -> list:
@@ -170,7 +180,7 @@ class GenerativeTask:
 
     @torch.no_grad()
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
-        batch = to_device(self.generation_batch(rows), model.device)
+        batch = to_device(self.generation_batch(rows), model.device, model.dtype)
         out = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
         )

@@ -37,7 +37,7 @@ def train_local(
     rounds.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, model.dtype
     optimizer = torch.optim.AdamW(params, lr=lr_at(first_step), weight_decay=weight_decay)
     model.train()
     start, total_loss, examples, n_steps = time.perf_counter(), 0.0, 0, 0
@@ -47,7 +47,7 @@ def train_local(
             group["lr"] = lr
         step_loss = 0.0
         for batch in micro_batches:
-            loss = model(**to_device(batch, device)).loss / len(micro_batches)
+            loss = model(**to_device(batch, device, dtype)).loss / len(micro_batches)
             for hook in hooks:
                 extra = hook.extra_loss(model)
                 if extra is not None:
