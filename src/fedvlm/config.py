@@ -18,7 +18,9 @@ from fedvlm.core.answers import ANSWER_SPANS
 from fedvlm.core.sharing import AGGREGATIONS, TUNINGS
 from fedvlm.errors import ConfigError
 from fedvlm.fileio import write_atomic
-from fedvlm.models.families import FAMILIES
+from fedvlm.core.text_metrics import TEXT_METRICS
+from fedvlm.models.families import FAMILIES, FAMILY_ALIASES
+from fedvlm.train.chat import TEMPLATES
 
 
 @dataclass
@@ -71,7 +73,15 @@ class DataConfig:
     image_dir: str | None = None
     pooled_test_size: int = 1000
     max_train_examples: int | None = None
-    max_length: int = 128  # text classifiers: tokens per example (longer ones are truncated)
+    # Tokens per example, every family: a classifier's text is truncated; a generative
+    # example's prompt is cut from the left so that its answer stays whole, and an example
+    # whose answer alone does not fit is dropped (counted in the log).
+    max_length: int = 128
+    # How instruction and conversation data are rendered: chat (the model's own template),
+    # alpaca, plain ("{question}\nAnswer: {answer}"), auto (chat where the model has a
+    # template, else alpaca for conversations, plain for question/answer rows).
+    template: str = "auto"
+    system_prompt: str | None = None  # a system turn for rows that have none
 
 
 @dataclass
@@ -142,6 +152,9 @@ class EvalConfig:
     # processing of the whole first line) or first_clause (looser: cut at the first
     # . , ; : ! ? too; reports name it, it is not the official metric).
     answer_span: str = "first_line"
+    # What reports lead with: accuracy (the VQA evaluation's), or for generated free text
+    # exact_match, rouge_l, bleu, or loss (on the held-out responses).
+    metric: str = "accuracy"
 
 
 @dataclass
@@ -167,7 +180,9 @@ _CHOICES = {
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
     "model.quantization": {"none", "4bit", "8bit"},
-    "model.family": {"auto", *FAMILIES},
+    "model.family": {"auto", *FAMILIES, *FAMILY_ALIASES},
+    "data.template": set(TEMPLATES),
+    "eval.metric": {"accuracy", *TEXT_METRICS, "loss"},
     "lora.tuning": {"auto", *TUNINGS},
     "federated.weighting": set(WEIGHTINGS),
     "eval.answer_span": set(ANSWER_SPANS),

@@ -49,7 +49,7 @@ def test_messages_and_sharegpt_conversations_load_as_the_same_turns(tmp_path):
     ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}],
      "alternate"),
     ([{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "c"}], "unknown role 'robot'"),
-    ([{"role": "user", "content": 3}, {"role": "assistant", "content": "c"}], "content must be text"),
+    ([{"role": "system", "content": "s"}, {"role": "assistant", "content": "c"}], "system -> assistant"),
 ])
 def test_a_malformed_conversation_is_one_line_naming_the_row(tmp_path, turns, expected):
     source = _jsonl(tmp_path / "bad.jsonl", [

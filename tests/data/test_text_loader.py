@@ -168,7 +168,8 @@ def test_instruction_jsonl_with_mapping(tmp_path):
         columns={"text": "instruction", "answer": "output", "question_type": "category"},
     )
 
-    assert dataset.column_names == ["text", "answer", "question_type"]  # no label
+    # alpaca rows (instruction/output) load as turns, whatever text/answer were mapped to
+    assert dataset.column_names == ["messages", "text", "answer", "question_type"]  # no label
     assert dataset["text"] == ["Name a colour.", "Add 2 and 3."]
     assert dataset["answer"] == ["Red.", "5"]
     assert dataset["question_type"] == ["open_qa", "math"]

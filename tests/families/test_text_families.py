@@ -73,7 +73,7 @@ def test_causal_lm_with_a_chat_template_prompts_through_it(tmp_path):
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.chat_template = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}<|assistant|>"
     tok.save_pretrained(model_dir)
-    cfg, fed, run_dir = run_tiny(tmp_path, model_dir, TEXT_DATA)
+    cfg, fed, run_dir = run_tiny(tmp_path, model_dir, TEXT_DATA, "data.max_length=256")  # nothing cut
     batch = fed.task.training_batch(fed.train_ds[:2])
     first = tok.decode(batch["input_ids"][0][batch["attention_mask"][0].bool()])
     assert first.startswith(tok.bos_token + "<|user|>") and first.count(tok.bos_token) == 1

@@ -27,6 +27,7 @@ from PIL import Image
 from families.tiny_text import _byte_level_bpe, _wrap
 
 IMAGE_PATCHES = 4  # per side
+MAX_DEFAULT_SIDE = 512  # the fallback at the checkpoint's own image size, where it is at most this
 VISION_LAYERS = 2
 TEXT_SHRINK = {
     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
@@ -181,7 +182,11 @@ def image_processor_for(model_type: str, config, small: bool = True):
         raise RuntimeError("its image processor needs torchvision" if names else "no image processor class")
     cls = getattr(transformers, name)
     if not small:
-        return cls()
+        processor = cls()
+        sizes = [v for v in (processor.to_dict().get("size") or {}).values() if isinstance(v, int)]
+        if not sizes or max(sizes) > MAX_DEFAULT_SIDE:
+            raise RuntimeError(f"its default image size {sizes} is too large to check on CPU")
+        return processor
     default = cls().to_dict()
     side = image_size(config)
     kwargs = {}
@@ -391,7 +396,7 @@ def _build(model_type: str, out_dir: Path, check, small: bool) -> Path:
             with torch.no_grad():  # gates a trained checkpoint has opened (cross-attention starts shut)
                 for name, p in model.named_parameters():
                     leaf = name.rsplit(".", 1)[-1]
-                    if ("gate" in leaf or leaf.startswith("alpha")) and not p.any():  # IDEFICS: alpha_*
+                    if ("gate" in leaf or "alpha" in leaf) and not p.any():  # IDEFICS' alpha_*, DeepSeek-VL's
                         p.fill_(0.5)
             try:
                 (check or forward_check)(model, processor)
@@ -407,7 +412,7 @@ def _build(model_type: str, out_dir: Path, check, small: bool) -> Path:
         if not (Path(out_dir) / "chat_template.jinja").exists():  # processors that do not save one
             (Path(out_dir) / "chat_template.jinja").write_text(processor.chat_template)
         return Path(out_dir)
-    raise RuntimeError(errors[-1])
+    raise RuntimeError(errors[0])  # the processor's own image token: the telling failure
 
 
 def _calibrate(processor, error: str) -> bool:

@@ -22,18 +22,18 @@ import datasets
 
 from fedvlm.errors import DataError
 
+CHAT_COLUMNS = ("messages", "conversations", "instruction", "input", "output")
 FORMAT_COLUMNS = {"messages": ("messages",), "conversations": ("conversations",), "alpaca": ("instruction", "output")}
 _ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
           "chatgpt": "assistant", "bard": "assistant", "bing": "assistant"}
 
 
 def chat_format(available: list[str], columns: dict[str, str]) -> str | None:
-    """The chat format of a dataset with columns ``available`` (after ``data.columns``
-    mapped its own names to ``messages``/``conversations``/``instruction``/``input``/
-    ``output``), or None for question/answer and classification data."""
-    names = {columns.get(name, name) for name in ("messages", "conversations", "instruction", "output")}
+    """The chat format of a dataset with columns ``available`` (``data.columns`` may map
+    ``messages``, ``conversations``, ``instruction``, ``input`` and ``output`` to its own
+    names), or None for question/answer and classification data."""
     for fmt, needed in FORMAT_COLUMNS.items():
-        if all(columns.get(n, n) in available for n in needed) and names:
+        if all(columns.get(n, n) in available for n in needed):
             return fmt
     return None
 

@@ -11,7 +11,11 @@ with the columns
 - ``answer``: str, the label name for classification, the response for instruction data,
 - ``label``: `datasets.ClassLabel` (int index into the label names), only for
   classification, so the names travel with the dataset,
-- ``question_type``: str, ``"all"`` when the source has none.
+- ``question_type``: str, ``"all"`` when the source has none;
+
+and for instruction and conversation data (alpaca, ``messages``, ShareGPT
+``conversations``: `fedvlm.data.chat`) ``messages`` (the turns), ``text`` (the last user
+turn) and ``answer`` (the last assistant turn).
 
 A source is classification data if it has (or maps) a ``label`` column and instruction
 data if it has (or maps) an ``answer`` column instead. Label names: a `ClassLabel` column
@@ -31,6 +35,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fedvlm.data.chat import CHAT_COLUMNS, chat_format, to_canonical_chat
 from fedvlm.data.crowdflower import CROWDFLOWER_LABELS, load_crowdflower
 from fedvlm.data.files import check_column_mapping, check_distinct_sources, first_line, read_files
 from fedvlm.errors import ConfigError, DataError
@@ -125,6 +130,12 @@ def to_canonical_text(
         label_names: the label names to encode non-`ClassLabel` labels with (default:
             derived from this split's labels, see the module doc).
     """
+    fmt = chat_format(dataset.column_names, dict(columns or {}))
+    if fmt is not None:  # instruction or conversation data: turns
+        check_column_mapping(dict(columns or {}), (*CANONICAL_COLUMNS, *CHAT_COLUMNS))
+        if dataset.num_rows == 0:
+            raise DataError(f"{origin} has no rows; expected at least one conversation")
+        return to_canonical_chat(dataset, fmt, dict(columns or {}), origin)
     mapping = _resolve_mapping(columns, dataset.column_names, origin)
     if dataset.num_rows == 0:
         raise DataError(f"{origin} has no rows; expected at least one text example")
@@ -322,6 +333,8 @@ def _load_directory(path: Path, split: str, columns: dict[str, str] | None) -> d
         )
     target = files[wanted[0]][0]
     dataset = _read_table(target)
+    if chat_format(dataset.column_names, dict(columns or {})) is not None:
+        return to_canonical_text(dataset, columns, str(target))
     mapping = _resolve_mapping(columns, dataset.column_names, str(target))
     label_src = mapping.get("label")
     if label_src is None or isinstance(dataset.features[label_src], datasets.ClassLabel):

@@ -111,7 +111,7 @@ FAMILIES = {
 }
 
 # Names of families the generic image-text path replaced, still accepted in model.family.
-_ALIASES = {name: "image-text" for name in ("llava", "phi3-llava", "qwen2-vl", "idefics3", "smolvlm")}
+FAMILY_ALIASES = {name: "image-text" for name in ("llava", "phi3-llava", "qwen2-vl", "idefics3", "smolvlm")}
 
 # config.model_type -> family, where the type alone decides it.
 _BY_MODEL_TYPE = {
@@ -132,7 +132,7 @@ _BY_MODEL_TYPE = {
 def detect_family(config, name: str = "auto") -> Family:
     """The family of a model from its ``config`` (``name="auto"``) or by name."""
     if name != "auto":
-        name = _ALIASES.get(name, name)
+        name = FAMILY_ALIASES.get(name, name)
         if name not in FAMILIES:
             raise ModelError(f"model.family {name!r}: unknown (known: auto, {', '.join(FAMILIES)})")
         return FAMILIES[name]

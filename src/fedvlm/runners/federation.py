@@ -104,7 +104,8 @@ def resolve_tuning(cfg: Config, family: Family) -> str:
 
 
 def load_datasets(cfg: Config, family: Family | None):
-    """The train split (subsampled to ``data.max_train_examples``) and the test split, read
+    """The train split (subsampled to ``data.max_train_examples``; for text-only generation
+    without rows whose answer exceeds ``data.max_length``) and the test split, read
     as VQA (families with images) or text data. Without a family (its config out of reach),
     the source decides: the built-in text corpora and GLUE tasks are text, anything else VQA."""
     d = cfg.data
@@ -128,7 +129,40 @@ def load_datasets(cfg: Config, family: Family | None):
     if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
         keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
         train_ds = train_ds.select(np.sort(keep))
+    if family is not None and family.task == "generate" and not family.images:
+        train_ds, test_ds = (_fitting(cfg, family, ds, split) for ds, split in ((train_ds, d.train_split), (test_ds, d.test_split)))
     return train_ds, test_ds
+
+
+def _fitting(cfg: Config, family: Family, dataset, split: str):
+    """``dataset`` without the rows whose last answer alone exceeds ``data.max_length``
+    tokens (`TextGenerationTask.fits`), the number dropped in the log."""
+    from transformers import AutoTokenizer
+
+    from fedvlm.models.load import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    task = task_for(cfg, family, tokenizer, dataset)
+    keep = [i for start in range(0, len(dataset), 256)
+            for i, ok in enumerate(task.fits(dataset[start:start + 256]), start) if ok]
+    if len(keep) < len(dataset):
+        logging.getLogger("fedvlm").warning(
+            "data.max_length=%d: dropped %d of %d %s rows whose answer alone is longer",
+            cfg.data.max_length, len(dataset) - len(keep), len(dataset), split,
+        )
+        if not keep:
+            raise DataError(f"data.max_length={cfg.data.max_length}: no {split} row has an answer that fits")
+        dataset = dataset.select(keep)
+    return dataset
+
+
+def task_for(cfg: Config, family: Family, processor, dataset, labels=None):
+    """The task of ``family`` with the run's data settings."""
+    d = cfg.data
+    return build_task(family, processor, labels, d.max_length, d.template, d.system_prompt,
+                      conversations="messages" in dataset.column_names)
 
 
 def label_names(family: Family, train_ds) -> list[str] | None:
@@ -192,7 +226,7 @@ def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:
     plan = SharingPlan(cfg.federated.aggregation, tuning, lo.two_stage_rounds, family.connector)
     if client_ranks(cfg) and not any(k.endswith(".lora_A.weight") for k in plan.trained(initial, cfg.federated.rounds)):
         raise ConfigError(f"config keys 'lora.client_ranks' / 'lora.rank_groups': lora.tuning={tuning} trains no LoRA factors")
-    task = build_task(family, processor, labels, cfg.data.max_length)
+    task = task_for(cfg, family, processor, train_ds, labels)
     merged = None
     if LORA_VARIANTS[cfg.federated.aggregation].merges_into_base:
         merged = MergedBase(model, f"federated.aggregation={cfg.federated.aggregation}")

@@ -122,7 +122,9 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
     """
     baselines = baselines or {}
     types = question_types(metrics, baselines)
-    header = ["", "accuracy %", *(f"{t} %" for t in types), "mean loss", "MB up", "MB down", "seconds"]
+    text = [m for m in TEXT_COLUMNS if any(m in (r.get("eval") or {}) for r in metrics)]
+    header = ["", "accuracy %", *(TEXT_COLUMNS[m] for m in text), *(f"{t} %" for t in types), "mean loss",
+              "MB up", "MB down", "seconds"]
     rows = []
     for record in metrics:
         ev = record.get("eval") or {}
@@ -131,6 +133,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             label,
             format_pct(ev.get("accuracy")),
+            *(_text_cell(m, ev.get(m)) for m in text),
             *(format_pct(by_type.get(t)) for t in types),
             format_loss(mean_client_loss(record)),
             format_mb(record.get("bytes_up")),
@@ -143,6 +146,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             CENTRALIZED_LABEL,
             format_pct(central.get("accuracy")),
+            *(_text_cell(m, central.get(m)) for m in text),
             *(format_pct(by_type.get(t)) for t in types),
             MISSING, MISSING, MISSING,
             format_seconds(central.get("seconds")),
@@ -152,6 +156,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             LOCAL_LABEL,
             f"{format_pct(local.get('mean_local'))} / {format_pct(local.get('mean_pooled'))}",
+            *(MISSING for _ in text),
             *(MISSING for _ in types),
             MISSING, MISSING, MISSING,
             format_seconds(local.get("seconds")),
@@ -199,6 +204,31 @@ def config_header(config: dict) -> list[str]:
         ("answers scored", _SPANS.get(get("eval", "answer_span") or "first_line")),
     ]
     return [f"- **{name}**: `{value}`" for name, value in items if value is not None]
+
+
+TEXT_COLUMNS = {"exact_match": "EM %", "rouge_l": "ROUGE-L %", "bleu": "BLEU", "loss": "eval loss"}
+
+
+def _text_cell(name: str, value: Any) -> str:
+    if name in ("exact_match", "rouge_l"):
+        return format_pct(value)
+    v = number(value)
+    return MISSING if v is None else (f"{v:.1f}" if name == "bleu" else f"{v:.3f}")
+
+
+def lead(metrics: list[dict], metric: str) -> list[str]:
+    """The bullet ``eval.metric`` puts first where it is not accuracy: its zero-shot and
+    final values on the pooled test."""
+    if metric == "accuracy":
+        return []
+    values = [(r["round"], (r.get("eval") or {}).get(metric)) for r in metrics]
+    values = [(n, v) for n, v in values if number(v) is not None]
+    if not values:
+        return [f"- **{metric}**: not recorded (text metrics are computed for text-only generative models)"]
+    (first_round, first), (last_round, last) = values[0], values[-1]
+    label = TEXT_COLUMNS.get(metric, metric).replace(" %", "")
+    return [f"- **{label}** (eval.metric): {_text_cell(metric, last)} at round {last_round} "
+            f"({_text_cell(metric, first)} at round {first_round})"]
 
 
 def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
@@ -253,7 +283,8 @@ def render_report(
     parts += ["## Configuration", "", *(header or ["_no config.yaml found_"]), ""]
     parts += ["## Results", ""]
     if metrics:
-        parts += headline(metrics, baselines) + ["", summary_table(metrics, baselines), ""]
+        metric = (config.get("eval") or {}).get("metric", "accuracy") if isinstance(config, dict) else "accuracy"
+        parts += lead(metrics, metric) + headline(metrics, baselines) + ["", summary_table(metrics, baselines), ""]
     else:
         parts += ["_no metrics recorded yet_", ""]
     parts += ["## Plots", ""]

@@ -77,14 +77,15 @@ def assistant_spans(tokenizer, messages: Sequence[dict], template: str) -> tuple
 
 def conversation_ids(tokenizer, messages: Sequence[dict], template: str) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and labels that are the ids on assistant
-    turns and ``IGNORE_INDEX`` elsewhere (a token belongs to the turn its first character
-    is in)."""
+    turns and ``IGNORE_INDEX`` elsewhere. A token with any character in an assistant turn
+    is trained: where a template's generation prompt ends in a space that the tokenizer
+    joins to the answer's first word, that word is still learned."""
     text, spans = assistant_spans(tokenizer, messages, template)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = enc["input_ids"]
     labels = [
-        i if any(start <= s < end for start, end in spans) else IGNORE_INDEX
-        for i, (s, _) in zip(ids, enc["offset_mapping"])
+        i if e > s and any(s < end and e > start for start, end in spans) else IGNORE_INDEX
+        for i, (s, e) in zip(ids, enc["offset_mapping"])
     ]
     return ids, labels
 

@@ -1,9 +1,8 @@
 """Inputs for generative models: a prompt (with an image, for VLMs), answer-only labels.
 
-One path serves every generative family: the model's chat template with an image part,
-plain prompt formats (PaliGemma's ``answer en ...``, Fuyu's ``question\\n``), and text-only
-causal LMs. Every extra input the processor returns is carried through; those with one
-value per token (Gemma3's ``token_type_ids``, Mllama's 4-D ``cross_attention_mask``, Fuyu's
+One path serves every image-text family: the model's chat template with an image part, or
+plain prompt formats (PaliGemma's ``answer en ...``, Fuyu's ``question\\n``). Every extra
+input the processor returns is carried through; those with one value per token (Gemma3's ``token_type_ids``, Mllama's 4-D ``cross_attention_mask``, Fuyu's
 ``image_patches_indices``) are extended over the appended answer tokens with the value of
 the prompt's last token (text that sees what the prompt's end sees), unless the family names
 another (PaliGemma's answer is its suffix, ``token_type_ids`` 1).
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fedvlm.errors import ModelError
+from fedvlm.errors import DataError, ModelError
 
 IGNORE_INDEX = -100
 TEXT_PROMPT = "{question}\nAnswer:"  # causal LMs without a chat template
@@ -56,29 +55,24 @@ def _per_token(key: str, value, ids: torch.Tensor) -> bool:
 
 @dataclass
 class GenerativeTask:
-    """Prompt -> answer tokens, trained with the loss on the answer and ``eos`` only."""
+    """Image + prompt -> answer tokens, trained with the loss on the answer and ``eos`` only
+    (text-only models: `fedvlm.train.text_generation`)."""
 
-    processor: object  # a processor (VLMs) or a tokenizer (text-only LMs)
+    processor: object
     images: bool = True
     prompt: str | None = None  # plain format; None: the model's chat template
     token_fill: dict[str, int] = field(default_factory=dict)
     nest_images: bool | None = False  # None: nested if the processor refuses a flat list
+    max_length: int | None = None  # tokens per training example (image tokens included)
     _template_checked: bool = field(default=False, init=False, repr=False)
 
     @property
     def tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
 
-    @property
-    def templated(self) -> bool:
-        """Whether prompts come from the model's chat template (VLMs always use theirs)."""
-        return self.prompt is None and (self.images or getattr(self.tokenizer, "chat_template", None) is not None)
-
     def prompts(self, questions: Sequence[str]) -> list[str]:
         if self.prompt is not None:
             return [self.prompt.format(question=q) for q in questions]
-        if not self.templated:
-            return [TEXT_PROMPT.format(question=q) for q in questions]
         if getattr(self.processor, "chat_template", None) is None:
             raise ModelError(
                 f"{type(self.processor).__name__} has no chat template: give the model directory a "
@@ -89,9 +83,6 @@ class GenerativeTask:
         return [self._render([self._turn("user", q)], generation_prompt=True) for q in questions]
 
     def _turn(self, role: str, text: str) -> dict:
-        # multimodal templates take a list of parts; text-only tokenizer templates a string
-        if not self.images:
-            return {"role": role, "content": text}
         parts = [{"type": "text", "text": text}]
         return {"role": role, "content": [{"type": "image"}, *parts] if role == "user" else parts}
 
@@ -113,35 +104,28 @@ class GenerativeTask:
 
     def _encode(self, rows: Mapping, padding_side: str) -> dict:
         text = self.prompts(questions_of(rows))
-        if self.images:
-            images = rgb(rows["image"])
+        images = rgb(rows["image"])
 
-            def encode(nested: bool):
-                return self.processor(
-                    images=[[im] for im in images] if nested else images,
-                    text=text,
-                    return_tensors="pt",
-                    padding=True,
-                    padding_side=padding_side,
-                )
+        def encode(nested: bool):
+            return self.processor(
+                images=[[im] for im in images] if nested else images,
+                text=text,
+                return_tensors="pt",
+                padding=True,
+                padding_side=padding_side,
+            )
 
-            if self.nest_images is None:  # learn once which form this processor takes
-                try:
-                    enc = encode(False)
-                    self.nest_images = False
-                    return enc
-                except (ValueError, TypeError, IndexError):
-                    self.nest_images = True
-            return encode(self.nest_images)
-        # a rendered chat template already holds the special tokens (bos)
-        return self.tokenizer(
-            text, return_tensors="pt", padding=True, padding_side=padding_side, add_special_tokens=not self.templated
-        )
+        if self.nest_images is None:  # learn once which form this processor takes
+            try:
+                enc = encode(False)
+                self.nest_images = False
+                return enc
+            except (ValueError, TypeError, IndexError):
+                self.nest_images = True
+        return encode(self.nest_images)
 
     def _answer_ids(self, answers: Sequence[str]) -> list[list[int]]:
-        tok = self.tokenizer
-        prefix = " " if not self.templated and self.prompt is None else ""
-        return tok([prefix + a for a in answers], add_special_tokens=False)["input_ids"]
+        return self.tokenizer(list(answers), add_special_tokens=False)["input_ids"]
 
     def training_batch(self, rows: Mapping) -> dict:
         """``prompt + answer + eos`` per row, right-padded; labels -100 except on the answer
@@ -155,6 +139,12 @@ class GenerativeTask:
         answers = [a + [tok.eos_token_id] for a in self._answer_ids(rows["answer"])]
         prompt_lens = mask.sum(dim=1).tolist()
         width = max(n + len(a) for n, a in zip(prompt_lens, answers))
+        if self.max_length is not None and width > self.max_length:
+            # the image tokens lead the prompt: it cannot be cut from the left
+            raise DataError(
+                f"data.max_length={self.max_length}: an example of {width} tokens (image, question and answer) "
+                "does not fit; raise data.max_length"
+            )
         per_token = [k for k, v in enc.items() if _per_token(k, v, ids)]
         out = {k: v for k, v in enc.items() if k not in per_token}
         for key in per_token:

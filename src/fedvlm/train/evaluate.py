@@ -1,11 +1,13 @@
 """Evaluate a model on its task: answers (generated, or a classifier's label names) scored
 as the official VQA evaluation does (exact match of processed answers; soft accuracy over
-several annotators), overall and per question type."""
+several annotators), overall and per question type; text-only generation also by exact
+match, ROUGE-L and BLEU of the free text and the loss on the held-out answers."""
 
 from collections import defaultdict
 from collections.abc import Sequence
 
 from fedvlm.core.answers import vqa_accuracy
+from fedvlm.core.text_metrics import text_scores
 
 
 def predict_rows(task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int) -> list[str]:
@@ -45,4 +47,17 @@ def evaluate(
     preds = predict_rows(task, model, dataset, indices, batch_size, max_new_tokens)
     columns = [c for c in ("answer", "answers", "question_type") if c in dataset.column_names]
     rows = dataset.select_columns(columns)[list(indices)]
-    return score_answers(preds, rows, span)
+    result = score_answers(preds, rows, span)
+    if hasattr(task, "loss"):  # generated free text: the instruction-tuning metrics too
+        result.update(text_scores(preds, rows["answer"]))
+        result["loss"] = held_out_loss(task, model, dataset, indices, batch_size)
+    return result
+
+
+def held_out_loss(task, model, dataset, indices: Sequence[int], batch_size: int) -> float:
+    """Mean token loss on the rows' answers (teacher-forced), as training counts it."""
+    total, count = 0.0, 0
+    for start in range(0, len(indices), batch_size):
+        summed, n = task.loss(model, dataset[list(indices[start : start + batch_size])])
+        total, count = total + summed, count + n
+    return total / max(1, count)

@@ -37,7 +37,7 @@ def train_local(
     rounds.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    device, dtype = next(model.parameters()).device, model.dtype
+    device, dtype = next(model.parameters()).device, getattr(model, "dtype", None)
     optimizer = torch.optim.AdamW(params, lr=lr_at(first_step), weight_decay=weight_decay)
     model.train()
     start, total_loss, examples, n_steps = time.perf_counter(), 0.0, 0, 0

@@ -11,7 +11,9 @@ from typing import Protocol
 from fedvlm.models.families import Family
 from fedvlm.train.blip_vqa import BlipVQATask
 from fedvlm.train.classify import ClassifyTask
+from fedvlm.train.chat import resolve_template
 from fedvlm.train.collate import GenerativeTask
+from fedvlm.train.text_generation import TextGenerationTask
 
 
 class Task(Protocol):
@@ -20,9 +22,24 @@ class Task(Protocol):
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]: ...
 
 
-def build_task(family: Family, processor, label_names=None, max_length: int = 128) -> Task:
+def build_task(
+    family: Family,
+    processor,
+    label_names=None,
+    max_length: int = 128,
+    template: str = "auto",
+    system: str | None = None,
+    conversations: bool = False,
+) -> Task:
+    """The task of ``family``; text-only generation renders rows by ``template``
+    (`fedvlm.train.chat.resolve_template`; ``conversations``: the data has turns)."""
     if family.task == "classify":
         return ClassifyTask(processor, list(label_names), max_length)
     if family.task == "blip_vqa":
         return BlipVQATask(processor)
-    return GenerativeTask(processor, family.images, family.prompt, dict(family.token_fill), family.nest_images)
+    if not family.images:
+        resolved = resolve_template(template, processor, conversations)
+        return TextGenerationTask(processor, resolved, max_length, system)
+    return GenerativeTask(
+        processor, family.images, family.prompt, dict(family.token_fill), family.nest_images, max_length=max_length
+    )
