@@ -73,10 +73,12 @@ class DataConfig:
     image_dir: str | None = None
     pooled_test_size: int = 1000
     max_train_examples: int | None = None
-    # Tokens per example, every family: a classifier's text is truncated; a generative
-    # example's prompt is cut from the left so that its answer stays whole, and an example
-    # whose answer alone does not fit is dropped (counted in the log).
-    max_length: int = 128
+    # Tokens per example, every family: a classifier's text is truncated; a text-only
+    # generative example's prompt is cut from the left so that its answer stays whole, and
+    # an example whose answer alone does not fit is dropped (counted in the log); an
+    # image-text example that does not fit is an error. null: 128 for classifiers, no limit
+    # for generative models (a VLM's image alone can be hundreds of tokens).
+    max_length: int | None = None
     # How instruction and conversation data are rendered: chat (the model's own template),
     # alpaca, plain ("{question}\nAnswer: {answer}"), auto (chat where the model has a
     # template, else alpaca for conversations, plain for question/answer rows).
@@ -264,7 +266,7 @@ def _check(cfg: Config) -> None:
                 f"config key '{key}': expected one of {sorted(choices)}, got {flat[key]!r}"
             )
     for key in _POSITIVE:
-        if flat[key] <= 0:
+        if flat[key] is not None and flat[key] <= 0:
             raise ConfigError(f"config key '{key}': expected a positive number, got {flat[key]!r}")
     for key in _NON_NEGATIVE:
         if flat[key] < 0:

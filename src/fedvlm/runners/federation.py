@@ -129,7 +129,7 @@ def load_datasets(cfg: Config, family: Family | None):
     if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
         keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
         train_ds = train_ds.select(np.sort(keep))
-    if family is not None and family.task == "generate" and not family.images:
+    if family is not None and family.task == "generate" and not family.images and d.max_length is not None:
         train_ds, test_ds = (_fitting(cfg, family, ds, split) for ds, split in ((train_ds, d.train_split), (test_ds, d.test_split)))
     return train_ds, test_ds
 

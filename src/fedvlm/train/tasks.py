@@ -22,11 +22,14 @@ class Task(Protocol):
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]: ...
 
 
+CLASSIFIER_MAX_LENGTH = 128  # data.max_length=null for a classifier
+
+
 def build_task(
     family: Family,
     processor,
     label_names=None,
-    max_length: int = 128,
+    max_length: int | None = None,
     template: str = "auto",
     system: str | None = None,
     conversations: bool = False,
@@ -34,7 +37,7 @@ def build_task(
     """The task of ``family``; text-only generation renders rows by ``template``
     (`fedvlm.train.chat.resolve_template`; ``conversations``: the data has turns)."""
     if family.task == "classify":
-        return ClassifyTask(processor, list(label_names), max_length)
+        return ClassifyTask(processor, list(label_names), max_length or CLASSIFIER_MAX_LENGTH)
     if family.task == "blip_vqa":
         return BlipVQATask(processor)
     if not family.images:

@@ -24,7 +24,7 @@ from fedvlm.train.collate import TEXT_PROMPT, questions_of, to_device
 class TextGenerationTask:
     tokenizer: object
     template: str  # chat, alpaca or plain (`fedvlm.train.chat.resolve_template`)
-    max_length: int
+    max_length: int | None  # None: sequences are not cut
     system: str | None = None  # a system turn for conversations that have none
 
     def conversations(self, rows: Mapping) -> list[list[dict]]:
@@ -64,13 +64,16 @@ class TextGenerationTask:
 
     def fits(self, rows: Mapping) -> list[bool]:
         """Whether each row's last answer fits in ``max_length`` tokens (else it is dropped)."""
+        if self.max_length is None:
+            return [True] * len(rows["answer"])
         return [self.answer_length(t) <= self.max_length for t in self.conversations(rows)]
 
     def training_batch(self, rows: Mapping) -> dict:
         """The rows' sequences cut from the left to ``max_length``, right-padded."""
         tok = self.tokenizer
         pairs = [self.sequence(t) for t in self.conversations(rows)]
-        pairs = [(ids[-self.max_length:], labels[-self.max_length:]) for ids, labels in pairs]
+        if self.max_length is not None:
+            pairs = [(ids[-self.max_length:], labels[-self.max_length:]) for ids, labels in pairs]
         width = max(len(ids) for ids, _ in pairs)
         batch = {
             "input_ids": torch.full((len(pairs), width), tok.pad_token_id, dtype=torch.long),
@@ -86,8 +89,10 @@ class TextGenerationTask:
     def generation_batch(self, rows: Mapping, max_new_tokens: int) -> dict:
         """Left-padded prompts, each cut from the left so that it and the generated tokens
         fit in ``max_length``."""
-        keep = max(1, self.max_length - max_new_tokens)
-        prompts = [self.prompt(t)[-keep:] for t in self.conversations(rows)]
+        prompts = [self.prompt(t) for t in self.conversations(rows)]
+        if self.max_length is not None:
+            keep = max(1, self.max_length - max_new_tokens)
+            prompts = [p[-keep:] for p in prompts]
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
