@@ -22,12 +22,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from families.tiny_text import build_llama  # noqa: E402
+from families.tiny_text import build_llama
 
-from fedvlm.config import load_config  # noqa: E402
-from fedvlm.runners.simulate import run_simulation  # noqa: E402
+from fedvlm.config import load_config
+from fedvlm.runners.simulate import run_simulation
 
-WORDS = "the a model data client server round update adapter token answer prompt".split()
+WORDS = ["the", "a", "model", "data", "client", "server", "round", "update", "adapter", "token", "answer", "prompt"]
 
 
 def write_alpaca(path: Path, n: int, seed: int) -> None:

@@ -236,7 +236,8 @@ def write_table(rows: list[dict], out: Path, seconds: float) -> None:
         "# Architectures fedvlm runs out of the box",
         "",
         f"Measured by `scripts/models_coverage.py` with transformers {transformers.__version__} on CPU "
-        f"({seconds / 60:.0f} min): a tiny random instance of every class in transformers'",
+        f"({seconds / 60:.0f} min of checks per process, timeouts not counted): a tiny random instance of every "
+        "class in transformers'",
         "image-text-to-text, causal-LM and sequence-classification mappings, and a 1-round 2-client job",
         "on it with no `lora.target_modules` and no `model.family` (easy-VQA for image-text models,",
         "CrowdFlower tweets for text models), except where fedvlm would take a text type for the other",

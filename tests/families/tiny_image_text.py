@@ -152,7 +152,9 @@ def image_size(config) -> int:
 
 def _shared_image_processor(model_type: str) -> dict:
     """The image processor of another type with the same processor class (a MoE variant's)."""
-    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.image_processing_auto import (
+        IMAGE_PROCESSOR_MAPPING_NAMES,
+    )
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     processor = PROCESSOR_MAPPING_NAMES.get(model_type)
@@ -174,7 +176,9 @@ def image_processor_for(model_type: str, config, small: bool = True):
     from importlib.util import find_spec
 
     import transformers
-    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.image_processing_auto import (
+        IMAGE_PROCESSOR_MAPPING_NAMES,
+    )
 
     names = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type) or _shared_image_processor(model_type)
     name = names.get("pil") or (names.get("torchvision") if find_spec("torchvision") else None)
@@ -284,7 +288,9 @@ def _processor(model_type: str, config, tokenizer, chat_template: str | None, sm
 
 def _feature_extractor(model_type: str):
     import transformers
-    from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
+    from transformers.models.auto.feature_extraction_auto import (
+        FEATURE_EXTRACTOR_MAPPING_NAMES,
+    )
 
     name = FEATURE_EXTRACTOR_MAPPING_NAMES.get(model_type)
     if name is None:
@@ -294,7 +300,9 @@ def _feature_extractor(model_type: str):
 
 def _video(model_type: str):
     import transformers
-    from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.video_processing_auto import (
+        VIDEO_PROCESSOR_MAPPING_NAMES,
+    )
 
     names = VIDEO_PROCESSOR_MAPPING_NAMES.get(model_type) or {}
     name = names.get("torchvision") if isinstance(names, dict) else names

@@ -203,3 +203,25 @@ def test_all_linear_lm_leaves_out_layers_a_text_forward_never_calls():
     assert {n.rsplit(".", 1)[-1] for n in names} == {"k_proj", "v_proj", "q_proj", "out_proj", "fc1", "fc2"}
     cross = [n for n, m in model.named_modules() if "encoder_attn." in n and type(m).__name__ == "Linear"]
     assert cross  # they exist, and were left out
+
+
+def test_all_linear_lm_leaves_a_vision_tower_inside_the_decoder_alone():
+    """IDEFICS keeps its vision model inside the module get_decoder() returns: its layers
+    must still not be adapted."""
+    import re
+
+    from transformers import AutoModelForImageTextToText, IdeficsConfig
+
+    from fedvlm.models.load import all_linear_lm
+    from fedvlm.models.structure import meta_instance
+
+    config = IdeficsConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           vision_config={"embed_dim": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                          "intermediate_size": 64},
+                           perceiver_config={"resampler_depth": 1, "resampler_n_heads": 2, "resampler_head_dim": 8})
+    model = meta_instance(AutoModelForImageTextToText, config)
+    targets = all_linear_lm(model)
+    names = [n for n, _ in model.named_modules() if (re.fullmatch(targets, n) if isinstance(targets, str) else n in targets)]
+    assert names and not any(".vision_model." in n for n in names)
+    assert any(".layers.0.self_attn.q_proj" in n for n in names)
+    assert any("gated_cross_attn_layers" in n for n in names)  # the cross-attention to the image is adapted

@@ -3,11 +3,17 @@ of a 3-exchange conversation (system, user, assistant, user, assistant) against 
 hand from the template's pieces, on two different tokenizers and templates."""
 
 import pytest
+from families.tiny_text import _byte_level_bpe, _wrap, minilm_dir
 from transformers import AutoTokenizer
 
-from families.tiny_text import _byte_level_bpe, _wrap, minilm_dir
 from fedvlm.errors import ModelError
-from fedvlm.train.chat import ALPACA_SYSTEM, IGNORE_INDEX, conversation_ids, prompt_ids, resolve_template
+from fedvlm.train.chat import (
+    ALPACA_SYSTEM,
+    IGNORE_INDEX,
+    conversation_ids,
+    prompt_ids,
+    resolve_template,
+)
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -83,7 +89,7 @@ def test_generation_prompt_is_the_conversation_before_its_last_answer():
 
 def test_alpaca_template_uses_the_alpaca_preamble_when_there_is_no_system_turn():
     tok = _wordpiece()
-    ids, labels = conversation_ids(tok, CONVERSATION[1:3], "alpaca")
+    ids, _ = conversation_ids(tok, CONVERSATION[1:3], "alpaca")
     text = tok.decode(ids)
     assert text.startswith(tok.decode(tok(ALPACA_SYSTEM, add_special_tokens=False)["input_ids"]))
 

@@ -6,9 +6,9 @@ import json
 import logging
 
 import pytest
-
 from families.harness import check_run, run_tiny
 from families.tiny_text import _byte_level_bpe, _wrap, build_llama
+
 from fedvlm.train.chat import IGNORE_INDEX
 from fedvlm.train.text_generation import TextGenerationTask
 
@@ -129,10 +129,11 @@ def test_multi_turn_conversations_train_and_evaluate_on_a_tiny_chat_model(tmp_pa
 
 @pytest.mark.parametrize("template", ["chat", "plain"])
 def test_a_template_the_data_or_model_cannot_use_is_one_line(tmp_path, template):
+    from tiny import TINY_RUN
+
     from fedvlm.config import load_config
     from fedvlm.errors import ModelError
     from fedvlm.runners.federation import build_federation
-    from tiny import TINY_RUN
 
     data = tmp_path / "alpaca"
     data.mkdir()

@@ -22,7 +22,7 @@ from transformers import (
 from fedvlm.errors import ModelError
 from fedvlm.models.compat import fuyu_pil_patchify, stable_4bit_on_cpu
 from fedvlm.models.families import ALL_LINEAR_LM, AUTO, Family, detect_family
-from fedvlm.models.structure import classifier_head, vision_language_parts
+from fedvlm.models.structure import classifier_head, tower_names, vision_language_parts
 
 EMBEDDED = "embedded"
 EMBEDDED_TEXT = "embedded-text"
@@ -258,7 +258,10 @@ def language_model_linears(model: torch.nn.Module) -> tuple[str, list[str]]:
         if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and (not prefix or n.startswith(prefix + "."))
     ]
     if getattr(getattr(model, "config", None), "vision_config", None) is not None:
-        return prefix, linears  # a VLM's cross-attention to the image runs only with images
+        # never a tower's layers, even inside the decoder (IDEFICS); no text-only pruning: a
+        # VLM's cross-attention to the image runs only with images
+        towers = tower_names(model, model.config)
+        return prefix, [n for n in linears if not any(n.startswith(t + ".") for t in towers)]
     return prefix, _used_by_text(model, decoder, linears)
 
 

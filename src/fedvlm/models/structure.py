@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 # Sub-configs of modules that bridge a tower and the language model: part of the connector.
 _CONNECTOR_CONFIGS = ("qformer_config", "perceiver_config", "adapter_config")
 
@@ -63,14 +62,7 @@ def parts_of(model: torch.nn.Module, config) -> VisionLanguageParts:
     names = {id(m): n for n, m in model.named_modules()}
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    tower_configs = tuple(
-        type(sub) for key, sub in _sub_configs(config) if key not in ("text_config", "decoder_config", *_CONNECTOR_CONFIGS)
-    )
-    towers = [
-        m for m in model.modules()
-        if m is not model and isinstance(getattr(m, "config", None), tower_configs) and m is not decoder
-    ]
-    towers = [t for t in towers if not any(o is not t and _contains(o, t) for o in towers)]  # top-most only
+    towers = _towers(model, config, decoder)
     if decoder is None or decoder is model or any(_contains(decoder, t) for t in towers):
         return VisionLanguageParts(_short(model, [names[id(t)] for t in towers]), ())
     fixed = [m for m in (decoder, head, *towers) if m is not None]
@@ -98,6 +90,25 @@ def parts_of(model: torch.nn.Module, config) -> VisionLanguageParts:
     return VisionLanguageParts(
         _short(model, [names[id(t)] for t in towers]), _short(model, [names[id(c)] for c in connector])
     )
+
+
+def tower_names(model: torch.nn.Module, config) -> list[str]:
+    """Full module names of the towers of ``model`` (wherever they sit: IDEFICS keeps its
+    vision model inside the decoder)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    names = {id(m): n for n, m in model.named_modules()}
+    return [names[id(t)] for t in _towers(model, config, decoder)]
+
+
+def _towers(model: torch.nn.Module, config, decoder) -> list[torch.nn.Module]:
+    tower_configs = tuple(
+        type(sub) for key, sub in _sub_configs(config) if key not in ("text_config", "decoder_config", *_CONNECTOR_CONFIGS)
+    )
+    towers = [
+        m for m in model.modules()
+        if m is not model and isinstance(getattr(m, "config", None), tower_configs) and m is not decoder
+    ]
+    return [t for t in towers if not any(o is not t and _contains(o, t) for o in towers)]  # top-most only
 
 
 def _sub_configs(config):
