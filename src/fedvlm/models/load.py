@@ -109,12 +109,18 @@ def _load_model(path: str, family: Family, kwargs: dict):
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
+def load_tokenizer(path: str):
+    """The tokenizer of a text model at ``path`` (resolved), padding with eos where it has
+    no pad token."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _load_processor(path: str, family: Family):
     if family.loader in ("seq_cls", "causal_lm"):
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
+        return load_tokenizer(path)
     if family.name == "fuyu":
         fuyu_pil_patchify()
     try:

@@ -16,7 +16,15 @@ from fedvlm.data.partition import partition_indices, split_local
 from fedvlm.errors import ConfigError, DataError, ModelError
 from fedvlm.models.adapter import get_adapter_state
 from fedvlm.models.families import Family
-from fedvlm.models.load import attach_lora, check_modules_exist, load_base, model_config, resolve_family
+from fedvlm.models.load import (
+    attach_lora,
+    check_modules_exist,
+    load_base,
+    load_tokenizer,
+    model_config,
+    resolve_family,
+    resolve_model_path,
+)
 from fedvlm.runners.merge import read_adapter
 from fedvlm.train.tasks import Task, build_task
 
@@ -130,20 +138,16 @@ def load_datasets(cfg: Config, family: Family | None):
         keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
         train_ds = train_ds.select(np.sort(keep))
     if family is not None and family.task == "generate" and not family.images and d.max_length is not None:
-        train_ds, test_ds = (_fitting(cfg, family, ds, split) for ds, split in ((train_ds, d.train_split), (test_ds, d.test_split)))
+        tokenizer = load_tokenizer(resolve_model_path(cfg.model.path))
+        train_ds, test_ds = (
+            _fitting(cfg, family, tokenizer, ds, split) for ds, split in ((train_ds, d.train_split), (test_ds, d.test_split))
+        )
     return train_ds, test_ds
 
 
-def _fitting(cfg: Config, family: Family, dataset, split: str):
+def _fitting(cfg: Config, family: Family, tokenizer, dataset, split: str):
     """``dataset`` without the rows whose last answer alone exceeds ``data.max_length``
     tokens (`TextGenerationTask.fits`), the number dropped in the log."""
-    from transformers import AutoTokenizer
-
-    from fedvlm.models.load import resolve_model_path
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     task = task_for(cfg, family, tokenizer, dataset)
     keep = [i for start in range(0, len(dataset), 256)
             for i, ok in enumerate(task.fits(dataset[start:start + 256]), start) if ok]

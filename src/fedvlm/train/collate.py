@@ -59,7 +59,6 @@ class GenerativeTask:
     (text-only models: `fedvlm.train.text_generation`)."""
 
     processor: object
-    images: bool = True
     prompt: str | None = None  # plain format; None: the model's chat template
     token_fill: dict[str, int] = field(default_factory=dict)
     nest_images: bool | None = False  # None: nested if the processor refuses a flat list

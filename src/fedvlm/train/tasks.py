@@ -43,6 +43,4 @@ def build_task(
     if not family.images:
         resolved = resolve_template(template, processor, conversations)
         return TextGenerationTask(processor, resolved, max_length, system)
-    return GenerativeTask(
-        processor, family.images, family.prompt, dict(family.token_fill), family.nest_images, max_length=max_length
-    )
+    return GenerativeTask(processor, family.prompt, dict(family.token_fill), family.nest_images, max_length=max_length)
