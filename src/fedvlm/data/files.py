@@ -107,6 +107,11 @@ def _jsonl_column(values: list, name: str, path: Path) -> pa.Array:
         return pa.array(values)
     except (pa.ArrowException, TypeError, ValueError):
         pass
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, list) for v in present) and any(isinstance(i, dict) for v in present for i in v):
+        # lists of objects arrow cannot type alike (chat turns whose content is text in one
+        # turn and a list of parts in another) stay JSON text, which the chat loaders parse
+        return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
 
     def text(value):
         if value is None or isinstance(value, str):

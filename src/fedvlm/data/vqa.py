@@ -8,7 +8,11 @@ a `datasets.Dataset` with the columns
 - ``question``: str,
 - ``answer``: str (the training target),
 - ``answers``: list[str] of reference answers, only if the source has / maps one,
-- ``question_type``: str, ``"all"`` when the source has none.
+- ``question_type``: str, ``"all"`` when the source has none;
+
+and for conversations with images (``messages``, LLaVA ``conversations``, the_cauldron's
+``texts``: `fedvlm.data.image_chat`) ``images`` (a list) and ``messages`` (the turns)
+in place of ``image``, with the last exchange as question and answer.
 
 Other columns are dropped so that every source looks the same to the rest of fedvlm.
 Image file paths are resolved and checked for existence up front, so that a missing file
@@ -34,6 +38,7 @@ from fedvlm.data.files import (
     read_files,
     resolve_image_paths,
 )
+from fedvlm.data.image_chat import IMAGE_CHAT_COLUMNS, image_chat_format, to_canonical_image_chat
 from fedvlm.errors import DataError
 
 CANONICAL_COLUMNS = ("image", "question", "answer", "answers", "question_type")
@@ -103,6 +108,10 @@ def to_canonical_vqa(
         image_dir: base directory for relative image paths (None: leave them as they are).
         origin: where the data came from, used in error messages (e.g. a file path).
     """
+    fmt = image_chat_format(dataset.column_names, dict(columns or {}))
+    if fmt is not None:  # conversations with images: `fedvlm.data.image_chat`
+        check_column_mapping(dict(columns or {}), IMAGE_CHAT_COLUMNS)
+        return to_canonical_image_chat(dataset, fmt, dict(columns or {}), image_dir, origin)
     mapping = _resolve_mapping(columns, dataset.column_names, origin)
     dataset = dataset.select_columns(list(mapping.values()))
     dataset = dataset.rename_columns({src: dst for dst, src in mapping.items() if src != dst})

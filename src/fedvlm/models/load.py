@@ -118,7 +118,8 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def _load_processor(path: str, family: Family):
+def load_processor(path: str, family: Family):
+    """The processor (tokenizer, for text models) a family reads ``path`` (resolved) with."""
     if family.loader in ("seq_cls", "causal_lm"):
         return load_tokenizer(path)
     if family.name == "fuyu":
@@ -194,7 +195,7 @@ def load_base(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = _load_model(path, fam, kwargs)
-        processor = _load_processor(path, fam)
+        processor = load_processor(path, fam)
     except (OSError, ValueError, ImportError, RuntimeError, KeyError, SafetensorError) as e:
         # e.g. truncated or mismatched weights: the file at fault is in the first line
         raise ModelError(

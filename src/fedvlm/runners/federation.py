@@ -20,7 +20,7 @@ from fedvlm.models.load import (
     attach_lora,
     check_modules_exist,
     load_base,
-    load_tokenizer,
+    load_processor,
     model_config,
     resolve_family,
     resolve_model_path,
@@ -112,8 +112,8 @@ def resolve_tuning(cfg: Config, family: Family) -> str:
 
 
 def load_datasets(cfg: Config, family: Family | None):
-    """The train split (subsampled to ``data.max_train_examples``; for text-only generation
-    without rows whose answer exceeds ``data.max_length``) and the test split, read
+    """The train split (subsampled to ``data.max_train_examples``; for generation without
+    rows that cannot fit in ``data.max_length``, `_fitting`) and the test split, read
     as VQA (families with images) or text data. Without a family (its config out of reach),
     the source decides: the built-in text corpora and GLUE tasks are text, anything else VQA."""
     d = cfg.data
@@ -137,27 +137,29 @@ def load_datasets(cfg: Config, family: Family | None):
     if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
         keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
         train_ds = train_ds.select(np.sort(keep))
-    if family is not None and family.task == "generate" and not family.images and d.max_length is not None:
-        tokenizer = load_tokenizer(resolve_model_path(cfg.model.path))
+    if family is not None and family.task == "generate" and d.max_length is not None:
+        processor = load_processor(resolve_model_path(cfg.model.path), family)
         train_ds, test_ds = (
-            _fitting(cfg, family, tokenizer, ds, split) for ds, split in ((train_ds, d.train_split), (test_ds, d.test_split))
+            _fitting(cfg, family, processor, ds, split) for ds, split in ((train_ds, d.train_split), (test_ds, d.test_split))
         )
     return train_ds, test_ds
 
 
-def _fitting(cfg: Config, family: Family, tokenizer, dataset, split: str):
-    """``dataset`` without the rows whose last answer alone exceeds ``data.max_length``
-    tokens (`TextGenerationTask.fits`), the number dropped in the log."""
-    task = task_for(cfg, family, tokenizer, dataset)
+def _fitting(cfg: Config, family: Family, processor, dataset, split: str):
+    """``dataset`` without the rows that cannot fit in ``data.max_length`` tokens: for text
+    models those whose last answer alone is longer (the prompt is cut from the left,
+    `TextGenerationTask.fits`), for image-text models those whose whole example is (images
+    cannot be cut, `GenerativeTask.fits`); the number dropped in the log."""
+    task = task_for(cfg, family, processor, dataset)
     keep = [i for start in range(0, len(dataset), 256)
             for i, ok in enumerate(task.fits(dataset[start:start + 256]), start) if ok]
     if len(keep) < len(dataset):
         logging.getLogger("fedvlm").warning(
-            "data.max_length=%d: dropped %d of %d %s rows whose answer alone is longer",
+            "data.max_length=%d: dropped %d of %d %s rows that do not fit",
             cfg.data.max_length, len(dataset) - len(keep), len(dataset), split,
         )
         if not keep:
-            raise DataError(f"data.max_length={cfg.data.max_length}: no {split} row has an answer that fits")
+            raise DataError(f"data.max_length={cfg.data.max_length}: no {split} row fits (raise data.max_length)")
         dataset = dataset.select(keep)
     return dataset
 

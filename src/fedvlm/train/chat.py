@@ -57,37 +57,43 @@ def render(tokenizer, messages: Sequence[dict], template: str, generation_prompt
     )
 
 
-def assistant_spans(tokenizer, messages: Sequence[dict], template: str) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns."""
-    full = render(tokenizer, messages, template, generation_prompt=False)
+def assistant_spans(render_fn, messages: Sequence[dict], what: str) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns;
+    ``render_fn(messages, generation_prompt)`` renders by a template (``what``, for errors)."""
+    full = render_fn(messages, False)
     spans = []
     for j, turn in enumerate(messages):
         if turn["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:j], template, generation_prompt=True)
-        through = render(tokenizer, messages[: j + 1], template, generation_prompt=False).rstrip()
+        before = render_fn(messages[:j], True)
+        through = render_fn(messages[: j + 1], False).rstrip()
         if not (through.startswith(before) and full.startswith(through)):
             raise ModelError(
-                f"data.template={template}: the template does not render turn {j} of a conversation as a "
+                f"{what}: the template does not render turn {j} of a conversation as a "
                 "prefix of the whole conversation, so its assistant tokens cannot be told apart"
             )
         spans.append((len(before), len(through)))
     return full, spans
 
 
+def span_labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """``ids`` where a token has any character in one of ``spans``, ``IGNORE_INDEX``
+    elsewhere: where a template's generation prompt ends in a space that the tokenizer
+    joins to the answer's first word, that word is still learned."""
+    return [
+        i if e > s and any(s < end and e > start for start, end in spans) else IGNORE_INDEX
+        for i, (s, e) in zip(ids, offsets)
+    ]
+
+
 def conversation_ids(tokenizer, messages: Sequence[dict], template: str) -> tuple[list[int], list[int]]:
     """Token ids of the rendered conversation and labels that are the ids on assistant
-    turns and ``IGNORE_INDEX`` elsewhere. A token with any character in an assistant turn
-    is trained: where a template's generation prompt ends in a space that the tokenizer
-    joins to the answer's first word, that word is still learned."""
-    text, spans = assistant_spans(tokenizer, messages, template)
+    turns and ``IGNORE_INDEX`` elsewhere (`span_labels`)."""
+    text, spans = assistant_spans(
+        lambda m, g: render(tokenizer, m, template, g), messages, f"data.template={template}"
+    )
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = enc["input_ids"]
-    labels = [
-        i if e > s and any(s < end and e > start for start, end in spans) else IGNORE_INDEX
-        for i, (s, e) in zip(ids, enc["offset_mapping"])
-    ]
-    return ids, labels
+    return enc["input_ids"], span_labels(enc["input_ids"], enc["offset_mapping"], spans)
 
 
 def prompt_ids(tokenizer, messages: Sequence[dict], template: str) -> list[int]:

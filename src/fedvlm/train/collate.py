@@ -8,12 +8,15 @@ the prompt's last token (text that sees what the prompt's end sees), unless the 
 another (PaliGemma's answer is its suffix, ``token_type_ids`` 1).
 """
 
+import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from fedvlm.data.image_chat import IMAGE, parts
 from fedvlm.errors import DataError, ModelError
+from fedvlm.train.chat import assistant_spans, span_labels
 
 IGNORE_INDEX = -100
 TEXT_PROMPT = "{question}\nAnswer:"  # causal LMs without a chat template
@@ -46,6 +49,20 @@ def questions_of(rows: Mapping) -> list[str]:
     return [t if p is None else f"{t}\n{p}" for t, p in zip(rows["text"], pairs)]
 
 
+def align_labels(ids: Sequence[int], labels: Sequence[int], expanded: Sequence[int]) -> list[int]:
+    """``labels`` of token sequence ``ids`` carried onto ``expanded``, the same text as the
+    processor tokenized it (each image mark grown into the image's tokens, perhaps a
+    leading ``bos``): tokens the two share, matched in order, keep their label; the rest
+    are ``IGNORE_INDEX``. Every labelled token must be matched, or the processor changed
+    the text itself and no label can be trusted."""
+    out = [IGNORE_INDEX] * len(expanded)
+    for a, b, n in difflib.SequenceMatcher(None, ids, expanded, autojunk=False).get_matching_blocks():
+        out[b:b + n] = labels[a:a + n]
+    if [x for x in out if x != IGNORE_INDEX] != [x for x in labels if x != IGNORE_INDEX]:
+        raise ModelError("the processor's token ids do not contain the rendered conversation's assistant tokens in order")
+    return out
+
+
 def _per_token(key: str, value, ids: torch.Tensor) -> bool:
     """Whether a processor output holds one value (or one array) per prompt token."""
     if not torch.is_tensor(value) or value.dim() < 2 or tuple(value.shape[:2]) != tuple(ids.shape):
@@ -72,14 +89,17 @@ class GenerativeTask:
     def prompts(self, questions: Sequence[str]) -> list[str]:
         if self.prompt is not None:
             return [self.prompt.format(question=q) for q in questions]
+        self._require_template()
+        if not self._template_checked:
+            self._check_template(questions[0])
+        return [self._render([self._turn("user", q)], generation_prompt=True) for q in questions]
+
+    def _require_template(self) -> None:
         if getattr(self.processor, "chat_template", None) is None:
             raise ModelError(
                 f"{type(self.processor).__name__} has no chat template: give the model directory a "
                 "chat_template.jinja (the hub checkpoint's), or name a family with a plain prompt"
             )
-        if not self._template_checked:
-            self._check_template(questions[0])
-        return [self._render([self._turn("user", q)], generation_prompt=True) for q in questions]
 
     def _turn(self, role: str, text: str) -> dict:
         parts = [{"type": "text", "text": text}]
@@ -101,13 +121,12 @@ class GenerativeTask:
             )
         self._template_checked = True
 
-    def _encode(self, rows: Mapping, padding_side: str) -> dict:
-        text = self.prompts(questions_of(rows))
-        images = rgb(rows["image"])
+    def _encode(self, text: list[str], images: list[list], padding_side: str) -> dict:
+        """The processor's inputs for ``text`` with each row's ``images``."""
 
         def encode(nested: bool):
             return self.processor(
-                images=[[im] for im in images] if nested else images,
+                images=images if nested else [im for row in images for im in row],
                 text=text,
                 return_tensors="pt",
                 padding=True,
@@ -123,6 +142,14 @@ class GenerativeTask:
                 self.nest_images = True
         return encode(self.nest_images)
 
+    def _encode_prompts(self, rows: Mapping, padding_side: str) -> dict:
+        if "messages" in rows:
+            turns = [list(m)[:-1] for m in rows["messages"]]
+            shown = [sum(t["content"].count(IMAGE) for t in m) for m in turns]
+            images = [rgb(row[:n]) for row, n in zip(rows["images"], shown)]
+            return self._encode([self._render_turns(m, True) for m in turns], images, padding_side)
+        return self._encode(self.prompts(questions_of(rows)), [[im] for im in rgb(rows["image"])], padding_side)
+
     def _answer_ids(self, answers: Sequence[str]) -> list[list[int]]:
         return self.tokenizer(list(answers), add_special_tokens=False)["input_ids"]
 
@@ -132,18 +159,15 @@ class GenerativeTask:
 
         The prompt's real tokens are read through the attention mask, so processors that
         pad on the left (Fuyu's always does) work too."""
+        if "messages" in rows:
+            return self._conversation_batch(rows)
         tok = self.tokenizer
-        enc = self._encode(rows, "right")
+        enc = self._encode_prompts(rows, "right")
         ids, mask = enc["input_ids"], enc["attention_mask"].bool()
         answers = [a + [tok.eos_token_id] for a in self._answer_ids(rows["answer"])]
         prompt_lens = mask.sum(dim=1).tolist()
         width = max(n + len(a) for n, a in zip(prompt_lens, answers))
-        if self.max_length is not None and width > self.max_length:
-            # the image tokens lead the prompt: it cannot be cut from the left
-            raise DataError(
-                f"data.max_length={self.max_length}: an example of {width} tokens (image, question and answer) "
-                "does not fit; raise data.max_length"
-            )
+        self._check_fits(width)
         per_token = [k for k, v in enc.items() if _per_token(k, v, ids)]
         out = {k: v for k, v in enc.items() if k not in per_token}
         for key in per_token:
@@ -163,9 +187,65 @@ class GenerativeTask:
         out["labels"] = labels
         return out
 
+    def _render_turns(self, turns: Sequence[dict], generation_prompt: bool) -> str:
+        """Turns whose content marks images with `IMAGE`, rendered by the chat template."""
+        if self.prompt is not None:
+            raise ModelError(
+                f"{type(self.processor).__name__} takes a plain prompt, not a chat template: conversation "
+                "data needs a family with a chat template"
+            )
+        self._require_template()
+        messages = [{"role": t["role"], "content": parts(t["content"])} for t in turns]
+        return self._render(messages, generation_prompt)
+
+    def _check_fits(self, width: int) -> None:
+        if self.max_length is not None and width > self.max_length:
+            # rows that do not fit are dropped when the data loads (`lengths`); the image
+            # tokens cannot be cut without breaking the model's image features
+            raise DataError(
+                f"data.max_length={self.max_length}: an example of {width} tokens (images, text and answer) "
+                "does not fit; raise data.max_length"
+            )
+
+    def _conversation_batch(self, rows: Mapping) -> dict:
+        """Whole conversations through the processor (which expands each image into its
+        tokens), with labels on every assistant turn. The assistant spans come from the
+        template (`fedvlm.train.chat.assistant_spans`) and label the tokenizer's reading of
+        the rendered text; those labels are carried onto the processor's expanded ids by
+        matching the two id sequences (`align_labels`), which differ only where images
+        expanded."""
+        tok = self.tokenizer
+        texts, unexpanded = [], []
+        for m in rows["messages"]:
+            text, spans = assistant_spans(self._render_turns, list(m), f"{type(self.processor).__name__} chat template")
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            texts.append(text)
+            unexpanded.append((enc["input_ids"], span_labels(enc["input_ids"], enc["offset_mapping"], spans)))
+        out = dict(self._encode(texts, [rgb(r) for r in rows["images"]], "right"))
+        mask = out["attention_mask"].bool()
+        self._check_fits(int(mask.sum(dim=1).max()))
+        labels = torch.full(out["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
+        for i, (ids, row_labels) in enumerate(unexpanded):
+            real = mask[i].nonzero().squeeze(1)
+            labels[i, real] = torch.tensor(align_labels(ids, row_labels, out["input_ids"][i, real].tolist()))
+        out["labels"] = labels
+        return out
+
+    def lengths(self, rows: Mapping) -> list[int]:
+        """Tokens each row's training example takes (images expanded)."""
+        batch = replace(self, max_length=None).training_batch(rows)
+        return batch["attention_mask"].sum(dim=1).tolist()
+
+    def fits(self, rows: Mapping) -> list[bool]:
+        """Whether each row fits in ``max_length`` tokens (else it is dropped when the data
+        loads, in training and evaluation alike: images cannot be cut)."""
+        if self.max_length is None:
+            return [True] * len(rows["answer"])
+        return [n <= self.max_length for n in self.lengths(rows)]
+
     def generation_batch(self, rows: Mapping) -> dict:
         """Left-padded prompts for batched greedy generation."""
-        return dict(self._encode(rows, "left"))
+        return dict(self._encode_prompts(rows, "left"))
 
     @torch.no_grad()
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
