@@ -119,10 +119,15 @@ class FederatedConfig:
     mu: float | None = None  # fedprox
     # LoRA variant: naive (A, B averaged), svd (exact dW + truncated SVD, fedavg only),
     # ffa (A frozen, only B exchanged), fedsa (only A exchanged, B stays on the client),
+    # fedalt (each client's own LoRA mixed with the others' mean; personalized),
     # flora (stacked factors merged into the base, fresh LoRA each round), fedex (averaged
     # factors + exact residual merged into the base); flora/fedex need a full-precision base.
     aggregation: str = "naive"
     server_rank: int | None = None  # svd: rank after truncation (<= lora.r); null: lora.r
+    # fedalt (own LoRA + frozen rest-of-world LoRA + per-token mixer per layer, personalized):
+    fedalt_mixer: str = "learned"  # learned, or fixed (0.5 each: the paper's ablation)
+    fedalt_ortho: float = 0.05  # weight of FedALT-VLM's |cos(A_own, A_row)| penalty (0: off)
+    fedalt_weighting: str = "uniform"  # rest of world: uniform (the reference), data_size
     error_feedback: bool = False  # svd: carry the truncated tail into the next round
     compression: str = "none"  # client->server: none, int8, int4 (stochastic, per block)
     compression_block: int = 64
@@ -300,6 +305,10 @@ def _check(cfg: Config) -> None:
         raise ConfigError(
             f"config key 'federated.aggregation': {f.aggregation} works with federated.strategy=fedavg only"
         )
+    if f.aggregation == "fedalt":
+        _check_fedalt(cfg)
+    elif (f.fedalt_mixer, f.fedalt_ortho, f.fedalt_weighting) != ("learned", 0.05, "uniform"):
+        raise ConfigError("config keys 'federated.fedalt_*' need federated.aggregation=fedalt")
     if f.aggregation != "svd" and (f.server_rank is not None or f.error_feedback):
         raise ConfigError("config keys 'federated.server_rank' / 'federated.error_feedback' need federated.aggregation=svd")
     if f.server_rank is not None and not 0 < f.server_rank <= cfg.lora.r:
@@ -385,6 +394,24 @@ def client_ranks(cfg: Config) -> dict[str, int]:
     return ranks
 
 
+def _check_fedalt(cfg: Config) -> None:
+    f = cfg.federated
+    if f.fedalt_mixer not in ("learned", "fixed"):
+        raise ConfigError(f"config key 'federated.fedalt_mixer': expected learned or fixed, got {f.fedalt_mixer!r}")
+    if f.fedalt_weighting not in ("uniform", "data_size"):
+        raise ConfigError(f"config key 'federated.fedalt_weighting': expected uniform or data_size, got {f.fedalt_weighting!r}")
+    if not f.fedalt_ortho >= 0:
+        raise ConfigError(f"config key 'federated.fedalt_ortho': expected a weight >= 0, got {f.fedalt_ortho}")
+    if f.strategy != "fedavg":
+        raise ConfigError("config key 'federated.aggregation': fedalt brings its own server side; keep federated.strategy=fedavg")
+    if f.weighting != "data_size":
+        raise ConfigError("config key 'federated.weighting': fedalt averages no global model; its rest of world is weighted by federated.fedalt_weighting")
+    if f.compression != "none":
+        raise ConfigError("config key 'federated.compression': fedalt sends its own LoRA whole (the server sends none to take a delta from)")
+    if cfg.lora.tuning not in ("auto", "lora", "connector_lora"):
+        raise ConfigError(f"config key 'lora.tuning': fedalt mixes LoRA layers; use lora or connector_lora, not {cfg.lora.tuning}")
+
+
 def strategy_name(cfg: Config) -> str:
     """The server strategy to build: ``federated.strategy``, unless the LoRA variant brings
     its own (FLoRA and FedEx-LoRA replace FedAvg's aggregation)."""
@@ -408,11 +435,16 @@ def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, A
                   "server_rank")
     }
     settings["error_feedback"] = f.error_feedback or None
+    if LORA_VARIANTS[f.aggregation].personal:  # no weighted global step (fedalt_weighting instead)
+        settings.pop("weighting")
     facts = {
         "num_clients": num_clients or cfg.partition.num_clients,
         "lora_scaling": cfg.lora.alpha / cfg.lora.r,
         "seed": cfg.run.seed,
         "aggregation": LORA_VARIANTS[f.aggregation].mode,
+        "row_weighting": f.fedalt_weighting,
+        "mixer": f.fedalt_mixer,
+        "ortho_weight": f.fedalt_ortho,
     }
     takes = {field.name for field in fields(STRATEGIES[strategy_name(cfg)])}
     return {**settings, **{k: v for k, v in facts.items() if k in takes}}

@@ -93,19 +93,23 @@ def test_a_round_with_fewer_answers_than_min_clients_stops(plain_messages):
         clients.train({cid: ({}, {}, _config()) for cid in "abc"}, 3)
 
 
-def test_fedsa_on_flower_sim_gives_the_in_process_personalized_adapters(tmp_path, monkeypatch):
-    """FedSA-LoRA's B never leaves a node during training; the nodes report their own models
-    when the server asks (the reference model each round, the export at the end), and every
-    adapter matches the in-process run byte for byte."""
+@pytest.mark.parametrize("aggregation", ["fedsa", "fedalt"])
+def test_personalized_methods_on_flower_sim_give_the_in_process_adapters(tmp_path, monkeypatch, aggregation):
+    """FedSA-LoRA's B (FedALT's mixer) never leaves a node during training; the nodes report
+    their own models when the server asks (FedSA's reference model each round, the export
+    at the end), and every file matches the in-process run byte for byte."""
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
-    common = [*TINY_RUN, "federated.aggregation=fedsa", f"run.output_dir={tmp_path}"]
+    common = [*TINY_RUN, f"federated.aggregation={aggregation}", f"run.output_dir={tmp_path}"]
     assert main(["run", *common, "run.name=inproc"]) == 0
     assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
     ours, theirs = tmp_path / "flower", tmp_path / "inproc"
-    files = sorted(p.relative_to(theirs) for p in (theirs / "adapters").rglob("adapter_model.safetensors"))
+    files = sorted(p.relative_to(theirs) for p in (theirs / "adapters").rglob("*.safetensors"))
     assert {str(f.parent) for f in files} >= {"adapters/final", "adapters/personalized/0", "adapters/personalized/1"}
+    if aggregation == "fedalt":
+        assert {str(f) for f in files} >= {f"adapters/personalized/{c}/fedalt/{n}.safetensors"
+                                           for c in "01" for n in ("rest_of_world", "mixer")}
     for f in files:
         assert (ours / f).read_bytes() == (theirs / f).read_bytes(), f
     assert [r["eval"] for r in _metrics(ours)] == [r["eval"] for r in _metrics(theirs)]

@@ -110,6 +110,7 @@ VARIANTS = {
     "fedadam": ["federated.strategy=fedadam"],
     "flora": ["federated.aggregation=flora"],
     "two_stage": ["federated.strategy=fedadam", "lora.tuning=two_stage", "lora.two_stage_rounds=1"],
+    "fedalt": ["federated.aggregation=fedalt"],
 }
 KILL_AFTER = {"two_stage": 2}  # after the switch: the frozen connector must come back from the checkpoint
 
@@ -119,7 +120,8 @@ def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
     # SCAFFOLD checks that client control variates survive; FedAdam the server moments (and
     # the FedAvg path underneath it).
     # FLoRA checks the base weights rebuilt from the checkpointed merge; two-stage the
-    # switch from the connector stage to the LoRA stage right after the kill.
+    # switch from the connector stage to the LoRA stage right after the kill; FedALT that
+    # each client's own LoRA, mixer and rest of world come back from its store.
     common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", *VARIANTS[strategy]]
     straight = _fedvlm("run", *common, "run.name=straight", cwd=tmp_path)
     killed = _fedvlm("run", *common, "run.name=killed", cwd=tmp_path)
@@ -145,5 +147,9 @@ def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
         assert len(list((tmp_path / "killed" / "clients").rglob("scaffold_c.*"))) >= 2
         c_a = (tmp_path / "straight" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
         assert c_a == (tmp_path / "killed" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
+    if strategy == "fedalt":
+        files = sorted(p.relative_to(tmp_path / "straight") for p in (tmp_path / "straight" / "adapters" / "personalized").rglob("*.safetensors"))
+        assert len(files) == 2 * 3  # two clients: own adapter, rest of world, mixer
+        assert all((tmp_path / "straight" / f).read_bytes() == (tmp_path / "killed" / f).read_bytes() for f in files)
     rounds = [json.loads(l)["round"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2, 3]

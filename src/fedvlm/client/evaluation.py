@@ -3,7 +3,9 @@ own local test split, the arrays it keeps, and its whole personalized adapter.""
 
 from fedvlm.client.node import Node
 from fedvlm.client.round_config import EvalRoundConfig
-from fedvlm.client.unit import LOCAL, start_state
+from fedvlm.client.fedalt import personal_arrays, personal_layers
+from fedvlm.client.node import LOCAL
+from fedvlm.client.unit import start_state
 from fedvlm.core.types import AdapterState
 from fedvlm.models.adapter import set_adapter_state
 from fedvlm.train.evaluate import evaluate as evaluate_rows
@@ -12,14 +14,15 @@ from fedvlm.train.evaluate import evaluate as evaluate_rows
 def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict:
     """Accuracy of the node's model on its local test split: the server's shared arrays
     ``payload`` over what the node holds itself (the seeded initialization and the arrays
-    it keeps, e.g. FedSA-LoRA's B). For a global method that is the global model; for a
+    it keeps, e.g. FedSA-LoRA's B, FedALT's own LoRA with its rest of world and mixer). For a global method that is the global model; for a
     personalized one, the client's own. Empty when the node has no local test rows."""
     if not node.test_rows:
         return {}
     set_adapter_state(node.model, {**start_state(node, config.round + 1), **payload})
-    result = evaluate_rows(
-        node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens, config.answer_span
-    )
+    with personal_layers(node, config.round + 1):  # FedALT's mixing, where the node has one
+        result = evaluate_rows(
+            node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens, config.answer_span
+        )
     return {"accuracy": result["accuracy"], "num_examples": result["num_examples"]}
 
 
@@ -31,5 +34,6 @@ def kept(round_num: int, node: Node) -> AdapterState:
 
 def personalized(payload: AdapterState, round_num: int, node: Node) -> AdapterState:
     """The node's own model after ``round_num``, every array: the server's shared arrays
-    ``payload`` over what the node holds itself."""
-    return {**start_state(node, round_num + 1), **payload}
+    ``payload`` over what the node holds itself (with FedALT, its rest of world and mixer
+    too: `fedvlm.models.personalized`)."""
+    return {**start_state(node, round_num + 1), **payload, **personal_arrays(node, round_num + 1)}

@@ -6,6 +6,9 @@ from fedvlm.core.sharing import SharingPlan
 from fedvlm.core.types import AdapterState
 from fedvlm.fileio import write_atomic
 
+# What the client keeps of its own trained arrays (FedSA-LoRA's B, FedALT's own LoRA).
+LOCAL = "local"
+
 
 class NodeStore:
     """One client's own persistent state (SCAFFOLD's c_i, FedSA-LoRA's B, ...), versioned by

@@ -28,6 +28,8 @@ class RoundConfig:
     compression: str = "none"  # uplink: none, int8, int4
     compression_block: int = 64
     proximal_mu: float = 0.0  # FedProx
+    fedalt_mixer: str = "learned"  # FedALT: learned | fixed
+    fedalt_ortho: float = 0.0  # FedALT-VLM's orthogonality penalty weight
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

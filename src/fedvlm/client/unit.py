@@ -5,7 +5,8 @@ import torch
 
 from fedvlm.client.fedprox import FedProxClient
 from fedvlm.client.merged_base import BaseIncrements
-from fedvlm.client.node import Node
+from fedvlm.client.fedalt import FedALTClient
+from fedvlm.client.node import LOCAL, Node
 from fedvlm.client.round_config import RoundConfig
 from fedvlm.client.scaffold import ScaffoldClient
 from fedvlm.core.compress import compress_delta
@@ -23,8 +24,6 @@ from fedvlm.train.local import train_local
 from fedvlm.train.rank_mask import RankMask
 from fedvlm.train.schedule import lr_at
 
-# What the client keeps of its trained arrays that do not travel (FedSA-LoRA's B).
-LOCAL = "local"
 
 
 def start_state(node: Node, round_num: int) -> AdapterState:
@@ -37,7 +36,7 @@ def start_state(node: Node, round_num: int) -> AdapterState:
 
 # The client sides of stateful algorithms and variants, each active when its message asks
 # for it (a round-config field or an extras group): one line per unit.
-CLIENT_SIDES = (FedProxClient, ScaffoldClient, BaseIncrements)
+CLIENT_SIDES = (FedProxClient, ScaffoldClient, BaseIncrements, FedALTClient)
 
 
 def train(

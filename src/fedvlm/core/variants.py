@@ -15,13 +15,16 @@ class KeyRule:
     ``merges_into_base``: the server folds updates into the base weights and sends clients
     the factors they have not applied yet as ``extras["base_increment"]``; ``strategy``: the
     server strategy that replaces ``federated.strategy`` for this variant (``core/strategies``);
-    ``mode``: FedAvg's aggregation mode (``FedAvg.aggregation``)."""
+    ``mode``: FedAvg's aggregation mode (``FedAvg.aggregation``); ``personal``: every
+    client's model is its own (the server's ``global_state`` a reference mean only), so the
+    server sends nothing of it for evaluation or export."""
 
     frozen: tuple[str, ...] = ()
     local: tuple[str, ...] = ()
     merges_into_base: bool = False
     strategy: str | None = None
     mode: str = "naive"
+    personal: bool = False  # each client holds its whole model; nothing of it comes down
 
 
 LORA_VARIANTS = {
@@ -31,4 +34,5 @@ LORA_VARIANTS = {
     "fedsa": KeyRule(local=(B_SUFFIX,)),  # FedSA-LoRA, https://arxiv.org/abs/2410.01463
     "flora": KeyRule(merges_into_base=True, strategy="flora"),  # FLoRA, https://arxiv.org/abs/2409.05976
     "fedex": KeyRule(merges_into_base=True, strategy="fedex"),  # FedEx-LoRA, https://arxiv.org/abs/2410.09432
+    "fedalt": KeyRule(strategy="fedalt", personal=True),  # FedALT, https://arxiv.org/abs/2503.11880
 }

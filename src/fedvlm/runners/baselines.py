@@ -131,6 +131,7 @@ def run_local_only(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> d
     return {
         "clients": out,
         "mean_local": sum(local) / max(1, len(local)),
+        "std_local": float(np.std(local)) if local else 0.0,  # ddof=0, as eval.personalized
         "mean_pooled": sum(v["accuracy_pooled"] for v in out.values()) / len(out),
         "seconds": time.perf_counter() - start,
     }

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedvlm.errors import DataError
 
 METRICS_FILE = "metrics.jsonl"
@@ -137,3 +139,21 @@ def final_round(metrics: list[dict]) -> tuple[int, float] | None:
         if acc is not None:
             return record["round"], acc
     return None
+
+
+def personalized_summary(clients: dict) -> dict | None:
+    """Each client's own model on its own local test split (``eval.clients``) summarized:
+    the mean and population std (ddof=0) across clients of their accuracies, unweighted
+    (every client counts once, as FedALT and FedSA-LoRA report it), and how many clients."""
+    values = [number(m.get("accuracy")) for m in clients.values() if isinstance(m, dict)]
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "clients": len(values)}
+
+
+def personalized_accuracy(record: dict) -> tuple[float, float] | None:
+    """(mean, std) of ``record["eval"]["personalized"]``, if recorded."""
+    p = (record.get("eval") or {}).get("personalized") or {}
+    mean = number(p.get("mean"))
+    return None if mean is None else (mean, number(p.get("std")) or 0.0)

@@ -35,6 +35,7 @@ from fedvlm.runners.records import (  # noqa: F401 (read_metrics, read_baselines
     local_pooled_accuracy,
     mean_client_loss,
     number,
+    personalized_accuracy,
     question_types,
 )
 
@@ -113,6 +114,16 @@ def markdown_table(header: list[str], rows: list[list[str]], right_from: int = 1
     return "\n".join([line(header), "| " + " | ".join(rule) + " |", *map(line, rows)])
 
 
+def _pct_pm(pair: tuple[float, float] | None) -> str:
+    return MISSING if pair is None else f"{format_pct(pair[0])} ± {format_pct(pair[1])}"
+
+
+def _local_own(local: dict) -> str:
+    """Local-only's own numbers: each client's model on its local test, mean ± std."""
+    mean = number(local.get("mean_local"))
+    return MISSING if mean is None else _pct_pm((mean, number(local.get("std_local")) or 0.0))
+
+
 def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
     """Markdown table: zero-shot, one row per round, then the baselines when present.
 
@@ -123,7 +134,8 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
     baselines = baselines or {}
     types = question_types(metrics, baselines)
     text = [m for m in TEXT_COLUMNS if any(m in (r.get("eval") or {}) for r in metrics)]
-    header = ["", "accuracy %", *(TEXT_COLUMNS[m] for m in text), *(f"{t} %" for t in types), "mean loss",
+    own = any(personalized_accuracy(r) is not None for r in metrics)
+    header = ["", "accuracy %", *(["personalized % (mean ± std)"] if own else []), *(TEXT_COLUMNS[m] for m in text), *(f"{t} %" for t in types), "mean loss",
               "MB up", "MB down", "seconds"]
     rows = []
     for record in metrics:
@@ -133,6 +145,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             label,
             format_pct(ev.get("accuracy")),
+            *([_pct_pm(personalized_accuracy(record))] if own else []),
             *(_text_cell(m, ev.get(m)) for m in text),
             *(format_pct(by_type.get(t)) for t in types),
             format_loss(mean_client_loss(record)),
@@ -146,6 +159,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             CENTRALIZED_LABEL,
             format_pct(central.get("accuracy")),
+            *([MISSING] if own else []),
             *(_text_cell(m, central.get(m)) for m in text),
             *(format_pct(by_type.get(t)) for t in types),
             MISSING, MISSING, MISSING,
@@ -156,6 +170,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             LOCAL_LABEL,
             f"{format_pct(local.get('mean_local'))} / {format_pct(local.get('mean_pooled'))}",
+            *([_local_own(local)] if own else []),
             *(MISSING for _ in text),
             *(MISSING for _ in types),
             MISSING, MISSING, MISSING,
@@ -249,6 +264,10 @@ def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
         if central is not None:
             lines.append(f"- **gap to centralized**: {100 * (final[1] - central):+.1f} points "
                          f"(centralized {format_pct(central)}%)")
+        own = personalized_accuracy(next(r for r in reversed(metrics) if r["round"] == final[0]))
+        if own is not None:
+            lines.append(f"- **personalized accuracy** (each client's own model on its local test): "
+                         f"{_pct_pm(own)}% (mean ± std over clients, round {final[0]})")
         local = local_pooled_accuracy(baselines)
         if local is not None:
             lines.append(f"- **gain over local-only** (pooled test): {100 * (final[1] - local):+.1f} "

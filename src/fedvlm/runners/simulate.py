@@ -25,8 +25,10 @@ from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.core.validate import validate_update
 from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.models.adapter import save_adapter, set_adapter_state
+from fedvlm.models.personalized import save_personalized
 from fedvlm.runners import rundir
 from fedvlm.runners.base_delta import export_merged
+from fedvlm.runners.records import personalized_summary
 from fedvlm.runners.client import node_of, round_config
 from fedvlm.runners.federation import Federation, build_federation, seed_for
 from fedvlm.train.evaluate import evaluate
@@ -123,12 +125,18 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span)
     if local is not None:
         result["clients"] = local()
+        summary = personalized_summary(result["clients"])
+        if summary is not None:
+            result["personalized"] = summary
     return result
 
 
-def shared_state(state) -> AdapterState:
+def shared_state(state, aggregation: str) -> AdapterState:
     """What the server sends every client of the model: the exchanged arrays and a
-    two-stage run's frozen connector."""
+    two-stage run's frozen connector; nothing where every client's model is its own
+    (FedALT)."""
+    if LORA_VARIANTS[aggregation].personal:
+        return {}
     return {**state.buffers.get("frozen", {}), **state.global_state}
 
 
@@ -142,7 +150,7 @@ def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) ->
     clients' personalized evaluations are the method's own numbers). That reply is
     evaluation traffic, not counted in the round's ``bytes_up``.
     """
-    shared = shared_state(state)
+    shared = {**state.buffers.get("frozen", {}), **state.global_state}
     if not LORA_VARIANTS[cfg.federated.aggregation].local:
         return {**fed.initial_adapter, **shared}
     own = [{**fed.initial_adapter, **arrays} for arrays in clients.kept(round_num).values()]
@@ -211,7 +219,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
         full = full_states(cfg, fed, state, clients, round_num)
-        result = evaluate_global(cfg, fed, full, shared_state(state), round_num, clients)
+        result = evaluate_global(cfg, fed, full, shared_state(state, aggregation), round_num, clients)
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
         rounds.set_postfix(acc=f"{result['accuracy']:.3f}")
@@ -230,9 +238,9 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
         )
     full = full_states(cfg, fed, state, clients, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
-    if LORA_VARIANTS[cfg.federated.aggregation].local:  # each client reports its own model
-        for cid, adapter in clients.personalized(shared_state(state), cfg.federated.rounds):
-            save_adapter(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
+    if LORA_VARIANTS[aggregation].local or LORA_VARIANTS[aggregation].personal:  # each client reports its own model
+        for cid, adapter in clients.personalized(shared_state(state, aggregation), cfg.federated.rounds):
+            save_personalized(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
     if merged is not None:
         merged.apply({})  # give the shared model its original base back (for baselines)
     set_adapter_state(fed.model, full)

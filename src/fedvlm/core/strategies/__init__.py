@@ -6,6 +6,7 @@ from typing import Any
 from fedvlm.core.strategies.fedadagrad import FedAdagrad
 from fedvlm.core.strategies.fedadam import FedAdam
 from fedvlm.core.strategies.fedavg import FedAvg
+from fedvlm.core.strategies.fedalt import FedALT
 from fedvlm.core.strategies.fedavgm import FedAvgM
 from fedvlm.core.strategies.fedex import FedExLoRA
 from fedvlm.core.strategies.flora import FLoRA
@@ -24,6 +25,7 @@ STRATEGIES = {
     # LoRA aggregations that change the server's state shape (federated.aggregation):
     "flora": FLoRA,
     "fedex": FedExLoRA,
+    "fedalt": FedALT,
 }
 
 
