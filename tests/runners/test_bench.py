@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -69,8 +70,11 @@ def bench(tmp_path_factory):
 def _expected_row(run_dir: Path) -> dict:
     metrics = read_metrics(run_dir)
     trained = [r for r in metrics if r["round"] >= 1]
+    local = [c["accuracy"] for c in metrics[-1]["eval"]["clients"].values()]
     return {
         "final": metrics[-1]["eval"]["accuracy"],
+        "personalized": float(np.mean(local)),
+        "client_std": float(np.std(local)),
         "up_mb": sum(r["bytes_up"] for r in trained) / 1e6,
         "down_mb": sum(r["bytes_down"] for r in trained) / 1e6,
         "seconds": sum(r["seconds"] for r in trained),
@@ -96,6 +100,9 @@ def test_bench_tables_match_the_runs_metrics(bench):
         assert float(row["final_accuracy_mean"]) == pytest.approx(expected["final"], abs=1e-6)
         assert float(row["final_accuracy_std"]) == 0.0  # one seed
         assert "best_accuracy_mean" not in row  # no round picked on the test set
+        # each client's model on its own local test: mean over clients, std across them
+        assert float(row["personalized_mean"]) == pytest.approx(expected["personalized"], abs=1e-6)
+        assert float(row["client_std"]) == pytest.approx(expected["client_std"], abs=1e-6)
         assert float(row["uplink_mb"]) == pytest.approx(expected["up_mb"], abs=1e-6)
         assert float(row["downlink_mb"]) == pytest.approx(expected["down_mb"], abs=1e-6)
         assert float(row["wall_seconds"]) == pytest.approx(expected["seconds"], abs=1e-6)
@@ -114,14 +121,16 @@ def test_summary_adds_the_baselines_a_run_recorded(bench, tmp_path):
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     (copy / "fedavg" / "iid" / "seed0" / "baselines.json").write_text(
-        json.dumps({"centralized": {"accuracy": 0.8125}, "local": {"mean_pooled": 0.25}})
+        json.dumps({"centralized": {"accuracy": 0.8125}, "local": {"mean_pooled": 0.25, "mean_local": 0.5, "std_local": 0.125}})
     )
     code, _, stderr = _fedvlm("bench", bench_file, "--out", copy, "--summarize-only")
     assert code == 0, stderr
     markdown = (copy / "results.md").read_text()
-    cells = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in markdown.splitlines() if ln.startswith("| ")}
-    assert cells["centralized (same steps)"] == "81.2 ± 0.0"  # 0.8125
-    assert cells["local-only (mean over clients)"] == "25.0 ± 0.0"
+    cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:5]]
+             for ln in markdown.splitlines() if ln.startswith("| ")}
+    assert cells["centralized (same steps)"][:2] == ["81.2 ± 0.0", "-"]  # 0.8125; no clients of its own
+    # local-only: pooled 25%; each client on its own test 50%, spread 12.5 points
+    assert cells["local-only (mean over clients)"] == ["25.0 ± 0.0", "50.0 ± 0.0", "12.5"]
 
 
 def test_rerun_skips_finished_runs_and_resumes_an_unfinished_one(bench):

@@ -16,7 +16,7 @@ import numpy as np
 from fedvlm.errors import DataError
 from fedvlm.runners.bench import Bench, BenchRun, bench_runs, load_bench
 from fedvlm.runners.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
-from fedvlm.runners.records import final_round, global_accuracy, number
+from fedvlm.runners.records import final_round, global_accuracy, number, personalized_accuracy
 from fedvlm.runners.report import (
     MISSING,
     PLOTS_DIR,
@@ -33,6 +33,7 @@ RESULTS_MD = "results.md"
 CSV_COLUMNS = [
     "partition", "algorithm", "seeds",
     "final_accuracy_mean", "final_accuracy_std",
+    "personalized_mean", "personalized_std", "client_std",
     "uplink_mb", "downlink_mb", "wall_seconds",
 ]
 STD_NOTE = (
@@ -47,12 +48,14 @@ def run_totals(run_dir: Path) -> dict[str, Any]:
     pooled accuracy (round 0 = zero-shot). No best round: it would be picked on the test set."""
     metrics = read_metrics(run_dir)
     final = final_round(metrics)
+    own = None if final is None else personalized_accuracy(next(r for r in metrics if r["round"] == final[0]))
 
     def total(field: str) -> float:
         return sum(number(r.get(field)) or 0.0 for r in metrics)
 
     return {
         "final_accuracy": None if final is None else final[1],
+        "personalized": own,  # (mean, std) across clients of their own models on their local tests
         "bytes_up": total("bytes_up"),
         "bytes_down": total("bytes_down"),
         "seconds": total("seconds"),
@@ -75,6 +78,11 @@ BASELINE_ROWS = {
     "centralized": ("centralized (same steps)", lambda b: number((b.get("centralized") or {}).get("accuracy"))),
     "local": ("local-only (mean over clients)", lambda b: number((b.get("local") or {}).get("mean_pooled"))),
 }
+# a baseline's personalized numbers: local-only's clients on their own local tests
+BASELINE_PERSONALIZED = {
+    "local": lambda b: (lambda l: None if number(l.get("mean_local")) is None
+                        else (number(l["mean_local"]), number(l.get("std_local")) or 0.0))(b.get("local") or {}),
+}
 
 
 def collect_baselines(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str], list[float]]:
@@ -88,7 +96,10 @@ def collect_baselines(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str
             value = accuracy(recorded)
             if value is not None:
                 found.setdefault((run.partition, name, run.seed), value)
-    out: dict[tuple[str, str], list[float]] = {}
+            own = BASELINE_PERSONALIZED.get(name, lambda b: None)(recorded)
+            if own is not None:
+                found.setdefault((run.partition, f"{name}:personalized", run.seed), own)
+    out: dict[tuple[str, str], list] = {}
     for (partition, name, _), value in found.items():
         out.setdefault((partition, name), []).append(value)
     return out
@@ -101,6 +112,16 @@ def mean_std(values: list[float]) -> tuple[float, float] | None:
     return float(np.mean(values)), float(np.std(values))
 
 
+def personalized_stats(per_seed: list) -> dict:
+    """Over the seeds with personalized numbers ``(mean, std across clients)``: the mean and
+    std over seeds of the clients' mean, and the mean over seeds of the across-client std."""
+    present = [p for p in per_seed if p is not None]
+    stats = mean_std([p[0] for p in present])
+    mean, std = stats or (None, None)
+    return {"personalized_mean": mean, "personalized_std": std,
+            "client_std": float(np.mean([p[1] for p in present])) if present else None}
+
+
 def summary_rows(results: dict[tuple[str, str], list[dict]]) -> list[dict]:
     """One row per (partition, algorithm): accuracy mean/std in [0, 1], mean total bytes
     up/down and mean wall seconds over the finished seeds (None where no seed finished)."""
@@ -109,6 +130,7 @@ def summary_rows(results: dict[tuple[str, str], list[dict]]) -> list[dict]:
         row = {"partition": partition, "algorithm": algorithm, "seeds": len(totals)}
         stats = mean_std([t["final_accuracy"] for t in totals if t["final_accuracy"] is not None])
         row["final_accuracy_mean"], row["final_accuracy_std"] = stats or (None, None)
+        row.update(personalized_stats([t["personalized"] for t in totals]))
         for field in ("bytes_up", "bytes_down", "seconds"):
             row[field] = (mean_std([t[field] for t in totals]) or (None,))[0]
         rows.append(row)
@@ -128,6 +150,7 @@ def write_results_csv(rows: list[dict], path: Path) -> Path:
             writer.writerow([
                 r["partition"], r["algorithm"], r["seeds"],
                 cell(r["final_accuracy_mean"]), cell(r["final_accuracy_std"]),
+                cell(r.get("personalized_mean")), cell(r.get("personalized_std")), cell(r.get("client_std")),
                 cell(r["bytes_up"], 1e6), cell(r["bytes_down"], 1e6), cell(r["seconds"]),
             ])
     return path
@@ -150,11 +173,14 @@ def render_results(
         f"- **bench file**: `{bench.path}`",
         f"- **runs finished**: {finished} / {total} (seeds {', '.join(map(str, bench.seeds))})",
         f"- **accuracy**: pooled test, %, final round (no best round: it would be picked on the test set); {STD_NOTE}",
+        "- **personalized**: each client's own model (the global model for global methods) on its own local "
+        "test, mean over clients (unweighted), final round, then mean ± std over seeds; **client std**: the "
+        "std across clients (ddof=0), mean over seeds",
         "- **MB up / down**: total over all rounds and clients (MB = 10^6 bytes), mean over seeds",
         "- **wall s**: sum of the rounds' `seconds` (training + evaluation), mean over seeds",
         "",
     ]
-    header = ["algorithm", "final acc %", "MB up", "MB down", "wall s", "seeds"]
+    header = ["algorithm", "final acc %", "personalized %", "client std", "MB up", "MB down", "wall s", "seeds"]
     for partition, overrides in bench.partitions.items():
         parts += [f"## Partition `{partition}`", ""]
         if overrides:
@@ -163,6 +189,8 @@ def render_results(
             [
                 r["algorithm"],
                 _pct_pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
+                _pct_pm(r.get("personalized_mean"), r.get("personalized_std")),
+                MISSING if r.get("client_std") is None else format_pct(r["client_std"]),
                 format_mb(r["bytes_up"]), format_mb(r["bytes_down"]), format_seconds(r["seconds"]),
                 str(r["seeds"]),
             ]
@@ -172,7 +200,10 @@ def render_results(
             values = baselines.get((partition, name))
             if values:
                 mean, std = mean_std(values)
-                table.append([label, _pct_pm(mean, std), MISSING, MISSING, MISSING, str(len(values))])
+                own = personalized_stats(baselines.get((partition, f"{name}:personalized"), []))
+                table.append([label, _pct_pm(mean, std), _pct_pm(own["personalized_mean"], own["personalized_std"]),
+                              MISSING if own["client_std"] is None else format_pct(own["client_std"]),
+                              MISSING, MISSING, MISSING, str(len(values))])
         parts += [markdown_table(header, table), ""]
         plot = plots.get(f"accuracy_{partition}")
         if plot is not None:
