@@ -162,6 +162,8 @@ class EvalConfig:
     # What reports lead with: accuracy (the VQA evaluation's), or for generated free text
     # exact_match, rouge_l, bleu, or loss (on the held-out responses).
     metric: str = "accuracy"
+    # question types whose answers are captions, scored by CIDEr-D, BLEU-4 and ROUGE-L too
+    caption_types: list[str] = field(default_factory=lambda: ["caption"])
 
 
 @dataclass

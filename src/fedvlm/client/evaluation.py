@@ -21,9 +21,10 @@ def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict
     set_adapter_state(node.model, {**start_state(node, config.round + 1), **payload})
     with personal_layers(node, config.round + 1):  # FedALT's mixing, where the node has one
         result = evaluate_rows(
-            node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens, config.answer_span
+            node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens,
+            config.answer_span, [t for t in config.caption_types.split(",") if t],
         )
-    return {"accuracy": result["accuracy"], "num_examples": result["num_examples"]}
+    return {k: result[k] for k in ("accuracy", "num_examples", "by_type", "captions") if k in result}
 
 
 def kept(round_num: int, node: Node) -> AdapterState:

@@ -58,6 +58,7 @@ class EvalRoundConfig:
     batch_size: int
     max_new_tokens: int
     answer_span: str = "first_line"  # core.answers.answer_span
+    caption_types: str = "caption"  # comma-separated (a config record holds scalars)
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

@@ -75,6 +75,10 @@ def load_vqa(
         DataError: missing data or image file, missing column, unknown split, bad values.
         ConfigError: malformed `columns` mapping.
     """
+    if source == "multitask":  # built in: one task per question type
+        from fedvlm.data.multitask import load_multitask
+
+        return load_multitask(split)
     if source == "easyvqa":
         dataset = load_easyvqa(split)
         return to_canonical_vqa(dataset, columns, image_dir, origin=f"easyvqa {split}")

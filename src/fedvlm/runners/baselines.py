@@ -91,7 +91,11 @@ def federated_steps(cfg: Config, fed: Federation, run_dir: Path | None = None) -
 
 def _evaluate(cfg: Config, fed: Federation, ds, rows) -> dict:
     e = cfg.eval
-    return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span)
+    return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types)
+
+
+def _local_view(ev: dict) -> dict:
+    return {k: ev[k] for k in ("accuracy", "num_examples", "captions") if k in ev}
 
 
 def run_centralized(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> dict:
@@ -102,9 +106,14 @@ def run_centralized(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> 
     num_steps = sum(fed_steps.values())
     result = train_alone(cfg, fed, rows, num_steps, [cfg.run.seed, 6], "centralized steps")
     ev = _evaluate(cfg, fed, fed.test_ds, fed.pooled_test)
+    # the one model on every client's local test too, beside the personalized methods' numbers
+    local = {cid: _local_view(_evaluate(cfg, fed, fed.train_ds, c.test))
+             for cid, c in fed.clients.items() if c.test and cfg.eval.local}
     return {
         "accuracy": ev["accuracy"],
         "by_type": ev["by_type"],
+        **({"captions": ev["captions"]} if "captions" in ev else {}),
+        **({"clients": local} if local else {}),
         "steps": result.steps,
         "federated_steps": num_steps,
         "examples": result.examples,
@@ -120,8 +129,10 @@ def run_local_only(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> d
     for k, (cid, num_steps) in enumerate(fed_steps.items()):
         c = fed.clients[cid]
         result = train_alone(cfg, fed, c.train, num_steps, [cfg.run.seed, 7, k], f"local-only client {cid}")
+        own = _evaluate(cfg, fed, fed.train_ds, c.test) if c.test else {}
         out[cid] = {
-            "accuracy_local": _evaluate(cfg, fed, fed.train_ds, c.test)["accuracy"] if c.test else None,
+            "accuracy_local": own.get("accuracy"),
+            **({"captions_local": own["captions"]} if "captions" in own else {}),
             "accuracy_pooled": _evaluate(cfg, fed, fed.test_ds, fed.pooled_test)["accuracy"],
             "steps": result.steps,
             "federated_steps": num_steps,

@@ -120,9 +120,11 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     server sends down (``shared``): the global model, or for a personalized method such
     as FedSA-LoRA the client's own."""
     e = cfg.eval
-    local = clients.evaluate(shared, EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span)) if e.local else None
+    config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span, ",".join(e.caption_types))
+    local = clients.evaluate(shared, config) if e.local else None
     set_adapter_state(fed.model, full)
-    result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span)
+    result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span,
+                      e.caption_types)
     if local is not None:
         result["clients"] = local()
         summary = personalized_summary(result["clients"])

@@ -125,8 +125,9 @@ class GenerativeTask:
         """The processor's inputs for ``text`` with each row's ``images``."""
 
         def encode(nested: bool):
+            flat = [im for row in images for im in row]
             return self.processor(
-                images=images if nested else [im for row in images for im in row],
+                images=None if not flat else images if nested else flat,  # text-only rows: no images at all
                 text=text,
                 return_tensors="pt",
                 padding=True,

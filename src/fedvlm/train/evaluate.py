@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from fedvlm.core.answers import vqa_accuracy
-from fedvlm.core.text_metrics import text_scores
+from fedvlm.core.text_metrics import caption_scores, text_scores
 
 
 def predict_rows(task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int) -> list[str]:
@@ -41,13 +41,23 @@ def score_answers(predictions: Sequence[str], rows: dict, span: str = "first_lin
 
 
 def evaluate(
-    task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, span: str = "first_line"
+    task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, span: str = "first_line",
+    caption_types: Sequence[str] = (),
 ) -> dict:
-    """Predict ``indices`` and score them against the dataset's references."""
+    """Predict ``indices`` and score them against the dataset's references; rows of the
+    question types ``caption_types`` are also scored as captions (CIDEr-D, BLEU-4,
+    ROUGE-L: ``captions``, per type)."""
     preds = predict_rows(task, model, dataset, indices, batch_size, max_new_tokens)
     columns = [c for c in ("answer", "answers", "question_type") if c in dataset.column_names]
     rows = dataset.select_columns(columns)[list(indices)]
     result = score_answers(preds, rows, span)
+    types = rows.get("question_type") or ["all"] * len(preds)
+    captions = {}
+    for kind in sorted(set(types) & set(caption_types)):
+        pairs = [(p, a) for p, a, t in zip(preds, rows["answer"], types) if t == kind]
+        captions[kind] = caption_scores([p for p, _ in pairs], [a for _, a in pairs])
+    if captions:
+        result["captions"] = captions
     if hasattr(task, "loss"):  # generated free text: the instruction-tuning metrics too
         result.update(text_scores(preds, rows["answer"]))
         result["loss"] = held_out_loss(task, model, dataset, indices, batch_size)

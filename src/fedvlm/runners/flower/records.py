@@ -22,13 +22,39 @@ def from_arrays(record: ArrayRecord) -> AdapterState:
     return {k: a.numpy() for k, a in record.items()}
 
 
+SEP = "::"  # joins nested metric names: a MetricRecord holds flat numbers only
+
+
+def flat_metrics(values: dict, prefix: str = "") -> dict:
+    """Nested metric dicts (per question type, per caption task) as flat ``a::b`` keys."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= flat_metrics(value, f"{prefix}{key}{SEP}")
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def nested_metrics(values: dict) -> dict:
+    """The inverse of `flat_metrics`."""
+    out: dict = {}
+    for key, value in values.items():
+        *path, last = key.split(SEP)
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
 def pack(arrays: AdapterState, extras: dict[str, AdapterState], **records: dict) -> RecordDict:
     """A message's content: the arrays, the extras groups, and named scalar records
     (``config`` and ``client`` as ConfigRecord, ``metrics`` as MetricRecord)."""
     content = {"arrays": to_arrays(arrays)}
     content |= {EXTRAS + name: to_arrays(group) for name, group in extras.items()}
     for name, values in records.items():
-        content[name] = MetricRecord(values) if name == "metrics" else ConfigRecord(values)
+        content[name] = MetricRecord(flat_metrics(values)) if name == "metrics" else ConfigRecord(values)
     return RecordDict(content)
 
 
@@ -43,5 +69,5 @@ def update_from_reply(content: RecordDict) -> ClientUpdate:
     """A client's reply to a train message as a `ClientUpdate` (its id travels in
     ``client``, its training-set size in the metrics)."""
     arrays, extras = unpack(content)
-    metrics = dict(content["metrics"])
+    metrics = nested_metrics(dict(content["metrics"]))
     return ClientUpdate(str(content["client"]["client_id"]), arrays, int(metrics["train_size"]), metrics, extras)

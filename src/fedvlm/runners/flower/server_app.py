@@ -18,7 +18,7 @@ from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.errors import FedvlmError
 from fedvlm.runners import rundir
 from fedvlm.runners.federation import build_federation
-from fedvlm.runners.flower.records import pack, unpack, update_from_reply
+from fedvlm.runners.flower.records import nested_metrics, pack, unpack, update_from_reply
 from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
 from fedvlm.runners.simulate import run_rounds
 
@@ -117,7 +117,7 @@ class FlowerClients:
 
         def results() -> dict[str, dict]:
             answered, _ = collect()
-            return {cid: dict(answered[cid]["metrics"]) for cid in sorted(answered, key=_order) if "metrics" in answered[cid]}
+            return {cid: nested_metrics(dict(answered[cid]["metrics"])) for cid in sorted(answered, key=_order) if "metrics" in answered[cid]}
 
         return results
 
