@@ -1,4 +1,4 @@
-"""``fedvlm`` command line: run | centralized | local | partition | merge | report."""
+"""``fedvlm`` command line: run | centralized | local | partition | merge | eval | predict | report | bench | flower."""
 
 import argparse
 import sys
@@ -116,6 +116,24 @@ def cmd_merge(args) -> None:
     print(f"merged {len(args.adapters)} adapters ({args.method}) into {out}")
 
 
+def cmd_eval(args) -> None:
+    import json
+
+    from fedvlm.runners.inference import evaluate_adapter
+
+    result = evaluate_adapter(Path(args.adapter), args.config, args.overrides)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+def cmd_predict(args) -> None:
+    from fedvlm.runners.inference import predict_one
+
+    print(predict_one(Path(args.adapter), args.config, args.overrides, args.image, args.question, args.text))
+
+
 def cmd_report(args) -> None:
     from fedvlm.runners.report import write_report
 
@@ -160,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--sizes", type=float, nargs="+", help="dataset sizes, one per adapter (weights by size)")
     merge.add_argument("--out", required=True, help="output directory (must not exist)")
     merge.set_defaults(func=cmd_merge)
+    ev = sub.add_parser("eval", help="evaluate a saved adapter on a dataset with the run's metrics")
+    ev.add_argument("adapter", help="adapter directory (a run's adapters/final, a personalized or merged adapter)")
+    with_config(ev)
+    ev.add_argument("--out", help="also write the result as JSON to this file")
+    ev.set_defaults(func=cmd_eval)
+    pred = sub.add_parser("predict", help="answer one question with a saved adapter")
+    pred.add_argument("adapter", help="adapter directory")
+    with_config(pred)
+    pred.add_argument("--image", help="image file (image-text models)")
+    pred.add_argument("--question", help="the question about the image")
+    pred.add_argument("--text", help="the input text (text models)")
+    pred.set_defaults(func=cmd_predict)
     rep = sub.add_parser("report", help="(re)write a run directory's report")
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)

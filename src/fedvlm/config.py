@@ -75,15 +75,20 @@ class DataConfig:
     max_train_examples: int | None = None
     # Tokens per example, every family: a classifier's text is truncated; a text-only
     # generative example's prompt is cut from the left so that its answer stays whole, and
-    # an example whose answer alone does not fit is dropped (counted in the log); an
-    # image-text example that does not fit is an error. null: 128 for classifiers, no limit
-    # for generative models (a VLM's image alone can be hundreds of tokens).
+    # an example whose answer alone does not fit is dropped (counted in the log), as is an
+    # image-text example that does not fit (its images cannot be cut). null: 128 for
+    # classifiers, no limit for generative models (a VLM's image alone is many tokens).
     max_length: int | None = None
     # How instruction and conversation data are rendered: chat (the model's own template),
     # alpaca, plain ("{question}\nAnswer: {answer}"), auto (chat where the model has a
     # template, else alpaca for conversations, plain for question/answer rows).
     template: str = "auto"
     system_prompt: str | None = None  # a system turn for rows that have none
+    # Hub dataset configs to load and concatenate, each row's question_type its subset's
+    # name, so partition.method=natural gives one subset per client (the_cauldron:
+    # [ai2d, chartqa, ...]; with one split only, split it: train_split='train[:90%]',
+    # test_split='train[90%:]').
+    subsets: list[str] = field(default_factory=list)
 
 
 @dataclass

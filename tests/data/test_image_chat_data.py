@@ -91,3 +91,45 @@ def test_a_missing_image_file_is_named_with_its_row(tmp_path):
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}]
     with pytest.raises(DataError, match=r"image file not found: .*nowhere.png \(row 0"):
         load_vqa(_jsonl(tmp_path / "train.jsonl", rows), "train")
+
+
+def _cauldron_subset(name: str, rows: int) -> datasets.Dataset:
+    """A the_cauldron subset as the Hub serves it: an Image list and user/assistant turns."""
+    features = datasets.Features({
+        "images": datasets.Sequence(datasets.Image()),
+        "texts": [{"user": datasets.Value("string"), "assistant": datasets.Value("string"), "source": datasets.Value("string")}],
+    })
+    return datasets.Dataset.from_dict({
+        "images": [[Image.new("RGB", (8, 8), (i, 0, 0))] for i in range(rows)],
+        "texts": [[{"user": f"{name} question {i}?", "assistant": f"{name} {i}", "source": name}] for i in range(rows)],
+    }, features=features)
+
+
+def test_the_cauldron_subsets_load_one_per_client(monkeypatch):
+    """data.subsets: each Hub config loads in turn (here the Hub is a fixture), tagged with
+    its name, so the natural partition gives each client one subset."""
+    from fedvlm.data import vqa
+    from fedvlm.data.partition import partition_indices
+
+    asked = []
+
+    def hub(source, split, name=None):
+        asked.append((source, split, name))
+        return _cauldron_subset(name, {"ai2d": 5, "chartqa": 3, "vqav2": 4}[name])
+
+    monkeypatch.setattr(vqa, "_load_hub", hub)
+    ds = load_vqa("HuggingFaceM4/the_cauldron", "train[:90%]", subsets=["ai2d", "chartqa", "vqav2"])
+    assert asked == [("HuggingFaceM4/the_cauldron", "train[:90%]", n) for n in ("ai2d", "chartqa", "vqav2")]
+    assert ds["question_type"] == ["ai2d"] * 5 + ["chartqa"] * 3 + ["vqav2"] * 4
+    assert ds[5]["messages"] == [{"role": "user", "content": "<image>\nchartqa question 0?"},
+                                 {"role": "assistant", "content": "chartqa 0"}]
+    clients = partition_indices(ds, "natural", 3, seed=0)
+    assert [{ds["question_type"][i] for i in c} for c in clients] == [{"ai2d"}, {"chartqa"}, {"vqav2"}]
+    assert [len(c) for c in clients] == [5, 3, 4]
+
+
+def test_subsets_of_a_local_source_are_refused(tmp_path):
+    from fedvlm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.subsets names configs of a Hub dataset"):
+        load_vqa("easyvqa", "train", subsets=["ai2d"])

@@ -39,7 +39,7 @@ from fedvlm.data.files import (
     resolve_image_paths,
 )
 from fedvlm.data.image_chat import IMAGE_CHAT_COLUMNS, image_chat_format, to_canonical_image_chat
-from fedvlm.errors import DataError
+from fedvlm.errors import ConfigError, DataError
 
 CANONICAL_COLUMNS = ("image", "question", "answer", "answers", "question_type")
 REQUIRED_COLUMNS = ("image", "question", "answer")
@@ -51,6 +51,7 @@ def load_vqa(
     split: str,
     columns: dict[str, str] | None = None,
     image_dir: str | None = None,
+    subsets: list[str] | tuple[str, ...] = (),
 ) -> datasets.Dataset:
     """Load one split of a VQA dataset in the canonical fedvlm schema (see module doc).
 
@@ -67,6 +68,8 @@ def load_vqa(
             are looked up under their own name.
         image_dir: directory that relative image paths are relative to; defaults to the
             directory of the data file (for Hub datasets: the working directory).
+        subsets: Hub dataset configs (e.g. the_cauldron's ``ai2d``) to load one by one and
+            concatenate, each row's ``question_type`` its subset's name.
 
     Returns:
         The dataset with columns image, question, answer, [answers], question_type.
@@ -75,6 +78,8 @@ def load_vqa(
         DataError: missing data or image file, missing column, unknown split, bad values.
         ConfigError: malformed `columns` mapping.
     """
+    if subsets and (source in ("easyvqa", "multitask") or Path(source).expanduser().exists()):
+        raise ConfigError(f"data.subsets names configs of a Hub dataset; data.source {source!r} is not one")
     if source == "multitask":  # built in: one task per question type
         from fedvlm.data.multitask import load_multitask
 
@@ -94,6 +99,14 @@ def load_vqa(
     if _looks_like_path(source):
         raise DataError(f"data file not found: {path} (source {source!r} does not exist)")
 
+    if subsets:
+        parts = []
+        for name in subsets:
+            part = to_canonical_vqa(_load_hub(source, split, name), columns, image_dir,
+                                    origin=f"{source} subset {name!r} split {split!r}")
+            parts.append(part.remove_columns("question_type").add_column(
+                "question_type", [name] * len(part), feature=datasets.Value("string")))
+        return datasets.concatenate_datasets(parts)
     dataset = _load_hub(source, split)
     return to_canonical_vqa(dataset, columns, image_dir, origin=f"{source} split {split!r}")
 
@@ -160,10 +173,10 @@ def _resolve_mapping(
     return mapping
 
 
-def _load_hub(source: str, split: str) -> datasets.Dataset:
-    """`datasets.load_dataset(source, split=split)` with one-line errors."""
+def _load_hub(source: str, split: str, name: str | None = None) -> datasets.Dataset:
+    """`datasets.load_dataset(source, name, split=split)` with one-line errors."""
     try:
-        return datasets.load_dataset(source, split=split)
+        return datasets.load_dataset(source, name, split=split)
     except ValueError as err:
         if "split" in str(err).lower():
             raise DataError(

@@ -126,10 +126,13 @@ def load_datasets(cfg: Config, family: Family | None):
             f"data.source {d.source!r} does not fit model.path {cfg.model.path!r}, a {kind} model "
             f"(family {family.name}): it needs {need}"
         )
+    if d.subsets and family is not None and not family.images:
+        raise ConfigError("data.subsets loads image-text datasets (the_cauldron's subsets); this model is text-only")
     if family.images if family else not text_source:
         from fedvlm.data.vqa import load_vqa
 
-        train_ds, test_ds = (load_vqa(d.source, split, d.columns or None, d.image_dir) for split in (d.train_split, d.test_split))
+        train_ds, test_ds = (load_vqa(d.source, split, d.columns or None, d.image_dir, d.subsets)
+                             for split in (d.train_split, d.test_split))
     else:
         from fedvlm.data.text import load_text
 
