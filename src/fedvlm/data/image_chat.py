@@ -31,6 +31,12 @@ from fedvlm.errors import DataError
 
 IMAGE = "<image>"
 IMAGE_CHAT_COLUMNS = ("messages", "conversations", "texts", "images", "image", "question_type")
+_TURN = {"role": datasets.Value("string"), "content": datasets.Value("string")}
+FEATURES = datasets.Features({  # the canonical schema (module doc)
+    "images": datasets.List(datasets.Image(mode="RGB")), "messages": datasets.List(_TURN),
+    "question": datasets.Value("string"), "answer": datasets.Value("string"),
+    "question_type": datasets.Value("string"),
+})
 # (turns column, how its turns are written); a row's images come from `images` or `image`
 FORMATS = {"messages": "messages", "conversations": "conversations", "texts": "cauldron"}
 
@@ -176,10 +182,4 @@ def to_canonical_image_chat(
         stored.append({"bytes": None, "path": path})
     stored = iter(stored)
     rows["images"] = [[next(stored) for _ in range(n)] for n in rows["images"]]
-    turn = {"role": datasets.Value("string"), "content": datasets.Value("string")}
-    features = datasets.Features({
-        "images": datasets.List(datasets.Image(mode="RGB")), "messages": datasets.List(turn),
-        "question": datasets.Value("string"), "answer": datasets.Value("string"),
-        "question_type": datasets.Value("string"),
-    })
-    return datasets.Dataset.from_dict(rows, features=features)
+    return datasets.Dataset.from_dict(rows, features=FEATURES)

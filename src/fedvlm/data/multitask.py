@@ -25,7 +25,7 @@ import io
 import datasets
 import numpy as np
 
-from fedvlm.data.image_chat import IMAGE
+from fedvlm.data.image_chat import FEATURES, IMAGE
 from fedvlm.errors import DataError
 
 TASKS = ("caption", "color", "count", "digit", "sentiment", "shape", "yes/no")
@@ -143,12 +143,6 @@ def load_multitask(split: str) -> datasets.Dataset:
         question = "how many shapes are in the image?" if task == "count" else "describe the image."
         rows += [([_png(im)], question, a, task) for im, a in (render(rng) for _ in range(size))]
     rows += [([], f"what is the sentiment of this tweet? {text}", label, "sentiment") for text, label in _tweets(split)]
-    turn = {"role": datasets.Value("string"), "content": datasets.Value("string")}
-    features = datasets.Features({
-        "images": datasets.List(datasets.Image(mode="RGB")), "messages": datasets.List(turn),
-        "question": datasets.Value("string"), "answer": datasets.Value("string"),
-        "question_type": datasets.Value("string"),
-    })
     return datasets.Dataset.from_dict({
         "images": [r[0] for r in rows],
         "messages": [[{"role": "user", "content": (IMAGE + "\n" if r[0] else "") + r[1]},
@@ -156,4 +150,4 @@ def load_multitask(split: str) -> datasets.Dataset:
         "question": [r[1] for r in rows],
         "answer": [r[2] for r in rows],
         "question_type": [r[3] for r in rows],
-    }, features=features)
+    }, features=FEATURES)
