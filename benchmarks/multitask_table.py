@@ -68,12 +68,11 @@ def collect(bench_dir: Path):
     return tasks, personalized, pooled, seconds
 
 
-def _cell(values: list) -> str:
+def _cell(values: list, digits: int = 1) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if max(values) > 10 or min(values) == 0 else \
-        f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
 def table(tasks: list[str], by_algorithm: dict) -> str:
@@ -82,7 +81,7 @@ def table(tasks: list[str], by_algorithm: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for algorithm in [a for a in ORDER if a in by_algorithm]:
         seeds = by_algorithm[algorithm]
-        cells = [_cell([s.get(t) for s in seeds.values()]) for t in tasks]
+        cells = [_cell([s.get(t) for s in seeds.values()], 2 if t == "caption" else 1) for t in tasks]
         means = [np.mean([s[t] for t in accuracy_tasks]) for s in seeds.values() if all(s.get(t) is not None for t in accuracy_tasks)]
         lines.append("| " + " | ".join([algorithm, *cells, _cell(means), str(len(seeds))]) + " |")
     return "\n".join(lines)

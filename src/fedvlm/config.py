@@ -411,6 +411,8 @@ def _check_fedalt(cfg: Config) -> None:
         raise ConfigError(f"config key 'federated.fedalt_ortho': expected a weight >= 0, got {f.fedalt_ortho}")
     if f.strategy != "fedavg":
         raise ConfigError("config key 'federated.aggregation': fedalt brings its own server side; keep federated.strategy=fedavg")
+    if not cfg.eval.local:
+        raise ConfigError("config key 'eval.local': fedalt's models are the clients' own, evaluated on their local tests; keep eval.local=true")
     if f.weighting != "data_size":
         raise ConfigError("config key 'federated.weighting': fedalt averages no global model; its rest of world is weighted by federated.fedalt_weighting")
     if f.compression != "none":

@@ -123,6 +123,7 @@ def test_fedalt_trains_on_a_4bit_base(tmp_path_factory):
     ("federated.fedalt_mixer=mean", "fedalt_mixer"),
     ("federated.compression=int8", "federated.compression"),
     ("federated.weighting=uniform", "fedalt_weighting"),
+    ("eval.local=false", "eval.local"),
 ])
 def test_bad_fedalt_settings_are_one_line(override, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -133,3 +134,15 @@ def test_bad_fedalt_settings_are_one_line(override, message):
 def test_fedalt_settings_without_fedalt_are_refused():
     with pytest.raises(ConfigError, match="need federated.aggregation=fedalt"):
         load_config(None, ["federated.fedalt_mixer=fixed"])
+
+
+def test_fedalt_on_a_text_classifier(tmp_path_factory):
+    """The mixing sits on PEFT's LoRA layers, whatever model holds them: the embedded text
+    classifier (its head trained as the client's own, not mixed)."""
+    _, fed, run_dir, records = _run(tmp_path_factory, "model.path=embedded-text", "data.source=crowdflower",
+                                    "data.max_length=32", "federated.rounds=1")
+    mixer = _store(run_dir, "1", "fedalt_mixer", 1)
+    assert mixer and any(v.any() for v in mixer.values())
+    row = _store(run_dir, "1", "fedalt_row", 1)
+    assert set(row) == {k for k in fed.initial_adapter if k.endswith((A_SUFFIX, B_SUFFIX))}
+    assert records[1]["eval"]["personalized"]["clients"] == 2

@@ -2,10 +2,16 @@
 
 One path serves every image-text family: the model's chat template with an image part, or
 plain prompt formats (PaliGemma's ``answer en ...``, Fuyu's ``question\\n``). Every extra
-input the processor returns is carried through; those with one value per token (Gemma3's ``token_type_ids``, Mllama's 4-D ``cross_attention_mask``, Fuyu's
+input the processor returns is carried through; those with one value per token (Gemma3's
+``token_type_ids``, Mllama's 4-D ``cross_attention_mask``, Fuyu's
 ``image_patches_indices``) are extended over the appended answer tokens with the value of
 the prompt's last token (text that sees what the prompt's end sees), unless the family names
 another (PaliGemma's answer is its suffix, ``token_type_ids`` 1).
+
+Rows with ``messages`` (conversations with images in any turn, `fedvlm.data.image_chat`)
+go through the processor whole, with labels on every assistant turn
+(`GenerativeTask._conversation_batch`); rows without images (a text-only task beside
+image tasks) are passed without any.
 """
 
 import difflib
