@@ -31,10 +31,12 @@ def mean_curve(curves: list[dict[int, float]]) -> tuple[list[int], np.ndarray, n
     return rounds, values.mean(axis=0), values.std(axis=0)
 
 
-def plot_accuracy_per_round(curves: dict[str, list[dict[int, float]]], title: str, path: Path) -> Path | None:
-    """Pooled accuracy per round, one line per algorithm (mean over seeds) with a shaded
-    ± std band. ``curves``: algorithm -> one ``{round: accuracy in [0, 1]}`` per finished
-    seed. Returns ``path``, or None when no algorithm has a finished seed."""
+def plot_accuracy_per_round(
+    curves: dict[str, list[dict[int, float]]], title: str, path: Path, ylabel: str = "accuracy, pooled test (%)"
+) -> Path | None:
+    """Accuracy per round, one line per algorithm (mean over seeds) with a shaded ± std
+    band. ``curves``: algorithm -> one ``{round: accuracy in [0, 1]}`` per finished seed.
+    Returns ``path``, or None when no algorithm has a finished seed."""
     lines = {algorithm: mean_curve(cs) for algorithm, cs in curves.items() if cs}
     if not lines:
         return None
@@ -48,7 +50,7 @@ def plot_accuracy_per_round(curves: dict[str, list[dict[int, float]]], title: st
         ax.fill_between(rounds, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
         seen.update(rounds)
     ax.set_ylim(0, 100)
-    ax.set_ylabel("accuracy, pooled test (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     _round_ticks(ax, sorted(seen))

@@ -16,7 +16,7 @@ import numpy as np
 from fedvlm.errors import DataError
 from fedvlm.runners.bench import Bench, BenchRun, bench_runs, load_bench
 from fedvlm.runners.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
-from fedvlm.runners.records import final_round, global_accuracy, number, personalized_accuracy
+from fedvlm.runners.records import final_round, global_accuracy, number, personalized_accuracy, personalized_summary
 from fedvlm.runners.report import (
     MISSING,
     PLOTS_DIR,
@@ -60,6 +60,7 @@ def run_totals(run_dir: Path) -> dict[str, Any]:
         "bytes_down": total("bytes_down"),
         "seconds": total("seconds"),
         "curve": {r["round"]: global_accuracy(r) for r in metrics if global_accuracy(r) is not None},
+        "personal_curve": {r["round"]: personalized_accuracy(r)[0] for r in metrics if personalized_accuracy(r)},
     }
 
 
@@ -78,10 +79,13 @@ BASELINE_ROWS = {
     "centralized": ("centralized (same steps)", lambda b: number((b.get("centralized") or {}).get("accuracy"))),
     "local": ("local-only (mean over clients)", lambda b: number((b.get("local") or {}).get("mean_pooled"))),
 }
-# a baseline's personalized numbers: local-only's clients on their own local tests
+# a baseline's personalized numbers: local-only's clients each on its own local test, and
+# the centralized model on every client's local test
 BASELINE_PERSONALIZED = {
     "local": lambda b: (lambda l: None if number(l.get("mean_local")) is None
                         else (number(l["mean_local"]), number(l.get("std_local")) or 0.0))(b.get("local") or {}),
+    "centralized": lambda b: (lambda p: None if p is None else (p["mean"], p["std"]))(
+        personalized_summary((b.get("centralized") or {}).get("clients") or {})),
 }
 
 
@@ -205,9 +209,10 @@ def render_results(
                               MISSING if own["client_std"] is None else format_pct(own["client_std"]),
                               MISSING, MISSING, MISSING, str(len(values))])
         parts += [markdown_table(header, table), ""]
-        plot = plots.get(f"accuracy_{partition}")
-        if plot is not None:
-            parts += [f"![accuracy per round, {partition}]({PLOTS_DIR}/{plot.name})", ""]
+        for name, what in (("accuracy", "accuracy per round"), ("personalized", "personalized accuracy per round")):
+            plot = plots.get(f"{name}_{partition}")
+            if plot is not None:
+                parts += [f"![{what}, {partition}]({PLOTS_DIR}/{plot.name})", ""]
     parts += ["## Final accuracy vs uplink", ""]
     plot = plots.get("accuracy_vs_uplink")
     parts += [f"![final accuracy vs uplink]({PLOTS_DIR}/{plot.name})" if plot else "_no finished runs yet_", ""]
@@ -231,6 +236,11 @@ def summarize_bench(out_dir: str | Path, bench: Bench | str | Path) -> dict[str,
         plots[f"accuracy_{partition}"] = plot_accuracy_per_round(
             curves, f"Global accuracy per round, partition {partition}",
             out_dir / PLOTS_DIR / f"accuracy_{partition}.png",
+        )
+        personal = {a: [t["personal_curve"] for t in results[partition, a] if t["personal_curve"]] for a in bench.algorithms}
+        plots[f"personalized_{partition}"] = plot_accuracy_per_round(
+            personal, f"Personalized accuracy per round (clients' own models, local tests), partition {partition}",
+            out_dir / PLOTS_DIR / f"personalized_{partition}.png", ylabel="accuracy, mean over clients (%)",
         )
     plots["accuracy_vs_uplink"] = plot_accuracy_vs_uplink(rows, out_dir / PLOTS_DIR / "accuracy_vs_uplink.png")
     for name, path in plots.items():
