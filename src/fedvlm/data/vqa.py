@@ -176,7 +176,8 @@ def _resolve_mapping(
 def _load_hub(source: str, split: str, name: str | None = None) -> datasets.Dataset:
     """`datasets.load_dataset(source, name, split=split)` with one-line errors."""
     try:
-        return datasets.load_dataset(source, name, split=split)
+        config = {"name": name} if name else {}
+        return datasets.load_dataset(source, split=split, **config)
     except ValueError as err:
         if "split" in str(err).lower():
             raise DataError(
