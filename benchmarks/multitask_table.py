@@ -15,7 +15,6 @@ Prints two markdown tables, mean ± std over the finished seeds (population std,
    is not a model either method deploys.
 """
 
-import json
 import sys
 from pathlib import Path
 

@@ -6,7 +6,14 @@ client under the natural partition."""
 import numpy as np
 import pytest
 
-from fedvlm.data.multitask import COLORS, TASKS, TEST_PER_TASK, TRAIN_PER_TASK, render_caption, render_count
+from fedvlm.data.multitask import (
+    COLORS,
+    TASKS,
+    TEST_PER_TASK,
+    TRAIN_PER_TASK,
+    render_caption,
+    render_count,
+)
 from fedvlm.data.partition import partition_indices
 from fedvlm.data.vqa import load_vqa
 
@@ -63,7 +70,7 @@ def test_digits_keep_scikit_learns_labels_and_the_data_is_fixed(train):
     for i in rows:
         image = np.asarray(train[i]["images"][0].convert("L").resize((8, 8), 0))  # nearest
         # the 8x8 scan, scaled to 0..255: find it among scikit-learn's and compare labels
-        match = np.flatnonzero((np.abs(digits.images * (255 / 16) - image).max(axis=(1, 2)) < 1.5))
+        match = np.flatnonzero(np.abs(digits.images * (255 / 16) - image).max(axis=(1, 2)) < 1.5)
         assert len(match) >= 1 and str(int(digits.target[match[0]])) == train[i]["answer"]
     again = load_vqa("multitask", "train")
     assert again["answer"] == train["answer"] and again["question"] == train["question"]

@@ -14,7 +14,12 @@ from PIL import Image
 from families import tiny_image_text
 from families.harness import run_tiny
 from fedvlm.errors import ModelError
-from fedvlm.models.load import embedded_model_path, load_processor, model_config, resolve_family
+from fedvlm.models.load import (
+    embedded_model_path,
+    load_processor,
+    model_config,
+    resolve_family,
+)
 from fedvlm.train.collate import IGNORE_INDEX, align_labels
 from fedvlm.train.tasks import build_task
 
@@ -128,7 +133,7 @@ def test_a_federated_job_trains_on_conversations_and_drops_rows_that_cannot_fit(
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # one image and two exchanges: 48 tokens on the embedded model; two images: 64
     with caplog.at_level(logging.WARNING, logger="fedvlm"):
-        cfg, fed, run_dir = run_tiny(tmp_path, "embedded", [f"data.source={data}", "data.max_length=56",
+        _, fed, run_dir = run_tiny(tmp_path, "embedded", [f"data.source={data}", "data.max_length=56",
                                                             "data.pooled_test_size=20", "eval.max_new_tokens=3"])
     assert "dropped 12 of 60 train rows" in caplog.text and "dropped 6 of 30 test rows" in caplog.text
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

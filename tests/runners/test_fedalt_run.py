@@ -11,6 +11,7 @@ import pytest
 import torch
 from peft import PeftModel
 from safetensors.numpy import load_file
+from tiny import TINY_RUN
 
 from fedvlm.client.fedalt import personal_layers
 from fedvlm.client.unit import start_state
@@ -26,7 +27,6 @@ from fedvlm.runners.client import node_of
 from fedvlm.runners.report import write_report
 from fedvlm.runners.simulate import run_simulation
 from fedvlm.train.collate import to_device
-from tiny import TINY_RUN
 
 
 def _run(tmp_path_factory, *overrides):
@@ -60,7 +60,7 @@ def test_only_the_own_lora_goes_up_and_only_the_rest_of_world_comes_down(learned
 
 
 def test_own_lora_and_mixer_persist_between_rounds(learned):
-    _, fed, run_dir, _ = learned
+    _, _, run_dir, _ = learned
     for cid in ("0", "1"):
         m1, m2 = _store(run_dir, cid, "fedalt_mixer", 1), _store(run_dir, cid, "fedalt_mixer", 2)
         assert m1.keys() == m2.keys() and all(k.endswith(".fedalt_gate.weight") for k in m1)

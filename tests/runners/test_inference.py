@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 from PIL import Image
+from tiny import TINY_RUN
 
 from fedvlm.cli import main
 from fedvlm.runners.inference import adapter_config, load_adapter_model
 from fedvlm.train.tasks import build_task
-from tiny import TINY_RUN
 
 
 @pytest.fixture(scope="module")

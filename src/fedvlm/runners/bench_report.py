@@ -79,14 +79,20 @@ BASELINE_ROWS = {
     "centralized": ("centralized (same steps)", lambda b: number((b.get("centralized") or {}).get("accuracy"))),
     "local": ("local-only (mean over clients)", lambda b: number((b.get("local") or {}).get("mean_pooled"))),
 }
-# a baseline's personalized numbers: local-only's clients each on its own local test, and
-# the centralized model on every client's local test
-BASELINE_PERSONALIZED = {
-    "local": lambda b: (lambda l: None if number(l.get("mean_local")) is None
-                        else (number(l["mean_local"]), number(l.get("std_local")) or 0.0))(b.get("local") or {}),
-    "centralized": lambda b: (lambda p: None if p is None else (p["mean"], p["std"]))(
-        personalized_summary((b.get("centralized") or {}).get("clients") or {})),
-}
+def _local_personalized(baselines: dict) -> tuple[float, float] | None:
+    """Local-only's clients, each on its own local test: (mean, std across clients)."""
+    local = baselines.get("local") or {}
+    mean = number(local.get("mean_local"))
+    return None if mean is None else (mean, number(local.get("std_local")) or 0.0)
+
+
+def _centralized_personalized(baselines: dict) -> tuple[float, float] | None:
+    """The centralized model on every client's local test: (mean, std across clients)."""
+    summary = personalized_summary((baselines.get("centralized") or {}).get("clients") or {})
+    return None if summary is None else (summary["mean"], summary["std"])
+
+
+BASELINE_PERSONALIZED = {"local": _local_personalized, "centralized": _centralized_personalized}
 
 
 def collect_baselines(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str], list[float]]:
@@ -177,9 +183,9 @@ def render_results(
         f"- **bench file**: `{bench.path}`",
         f"- **runs finished**: {finished} / {total} (seeds {', '.join(map(str, bench.seeds))})",
         f"- **accuracy**: pooled test, %, final round (no best round: it would be picked on the test set); {STD_NOTE}",
-        "- **personalized**: each client's own model (the global model for global methods) on its own local "
-        "test, mean over clients (unweighted), final round, then mean ± std over seeds; **client std**: the "
-        "std across clients (ddof=0), mean over seeds",
+        ("- **personalized**: each client's own model (the global model for global methods) on its own local "
+         "test, mean over clients (unweighted), final round, then mean ± std over seeds; **client std**: the "
+         "std across clients (ddof=0), mean over seeds"),
         "- **MB up / down**: total over all rounds and clients (MB = 10^6 bytes), mean over seeds",
         "- **wall s**: sum of the rounds' `seconds` (training + evaluation), mean over seeds",
         "",

@@ -67,7 +67,13 @@ def load_adapter_model(cfg: Config, adapter: Path, labels: list[str] | None):
 def evaluate_adapter(adapter: Path, config: str | None, overrides: list[str]) -> dict:
     """``adapter`` on ``data.test_split`` of ``data.source`` (the ``data.pooled_test_size``
     rows a run with that seed evaluates), with the run's metrics."""
-    from fedvlm.runners.federation import label_names, load_datasets, peek_family, seed_for, task_for
+    from fedvlm.runners.federation import (
+        label_names,
+        load_datasets,
+        peek_family,
+        seed_for,
+        task_for,
+    )
     from fedvlm.train.evaluate import evaluate
 
     cfg, _ = adapter_config(adapter, config, overrides)

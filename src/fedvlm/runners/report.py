@@ -36,6 +36,7 @@ from fedvlm.runners.records import (  # noqa: F401 (read_metrics, read_baselines
     mean_client_loss,
     number,
     personalized_accuracy,
+    personalized_summary,
     question_types,
 )
 
@@ -118,6 +119,10 @@ def _pct_pm(pair: tuple[float, float] | None) -> str:
     return MISSING if pair is None else f"{format_pct(pair[0])} ± {format_pct(pair[1])}"
 
 
+def _summary_pm(summary: dict | None) -> str:
+    return MISSING if summary is None else _pct_pm((summary["mean"], summary["std"]))
+
+
 def _local_own(local: dict) -> str:
     """Local-only's own numbers: each client's model on its local test, mean ± std."""
     mean = number(local.get("mean_local"))
@@ -159,7 +164,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             CENTRALIZED_LABEL,
             format_pct(central.get("accuracy")),
-            *([MISSING] if own else []),
+            *([_summary_pm(personalized_summary(central.get("clients") or {}))] if own else []),
             *(_text_cell(m, central.get(m)) for m in text),
             *(format_pct(by_type.get(t)) for t in types),
             MISSING, MISSING, MISSING,
