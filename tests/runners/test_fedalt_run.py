@@ -83,6 +83,7 @@ def test_personalized_evaluation_is_summarized_in_metrics_and_report(learned):
             {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "clients": len(accs)})
     report = write_report(run_dir).read_text()
     assert "personalized % (mean ± std)" in report and "**personalized accuracy**" in report
+    assert "server's reference" in report  # the pooled row is not FedALT's model
 
 
 def test_the_exported_personalized_model_reproduces_the_clients_logits(learned):

@@ -222,8 +222,16 @@ def config_header(config: dict) -> list[str]:
         ("client weights", get("federated", "weighting")),
         ("seed", get("run", "seed")),
         ("answers scored", _SPANS.get(get("eval", "answer_span") or "first_line")),
+        ("LoRA variant", get("federated", "aggregation")),
     ]
-    return [f"- **{name}**: `{value}`" for name, value in items if value is not None]
+    lines = [f"- **{name}**: `{value}`" for name, value in items if value is not None]
+    if get("federated", "aggregation") in PERSONAL_VARIANTS:
+        lines.append("- **pooled accuracy** is the server's reference (the mean of the clients' own arrays, no "
+                     "mixer), not a model this method deploys: its numbers are the personalized ones")
+    return lines
+
+
+PERSONAL_VARIANTS = ("fedsa", "fedalt")  # every client's model is its own
 
 
 TEXT_COLUMNS = {"exact_match": "EM %", "rouge_l": "ROUGE-L %", "bleu": "BLEU", "loss": "eval loss"}
