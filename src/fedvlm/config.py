@@ -314,7 +314,7 @@ def _check(cfg: Config) -> None:
         )
     if f.aggregation == "fedalt":
         _check_fedalt(cfg)
-    elif (f.fedalt_mixer, f.fedalt_ortho, f.fedalt_weighting) != ("learned", 0.05, "uniform"):
+    elif any(getattr(f, k) != getattr(FederatedConfig, k) for k in ("fedalt_mixer", "fedalt_ortho", "fedalt_weighting")):
         raise ConfigError("config keys 'federated.fedalt_*' need federated.aggregation=fedalt")
     if f.aggregation != "svd" and (f.server_rank is not None or f.error_feedback):
         raise ConfigError("config keys 'federated.server_rank' / 'federated.error_feedback' need federated.aggregation=svd")

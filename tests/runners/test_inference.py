@@ -57,7 +57,7 @@ def test_predict_answers_as_the_adapted_model_does(fedalt_run, capsys):
     capsys.readouterr()
     assert main(["predict", str(personal), "--image", str(image), "--question", "what color is the shape?"]) == 0
     printed = capsys.readouterr().out.strip()
-    cfg, _ = adapter_config(personal, None, [])
+    cfg = adapter_config(personal, None, [])
     model, processor, family = load_adapter_model(cfg, personal, None)
     assert hasattr(model, "fedalt_gates")  # the client's mixing is on
     task = build_task(family, processor)

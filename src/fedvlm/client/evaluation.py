@@ -14,8 +14,9 @@ from fedvlm.train.evaluate import evaluate as evaluate_rows
 def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict:
     """Accuracy of the node's model on its local test split: the server's shared arrays
     ``payload`` over what the node holds itself (the seeded initialization and the arrays
-    it keeps, e.g. FedSA-LoRA's B, FedALT's own LoRA with its rest of world and mixer). For a global method that is the global model; for a
-    personalized one, the client's own. Empty when the node has no local test rows."""
+    it keeps, e.g. FedSA-LoRA's B, FedALT's own LoRA with its rest of world and mixer). For
+    a global method that is the global model; for a personalized one, the client's own.
+    Empty when the node has no local test rows."""
     if not node.test_rows:
         return {}
     set_adapter_state(node.model, {**start_state(node, config.round + 1), **payload})

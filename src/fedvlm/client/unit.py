@@ -25,7 +25,6 @@ from fedvlm.train.rank_mask import RankMask
 from fedvlm.train.schedule import lr_at
 
 
-
 def start_state(node: Node, round_num: int) -> AdapterState:
     """What the client holds before the server's payload: the shared seeded initialization,
     overlaid with the trained arrays it kept to itself (FedSA-LoRA's B) as of before

@@ -26,6 +26,11 @@ class KeyRule:
     mode: str = "naive"
     personal: bool = False  # each client holds its whole model; nothing of it comes down
 
+    @property
+    def personalized(self) -> bool:
+        """Whether each client ends with a model of its own (FedSA-LoRA's B, FedALT)."""
+        return bool(self.local) or self.personal
+
 
 LORA_VARIANTS = {
     "naive": KeyRule(),  # FedIT: A and B averaged separately

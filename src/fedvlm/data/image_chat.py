@@ -141,12 +141,13 @@ def to_canonical_image_chat(
     qtype = columns.get("question_type", "question_type")
     has_qtype = qtype in dataset.column_names
     # undecoded: a Hub Image column gives {"bytes", "path"} dicts instead of PIL images
-    raw = dataset.cast_column(images_col, datasets.Sequence(datasets.Image(decode=False))) if (
-        images_col and isinstance(dataset.features[images_col], (datasets.Sequence, datasets.List))
-        and isinstance(getattr(dataset.features[images_col], "feature", None), datasets.Image)
-    ) else dataset
-    if images_col and isinstance(raw.features[images_col], datasets.Image):
-        raw = raw.cast_column(images_col, datasets.Image(decode=False))
+    raw = dataset
+    if images_col:
+        feature = dataset.features[images_col]
+        if isinstance(feature, datasets.Image):
+            raw = dataset.cast_column(images_col, datasets.Image(decode=False))
+        elif isinstance(getattr(feature, "feature", None), datasets.Image):  # a list of images
+            raw = dataset.cast_column(images_col, datasets.Sequence(datasets.Image(decode=False)))
     rows = {"images": [], "messages": [], "question": [], "answer": [], "question_type": []}
     entries = []  # (row, path, bytes) of every image
     for r, row in enumerate(raw):

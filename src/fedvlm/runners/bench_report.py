@@ -16,7 +16,15 @@ import numpy as np
 from fedvlm.errors import DataError
 from fedvlm.runners.bench import Bench, BenchRun, bench_runs, load_bench
 from fedvlm.runners.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
-from fedvlm.runners.records import final_round, global_accuracy, number, personalized_accuracy, personalized_summary
+from fedvlm.runners.records import (
+    centralized_personalized,
+    final_personalized,
+    final_round,
+    global_accuracy,
+    local_personalized,
+    number,
+    personalized_accuracy,
+)
 from fedvlm.runners.report import (
     MISSING,
     PLOTS_DIR,
@@ -48,14 +56,13 @@ def run_totals(run_dir: Path) -> dict[str, Any]:
     pooled accuracy (round 0 = zero-shot). No best round: it would be picked on the test set."""
     metrics = read_metrics(run_dir)
     final = final_round(metrics)
-    own = None if final is None else personalized_accuracy(next(r for r in metrics if r["round"] == final[0]))
 
     def total(field: str) -> float:
         return sum(number(r.get(field)) or 0.0 for r in metrics)
 
     return {
         "final_accuracy": None if final is None else final[1],
-        "personalized": own,  # (mean, std) across clients of their own models on their local tests
+        "personalized": final_personalized(metrics),  # (mean, std) across clients of their own models on their local tests
         "bytes_up": total("bytes_up"),
         "bytes_down": total("bytes_down"),
         "seconds": total("seconds"),
@@ -79,20 +86,9 @@ BASELINE_ROWS = {
     "centralized": ("centralized (same steps)", lambda b: number((b.get("centralized") or {}).get("accuracy"))),
     "local": ("local-only (mean over clients)", lambda b: number((b.get("local") or {}).get("mean_pooled"))),
 }
-def _local_personalized(baselines: dict) -> tuple[float, float] | None:
-    """Local-only's clients, each on its own local test: (mean, std across clients)."""
-    local = baselines.get("local") or {}
-    mean = number(local.get("mean_local"))
-    return None if mean is None else (mean, number(local.get("std_local")) or 0.0)
 
-
-def _centralized_personalized(baselines: dict) -> tuple[float, float] | None:
-    """The centralized model on every client's local test: (mean, std across clients)."""
-    summary = personalized_summary((baselines.get("centralized") or {}).get("clients") or {})
-    return None if summary is None else (summary["mean"], summary["std"])
-
-
-BASELINE_PERSONALIZED = {"local": _local_personalized, "centralized": _centralized_personalized}
+# a baseline's personalized numbers, (mean, std across clients)
+BASELINE_PERSONALIZED = {"local": local_personalized, "centralized": centralized_personalized}
 
 
 def collect_baselines(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str], list[float]]:

@@ -246,8 +246,6 @@ def build_federation(cfg: Config) -> Federation:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     family = peek_family(cfg)
     train_ds, test_ds = load_datasets(cfg, family)
-    n_test = min(cfg.data.pooled_test_size, len(test_ds))
-    pooled = np.random.default_rng(seed_for(cfg, 2)).permutation(len(test_ds))[:n_test]
     loaded = load_model(cfg, family, train_ds)
     return Federation(
         model=loaded.model,
@@ -257,10 +255,17 @@ def build_federation(cfg: Config) -> Federation:
         initial_adapter=loaded.initial_adapter,
         train_ds=train_ds,
         test_ds=test_ds,
-        pooled_test=sorted(pooled.tolist()),
+        pooled_test=pooled_rows(cfg, len(test_ds)),
         clients=build_clients(cfg, train_ds),
         merged_base=loaded.merged_base,
     )
+
+
+def pooled_rows(cfg: Config, num_test: int) -> list[int]:
+    """The ``data.pooled_test_size`` test rows the run evaluates the global model on, drawn
+    with the run's seed (sorted)."""
+    n = min(cfg.data.pooled_test_size, num_test)
+    return sorted(np.random.default_rng(seed_for(cfg, 2)).permutation(num_test)[:n].tolist())
 
 
 def peek_family(cfg: Config) -> Family:

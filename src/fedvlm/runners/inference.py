@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from fedvlm.config import Config, load_config
 from fedvlm.errors import ConfigError, DataError
 from fedvlm.runners.merge import read_adapter
@@ -32,9 +30,9 @@ def run_config_of(adapter: Path) -> Path | None:
     return None
 
 
-def adapter_config(adapter: Path, config: str | None, overrides: list[str]) -> tuple[Config, dict]:
-    """The config to use ``adapter`` with (see the module doc) and its PEFT config. Checks
-    the adapter first, so a wrong path is one line before anything loads."""
+def adapter_config(adapter: Path, config: str | None, overrides: list[str]) -> Config:
+    """The config to use ``adapter`` with (see the module doc). Checks the adapter first,
+    so a wrong path is one line before anything loads."""
     peft_config, _ = read_adapter(adapter)
     run_config = run_config_of(adapter)
     base = config if config is not None else (str(run_config) if run_config else None)
@@ -44,7 +42,7 @@ def adapter_config(adapter: Path, config: str | None, overrides: list[str]) -> t
         if not path:
             raise DataError(f"adapter {adapter}: adapter_config.json names no base_model_name_or_path (give model.path=...)")
         cfg = replace(cfg, model=replace(cfg.model, path=path))
-    return cfg, peft_config
+    return cfg
 
 
 def load_adapter_model(cfg: Config, adapter: Path, labels: list[str] | None):
@@ -67,23 +65,16 @@ def load_adapter_model(cfg: Config, adapter: Path, labels: list[str] | None):
 def evaluate_adapter(adapter: Path, config: str | None, overrides: list[str]) -> dict:
     """``adapter`` on ``data.test_split`` of ``data.source`` (the ``data.pooled_test_size``
     rows a run with that seed evaluates), with the run's metrics."""
-    from fedvlm.runners.federation import (
-        label_names,
-        load_datasets,
-        peek_family,
-        seed_for,
-        task_for,
-    )
+    from fedvlm.runners.federation import label_names, load_datasets, peek_family, pooled_rows, task_for
     from fedvlm.train.evaluate import evaluate
 
-    cfg, _ = adapter_config(adapter, config, overrides)
+    cfg = adapter_config(adapter, config, overrides)
     family = peek_family(cfg)
     train_ds, test_ds = load_datasets(cfg, family)
     labels = label_names(family, train_ds)
     model, processor, family = load_adapter_model(cfg, adapter, labels)
     task = task_for(cfg, family, processor, test_ds, labels)
-    n_test = min(cfg.data.pooled_test_size, len(test_ds))
-    rows = sorted(np.random.default_rng(seed_for(cfg, 2)).permutation(len(test_ds))[:n_test].tolist())
+    rows = pooled_rows(cfg, len(test_ds))
     e = cfg.eval
     result = evaluate(task, model, test_ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types)
     return {"adapter": str(adapter), "model": cfg.model.path, "data": cfg.data.source, "split": cfg.data.test_split,
@@ -98,7 +89,7 @@ def predict_one(adapter: Path, config: str | None, overrides: list[str], image: 
     from fedvlm.runners.federation import label_names, load_datasets
     from fedvlm.train.tasks import build_task
 
-    cfg, _ = adapter_config(adapter, config, overrides)
+    cfg = adapter_config(adapter, config, overrides)
     family = resolve_family(model_config(cfg.model.path), cfg.model.family)
     if family.images:
         if image is None or question is None:

@@ -157,3 +157,24 @@ def personalized_accuracy(record: dict) -> tuple[float, float] | None:
     p = (record.get("eval") or {}).get("personalized") or {}
     mean = number(p.get("mean"))
     return None if mean is None else (mean, number(p.get("std")) or 0.0)
+
+
+def final_personalized(metrics: list[dict]) -> tuple[float, float] | None:
+    """`personalized_accuracy` of the round `final_round` names, if recorded."""
+    final = final_round(metrics)
+    if final is None:
+        return None
+    return personalized_accuracy(next(r for r in reversed(metrics) if r["round"] == final[0]))
+
+
+def local_personalized(baselines: dict | None) -> tuple[float, float] | None:
+    """Local-only's clients, each on its own local test: (mean, std across clients)."""
+    local = (baselines or {}).get("local") or {}
+    mean = number(local.get("mean_local"))
+    return None if mean is None else (mean, number(local.get("std_local")) or 0.0)
+
+
+def centralized_personalized(baselines: dict | None) -> tuple[float, float] | None:
+    """The centralized model on every client's local test: (mean, std across clients)."""
+    summary = personalized_summary(((baselines or {}).get("centralized") or {}).get("clients") or {})
+    return None if summary is None else (summary["mean"], summary["std"])

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.errors import DataError
 from fedvlm.fileio import write_atomic
 from fedvlm.runners.plots import PLOT_NAMES, write_plots
@@ -35,8 +36,10 @@ from fedvlm.runners.records import (  # noqa: F401 (read_metrics, read_baselines
     local_pooled_accuracy,
     mean_client_loss,
     number,
+    centralized_personalized,
+    final_personalized,
+    local_personalized,
     personalized_accuracy,
-    personalized_summary,
     question_types,
 )
 
@@ -119,16 +122,6 @@ def _pct_pm(pair: tuple[float, float] | None) -> str:
     return MISSING if pair is None else f"{format_pct(pair[0])} ± {format_pct(pair[1])}"
 
 
-def _summary_pm(summary: dict | None) -> str:
-    return MISSING if summary is None else _pct_pm((summary["mean"], summary["std"]))
-
-
-def _local_own(local: dict) -> str:
-    """Local-only's own numbers: each client's model on its local test, mean ± std."""
-    mean = number(local.get("mean_local"))
-    return MISSING if mean is None else _pct_pm((mean, number(local.get("std_local")) or 0.0))
-
-
 def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
     """Markdown table: zero-shot, one row per round, then the baselines when present.
 
@@ -164,7 +157,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             CENTRALIZED_LABEL,
             format_pct(central.get("accuracy")),
-            *([_summary_pm(personalized_summary(central.get("clients") or {}))] if own else []),
+            *([_pct_pm(centralized_personalized(baselines))] if own else []),
             *(_text_cell(m, central.get(m)) for m in text),
             *(format_pct(by_type.get(t)) for t in types),
             MISSING, MISSING, MISSING,
@@ -175,7 +168,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
         rows.append([
             LOCAL_LABEL,
             f"{format_pct(local.get('mean_local'))} / {format_pct(local.get('mean_pooled'))}",
-            *([_local_own(local)] if own else []),
+            *([_pct_pm(local_personalized(baselines))] if own else []),
             *(MISSING for _ in text),
             *(MISSING for _ in types),
             MISSING, MISSING, MISSING,
@@ -225,13 +218,11 @@ def config_header(config: dict) -> list[str]:
         ("LoRA variant", get("federated", "aggregation")),
     ]
     lines = [f"- **{name}**: `{value}`" for name, value in items if value is not None]
-    if get("federated", "aggregation") in PERSONAL_VARIANTS:
+    variant = LORA_VARIANTS.get(get("federated", "aggregation"))
+    if variant is not None and variant.personalized:
         lines.append("- **pooled accuracy** is the server's reference (the mean of the clients' own arrays, no "
                      "mixer), not a model this method deploys: its numbers are the personalized ones")
     return lines
-
-
-PERSONAL_VARIANTS = ("fedsa", "fedalt")  # every client's model is its own
 
 
 TEXT_COLUMNS = {"exact_match": "EM %", "rouge_l": "ROUGE-L %", "bleu": "BLEU", "loss": "eval loss"}
@@ -277,7 +268,7 @@ def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
         if central is not None:
             lines.append(f"- **gap to centralized**: {100 * (final[1] - central):+.1f} points "
                          f"(centralized {format_pct(central)}%)")
-        own = personalized_accuracy(next(r for r in reversed(metrics) if r["round"] == final[0]))
+        own = final_personalized(metrics)
         if own is not None:
             lines.append(f"- **personalized accuracy** (each client's own model on its local test): "
                          f"{_pct_pm(own)}% (mean ± std over clients, round {final[0]})")

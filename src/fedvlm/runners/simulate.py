@@ -133,13 +133,16 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     return result
 
 
-def shared_state(state, aggregation: str) -> AdapterState:
-    """What the server sends every client of the model: the exchanged arrays and a
-    two-stage run's frozen connector; nothing where every client's model is its own
-    (FedALT)."""
-    if LORA_VARIANTS[aggregation].personal:
-        return {}
+def server_arrays(state) -> AdapterState:
+    """What the server holds of the model: the exchanged arrays and a two-stage run's
+    frozen connector."""
     return {**state.buffers.get("frozen", {}), **state.global_state}
+
+
+def shared_state(state, aggregation: str) -> AdapterState:
+    """What the server sends every client of the model (`server_arrays`); nothing where
+    every client's model is its own (FedALT)."""
+    return {} if LORA_VARIANTS[aggregation].personal else server_arrays(state)
 
 
 def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) -> AdapterState:
@@ -152,7 +155,7 @@ def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) ->
     clients' personalized evaluations are the method's own numbers). That reply is
     evaluation traffic, not counted in the round's ``bytes_up``.
     """
-    shared = {**state.buffers.get("frozen", {}), **state.global_state}
+    shared = server_arrays(state)
     if not LORA_VARIANTS[cfg.federated.aggregation].local:
         return {**fed.initial_adapter, **shared}
     own = [{**fed.initial_adapter, **arrays} for arrays in clients.kept(round_num).values()]
@@ -240,7 +243,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
         )
     full = full_states(cfg, fed, state, clients, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
-    if LORA_VARIANTS[aggregation].local or LORA_VARIANTS[aggregation].personal:  # each client reports its own model
+    if LORA_VARIANTS[aggregation].personalized:  # each client reports its own model
         for cid, adapter in clients.personalized(shared_state(state, aggregation), cfg.federated.rounds):
             save_personalized(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
     if merged is not None:

@@ -16,7 +16,7 @@ image tasks) are passed without any.
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -166,15 +166,18 @@ class GenerativeTask:
 
         The prompt's real tokens are read through the attention mask, so processors that
         pad on the left (Fuyu's always does) work too."""
+        return self._batch(rows, self.max_length)
+
+    def _batch(self, rows: Mapping, limit: int | None) -> dict:
         if "messages" in rows:
-            return self._conversation_batch(rows)
+            return self._conversation_batch(rows, limit)
         tok = self.tokenizer
         enc = self._encode_prompts(rows, "right")
         ids, mask = enc["input_ids"], enc["attention_mask"].bool()
         answers = [a + [tok.eos_token_id] for a in self._answer_ids(rows["answer"])]
         prompt_lens = mask.sum(dim=1).tolist()
         width = max(n + len(a) for n, a in zip(prompt_lens, answers))
-        self._check_fits(width)
+        self._check_fits(width, limit)
         per_token = [k for k, v in enc.items() if _per_token(k, v, ids)]
         out = {k: v for k, v in enc.items() if k not in per_token}
         for key in per_token:
@@ -205,16 +208,17 @@ class GenerativeTask:
         messages = [{"role": t["role"], "content": parts(t["content"])} for t in turns]
         return self._render(messages, generation_prompt)
 
-    def _check_fits(self, width: int) -> None:
-        if self.max_length is not None and width > self.max_length:
-            # rows that do not fit are dropped when the data loads (`lengths`); the image
+    @staticmethod
+    def _check_fits(width: int, limit: int | None) -> None:
+        if limit is not None and width > limit:
+            # rows that do not fit are dropped when the data loads (`fits`); the image
             # tokens cannot be cut without breaking the model's image features
             raise DataError(
-                f"data.max_length={self.max_length}: an example of {width} tokens (images, text and answer) "
+                f"data.max_length={limit}: an example of {width} tokens (images, text and answer) "
                 "does not fit; raise data.max_length"
             )
 
-    def _conversation_batch(self, rows: Mapping) -> dict:
+    def _conversation_batch(self, rows: Mapping, limit: int | None) -> dict:
         """Whole conversations through the processor (which expands each image into its
         tokens), with labels on every assistant turn. The assistant spans come from the
         template (`fedvlm.train.chat.assistant_spans`) and label the tokenizer's reading of
@@ -230,7 +234,7 @@ class GenerativeTask:
             unexpanded.append((enc["input_ids"], span_labels(enc["input_ids"], enc["offset_mapping"], spans)))
         out = dict(self._encode(texts, [rgb(r) for r in rows["images"]], "right"))
         mask = out["attention_mask"].bool()
-        self._check_fits(int(mask.sum(dim=1).max()))
+        self._check_fits(int(mask.sum(dim=1).max()), limit)
         labels = torch.full(out["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
         for i, (ids, row_labels) in enumerate(unexpanded):
             real = mask[i].nonzero().squeeze(1)
@@ -240,8 +244,7 @@ class GenerativeTask:
 
     def lengths(self, rows: Mapping) -> list[int]:
         """Tokens each row's training example takes (images expanded)."""
-        batch = replace(self, max_length=None).training_batch(rows)
-        return batch["attention_mask"].sum(dim=1).tolist()
+        return self._batch(rows, None)["attention_mask"].sum(dim=1).tolist()
 
     def fits(self, rows: Mapping) -> list[bool]:
         """Whether each row fits in ``max_length`` tokens (else it is dropped when the data
