@@ -19,7 +19,7 @@ from fedvlm.core.sharing import AGGREGATIONS, TUNINGS
 from fedvlm.errors import ConfigError
 from fedvlm.fileio import write_atomic
 from fedvlm.core.text_metrics import TEXT_METRICS
-from fedvlm.models.families import FAMILIES, FAMILY_ALIASES
+from fedvlm.models.families import ATTN_IMPLEMENTATIONS, FAMILIES, FAMILY_ALIASES
 from fedvlm.train.chat import TEMPLATES
 
 
@@ -43,6 +43,10 @@ class ModelConfig:
     family: str = "auto"  # detected from the model's config; see models/families.py
     quantization: str = "none"  # none, 4bit (NF4, double quantization), 8bit (bitsandbytes)
     gradient_checkpointing: bool = False
+    # transformers' attention kernel: sdpa (torch's fused attention; eager where the model
+    # class has none), eager, flash_attention_2 / flash_attention_3 (their package and a
+    # CUDA GPU), flex_attention
+    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -152,6 +156,17 @@ class TrainConfig:
     warmup_steps: int = 10
     schedule: str = "cosine"
     max_grad_norm: float = 1.0
+    # Autocast of the forward pass (as HF Trainer's bf16=True / fp16=True): no, bf16, fp16
+    # (with a loss scaler). The adapter trains in float32 whatever the base's model.dtype.
+    mixed_precision: str = "no"
+    # Batches are collated (tokenized, images processed) ahead of the step that uses them,
+    # as HF Trainer's dataloader_* settings do: in worker processes (num_workers > 0) or in
+    # a background thread (0), each prefetch_factor steps ahead (0: collate inside the step).
+    # Pinned memory and non-blocking copies where the model is on a GPU. Batches are the
+    # same either way: only when they are made moves.
+    dataloader_num_workers: int = 0
+    dataloader_prefetch_factor: int = 2
+    dataloader_pin_memory: bool = True
 
 
 @dataclass
@@ -194,6 +209,8 @@ _CHOICES = {
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
     "model.quantization": {"none", "4bit", "8bit"},
+    "model.attn_implementation": set(ATTN_IMPLEMENTATIONS),
+    "train.mixed_precision": {"no", "bf16", "fp16"},  # models/precision.py
     "model.family": {"auto", *FAMILIES, *FAMILY_ALIASES},
     "data.template": set(TEMPLATES),
     "eval.metric": {"accuracy", *TEXT_METRICS, "loss"},
@@ -211,6 +228,7 @@ _POSITIVE = {
 _NON_NEGATIVE = {
     "run.seed", "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "eval.keep_last",
     "partition.min_partition_size", "partition.max_local_test",
+    "train.dataloader_num_workers", "train.dataloader_prefetch_factor",
 }
 _BASELINES = {"centralized", "local"}
 

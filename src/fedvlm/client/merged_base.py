@@ -50,9 +50,10 @@ class MergedBase:
             w0 = self.original[name]
             if name in merged:
                 a_key, b_key = merged[name]
-                b = torch.from_numpy(np.ascontiguousarray(delta[b_key])).to(w0.device, w0.dtype)
-                a = torch.from_numpy(np.ascontiguousarray(delta[a_key])).to(w0.device, w0.dtype)
-                layer.weight.copy_(w0 + b @ a)
+                # in float32, rounded once to the base's dtype (a 16-bit product would round twice)
+                b = torch.from_numpy(np.ascontiguousarray(delta[b_key])).to(w0.device, torch.float32)
+                a = torch.from_numpy(np.ascontiguousarray(delta[a_key])).to(w0.device, torch.float32)
+                layer.weight.copy_((w0.float() + b @ a).to(w0.dtype))
             else:
                 layer.weight.copy_(w0)
         self.applied = _fingerprint(delta)

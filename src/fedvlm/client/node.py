@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from fedvlm.core.sharing import SharingPlan
 from fedvlm.core.types import AdapterState
 from fedvlm.fileio import write_atomic
+from fedvlm.train.prefetch import Loading
 
 # What the client keeps of its own trained arrays (FedSA-LoRA's B, FedALT's own LoRA).
 LOCAL = "local"
@@ -51,3 +52,4 @@ class Node:
     test_rows: list[int]  # local test split (rows of train_ds)
     store: NodeStore
     base: object = None  # a client.merged_base.MergedBase where the run merges into the base
+    loading: Loading = Loading()  # how it makes its batches (its hardware's business)

@@ -30,6 +30,7 @@ class RoundConfig:
     proximal_mu: float = 0.0  # FedProx
     fedalt_mixer: str = "learned"  # FedALT: learned | fixed
     fedalt_ortho: float = 0.0  # FedALT-VLM's orthogonality penalty weight
+    mixed_precision: str = "no"  # autocast of the forward pass: no, bf16, fp16
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +60,7 @@ class EvalRoundConfig:
     max_new_tokens: int
     answer_span: str = "first_line"  # core.answers.answer_span
     caption_types: str = "caption"  # comma-separated (a config record holds scalars)
+    mixed_precision: str = "no"  # autocast of the forward pass: no, bf16, fp16
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

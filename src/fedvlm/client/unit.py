@@ -76,6 +76,8 @@ def train(
         grad_accum=c.grad_accum,
         first_step=first_step,
         seed=[c.seed, 3, node.seed_id],
+        loading=node.loading,
+        device=node.model.device,
     )
     result = train_local(
         node.model,
@@ -86,6 +88,7 @@ def train(
         max_grad_norm=c.max_grad_norm,
         hooks=hooks,
         on_step=on_step,
+        mixed_precision=c.mixed_precision,
     )
     if mask is not None:
         mask.remove()
@@ -106,6 +109,7 @@ def train(
         "examples": result.examples,
         "steps": result.steps,
         "seconds": result.seconds,
+        "data_seconds": result.data_seconds,
         "rank": c.rank,
         "bytes_up": nbytes + message_nbytes({}, extras_up),
         "bytes_down": message_nbytes(own(payload), extras),

@@ -12,11 +12,16 @@ from fedvlm.core.types import AdapterState
 
 
 def get_adapter_state(model: PeftModel) -> AdapterState:
-    """Trainable adapter tensors (LoRA factors and modules_to_save) keyed by PEFT's names."""
-    return {
-        name: t.detach().cpu().numpy().copy()
-        for name, t in get_peft_model_state_dict(model).items()
-    }
+    """Trainable adapter tensors (LoRA factors and modules_to_save) keyed by PEFT's names,
+    as float32 where they are 16-bit (numpy has no bfloat16; what travels is float32)."""
+    return {name: _numpy(t) for name, t in get_peft_model_state_dict(model).items()}
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    return t.cpu().numpy().copy()
 
 
 def set_adapter_state(model: PeftModel, state: AdapterState) -> None:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 
 from fedvlm.errors import ModelError
 
+# model.attn_implementation: the attention kernels transformers offers by these names
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+
 # Targets found from the model's structure (`fedvlm.models.load.all_linear_lm`); AUTO:
 # modules found from it (`fedvlm.models.structure`: a classifier's head, the connector and
 # the towers of an image-text model).

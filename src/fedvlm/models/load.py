@@ -21,10 +21,12 @@ from transformers import (
 
 from fedvlm.errors import ModelError
 from fedvlm.models.compat import fuyu_pil_patchify, stable_4bit_on_cpu
-from fedvlm.models.families import ALL_LINEAR_LM, AUTO, Family, detect_family
+from fedvlm.models.families import ALL_LINEAR_LM, ATTN_IMPLEMENTATIONS, AUTO, Family, detect_family
+from fedvlm.models.precision import train_float32
 from fedvlm.models.structure import classifier_head, tower_names, vision_language_parts
 
 EMBEDDED = "embedded"
+_FLASH_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
 EMBEDDED_TEXT = "embedded-text"
 
 
@@ -167,17 +169,21 @@ def load_base(
     gradient_checkpointing: bool = False,
     labels: list[str] | None = None,
     seed: int = 0,
+    attn_implementation: str = "sdpa",
 ) -> tuple[torch.nn.Module, object, Family]:
     """Load a frozen base model, its processor (or tokenizer) and its family.
 
     ``labels`` names the classes of a sequence classifier (its head is sized for them).
     Weights the checkpoint lacks (a new classification head) are initialized from ``seed``.
+    ``attn_implementation`` goes to transformers: ``sdpa`` (torch's fused attention, where
+    the model class has it, else eager: transformers' own default), ``eager``, flash
+    attention 2 or 3 (their packages must be installed) or ``flex_attention``.
     """
     path = resolve_model_path(path)
     config = model_config(path)
     fam = resolve_family(config, family)
     _check_weight_files(path)
-    kwargs = {"dtype": getattr(torch, dtype)}
+    kwargs = {"dtype": getattr(torch, dtype), **_attention(attn_implementation)}
     quant = quantization_config(quantization, fam, kwargs["dtype"])
     if quant is not None:
         if importlib.util.find_spec("bitsandbytes") is None:
@@ -216,6 +222,18 @@ def load_base(
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.eval()
     return model, processor, fam
+
+
+def _attention(name: str) -> dict:
+    """The ``from_pretrained`` argument for ``model.attn_implementation``: none for sdpa
+    (transformers takes it where the class has it and falls back to eager elsewhere, where
+    an explicit request would fail), else the name, once its package is importable."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ModelError(f"model.attn_implementation: expected one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {name!r}")
+    package = _FLASH_PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ModelError(f"model.attn_implementation={name} needs the {package} package (and a CUDA GPU); use sdpa")
+    return {} if name == "sdpa" else {"attn_implementation": name}
 
 
 def _check_weight_files(path: str) -> None:
@@ -375,6 +393,8 @@ def attach_lora(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            return get_peft_model(model, config)
+            peft_model = get_peft_model(model, config)  # LoRA factors in float32 over a 16-bit base
         except ValueError as e:
             raise ModelError(f"lora.target_modules: {str(e).splitlines()[0][:200]}") from None
+    train_float32(peft_model)  # and the trained connector / head copies too
+    return peft_model

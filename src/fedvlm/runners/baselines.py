@@ -50,7 +50,7 @@ def train_alone(cfg: Config, fed: Federation, rows: list[int], num_steps: int, s
         set_trainable(fed.model, trained)
         steps = iter_steps(
             fed.task, fed.train_ds, rows, num_steps=count, batch_size=t.batch_size,
-            grad_accum=t.grad_accum, first_step=done, seed=seed,
+            grad_accum=t.grad_accum, first_step=done, seed=seed, loading=fed.loading, device=fed.model.device,
         )
         results.append(train_local(
             fed.model,
@@ -60,6 +60,7 @@ def train_alone(cfg: Config, fed: Federation, rows: list[int], num_steps: int, s
             weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm,
             on_step=lambda loss: bar.update(1),
+            mixed_precision=t.mixed_precision,
         ))
         done += count
     bar.close()
@@ -69,6 +70,7 @@ def train_alone(cfg: Config, fed: Federation, rows: list[int], num_steps: int, s
         examples=sum(r.examples for r in results),
         steps=steps_done,
         seconds=sum(r.seconds for r in results),
+        data_seconds=sum(r.data_seconds for r in results),
     )
 
 
@@ -91,7 +93,8 @@ def federated_steps(cfg: Config, fed: Federation, run_dir: Path | None = None) -
 
 def _evaluate(cfg: Config, fed: Federation, ds, rows) -> dict:
     e = cfg.eval
-    return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types)
+    return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types,
+                    cfg.train.mixed_precision)
 
 
 def _local_view(ev: dict) -> dict:

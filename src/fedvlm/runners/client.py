@@ -40,6 +40,7 @@ def round_config(cfg: Config, instruction: Instruction, round_num: int, client_i
         proximal_mu=instruction.config.get("proximal_mu", 0.0),
         fedalt_mixer=instruction.config.get("fedalt_mixer", "learned"),
         fedalt_ortho=instruction.config.get("fedalt_ortho", 0.0),
+        mixed_precision=t.mixed_precision,
     )
 
 

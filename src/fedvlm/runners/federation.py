@@ -26,6 +26,7 @@ from fedvlm.models.load import (
     resolve_model_path,
 )
 from fedvlm.runners.merge import read_adapter
+from fedvlm.train.prefetch import Loading
 from fedvlm.train.tasks import Task, build_task
 
 
@@ -47,6 +48,7 @@ class Federation:
     pooled_test: list[int]  # rows of test_ds for the global evaluation
     clients: dict[str, ClientData] = field(default_factory=dict)
     merged_base: object = None  # client.merged_base.MergedBase, for variants that merge into the base
+    loading: Loading = Loading()  # how batches are made (train.dataloader_*)
 
 
 def seed_for(cfg: Config, *tags: int) -> list[int]:
@@ -194,6 +196,7 @@ class LoadedModel:
     plan: SharingPlan
     initial_adapter: AdapterState
     merged_base: object = None  # client.merged_base.MergedBase, for variants that merge into the base
+    loading: Loading = Loading()  # how batches are made (train.dataloader_*)
 
 
 def node_view(loaded, client_id: str, seed_id: int, train_ds, train: list[int], test: list[int], store) -> Node:
@@ -212,17 +215,21 @@ def node_view(loaded, client_id: str, seed_id: int, train_ds, train: list[int], 
         test_rows=test,
         store=NodeStore(store, client_id),
         base=loaded.merged_base,
+        loading=loaded.loading,
     )
 
 
-def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:
-    """Load the base of ``cfg`` and attach the run's seeded LoRA (the same on every node)."""
+def load_model(cfg: Config, family: Family, train_ds, loaded_base: tuple | None = None) -> LoadedModel:
+    """Load the base of ``cfg`` and attach the run's seeded LoRA (the same on every node).
+    ``loaded_base``: the (model, processor, family) `load_base` would return, built by the
+    caller (benchmarks build random-initialised models at real shapes in memory)."""
     m, lo = cfg.model, cfg.lora
     labels = label_names(family, train_ds)
     tuning = resolve_tuning(cfg, family)
-    base, processor, family = load_base(
+    base, processor, family = loaded_base or load_base(
         m.path, m.dtype, family=m.family, quantization=m.quantization,
         gradient_checkpointing=m.gradient_checkpointing, labels=labels, seed=cfg.run.seed,
+        attn_implementation=m.attn_implementation,
     )
     connector = family.connector if tuning != "lora" else ()
     check_modules_exist(base, connector, f"lora.tuning={tuning} (family {family.name}'s connector)")
@@ -239,7 +246,13 @@ def load_model(cfg: Config, family: Family, train_ds) -> LoadedModel:
     merged = None
     if LORA_VARIANTS[cfg.federated.aggregation].merges_into_base:
         merged = MergedBase(model, f"federated.aggregation={cfg.federated.aggregation}")
-    return LoadedModel(model, family, task, plan, initial, merged)
+    return LoadedModel(model, family, task, plan, initial, merged, loading(cfg))
+
+
+def loading(cfg: Config) -> Loading:
+    """How batches are made, from ``train.dataloader_*``."""
+    t = cfg.train
+    return Loading(t.dataloader_num_workers, t.dataloader_prefetch_factor, t.dataloader_pin_memory)
 
 
 def build_federation(cfg: Config) -> Federation:
@@ -258,6 +271,7 @@ def build_federation(cfg: Config) -> Federation:
         pooled_test=pooled_rows(cfg, len(test_ds)),
         clients=build_clients(cfg, train_ds),
         merged_base=loaded.merged_base,
+        loading=loaded.loading,
     )
 
 

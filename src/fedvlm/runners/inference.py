@@ -52,11 +52,13 @@ def load_adapter_model(cfg: Config, adapter: Path, labels: list[str] | None):
 
     from fedvlm.models.load import load_base
     from fedvlm.models.personalized import load_personalized
+    from fedvlm.models.precision import train_float32
 
     m = cfg.model
     base, processor, family = load_base(m.path, m.dtype, family=m.family, quantization=m.quantization,
-                                        labels=labels, seed=cfg.run.seed)
+                                        labels=labels, seed=cfg.run.seed, attn_implementation=m.attn_implementation)
     model = PeftModel.from_pretrained(base, str(adapter))
+    train_float32(model)  # connector / head copies in float32, as the run evaluated them
     load_personalized(model, adapter)
     model.eval()
     return model, processor, family
@@ -76,7 +78,8 @@ def evaluate_adapter(adapter: Path, config: str | None, overrides: list[str]) ->
     task = task_for(cfg, family, processor, test_ds, labels)
     rows = pooled_rows(cfg, len(test_ds))
     e = cfg.eval
-    result = evaluate(task, model, test_ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types)
+    result = evaluate(task, model, test_ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types,
+                      cfg.train.mixed_precision)
     return {"adapter": str(adapter), "model": cfg.model.path, "data": cfg.data.source, "split": cfg.data.test_split,
             **result}
 

@@ -120,11 +120,12 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     server sends down (``shared``): the global model, or for a personalized method such
     as FedSA-LoRA the client's own."""
     e = cfg.eval
-    config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span, ",".join(e.caption_types))
+    config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span, ",".join(e.caption_types),
+                             cfg.train.mixed_precision)
     local = clients.evaluate(shared, config) if e.local else None
     set_adapter_state(fed.model, full)
     result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span,
-                      e.caption_types)
+                      e.caption_types, cfg.train.mixed_precision)
     if local is not None:
         result["clients"] = local()
         summary = personalized_summary(result["clients"])
@@ -212,7 +213,8 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
         state = strategy.initialize()
         rng = np.random.default_rng(seed_for(cfg, 5))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, clients)
-        rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot})
+        speed = zero_shot.pop("speed")
+        rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot, "eval_speed": speed})
         participation = {cid: 0 for cid in client_ids}
     rounds = tqdm(range(state.round + 1, cfg.federated.rounds + 1), desc="rounds", disable=not show,
                   initial=state.round, total=cfg.federated.rounds)
@@ -233,6 +235,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
             "seconds": time.perf_counter() - start,
             "train_seconds": train_seconds,
             **record,
+            "eval_speed": result.pop("speed"),  # the pooled evaluation's generation
             "eval": result,
         }
         save_round_adapters(cfg, fed, run_dir, full, state, round_num)

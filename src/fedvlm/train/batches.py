@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from fedvlm.train.prefetch import Loading, collated
 
 
 def stream_positions(num_examples: int, start: int, count: int, seed: Sequence[int]) -> np.ndarray:
@@ -35,17 +36,31 @@ def iter_steps(
     grad_accum: int,
     first_step: int,
     seed: Sequence[int],
+    loading: Loading = Loading(prefetch_factor=0),
+    device=None,
 ) -> Iterator[list[dict]]:
     """Yield ``num_steps`` optimizer steps, each ``grad_accum`` micro-batches of
     ``batch_size`` rows of ``dataset`` drawn from ``indices`` in stream order, turned into
-    model inputs by ``task.training_batch``."""
+    model inputs by ``task.training_batch``: collated inside the step or ahead of it, as
+    ``loading`` says (`fedvlm.train.prefetch.collated`; the batches are the same)."""
     per_step = batch_size * grad_accum
     order = stream_positions(len(indices), first_step * per_step, num_steps * per_step, seed)
-    rows_of = np.asarray(indices)[order]
-    for s in range(num_steps):
-        micro = []
-        for m in range(grad_accum):
-            lo = s * per_step + m * batch_size
-            rows = dataset[rows_of[lo : lo + batch_size].tolist()]
-            micro.append(task.training_batch(rows))
-        yield micro
+    rows_of = np.asarray(indices)[order].tolist()
+    plan = [
+        [rows_of[s * per_step + m * batch_size : s * per_step + (m + 1) * batch_size] for m in range(grad_accum)]
+        for s in range(num_steps)
+    ]
+    return collated(StepBatches(task, dataset, plan), loading, device)
+
+
+class StepBatches:
+    """Optimizer step ``s`` -> its micro-batches, collated: what a worker process computes."""
+
+    def __init__(self, task, dataset, plan: list[list[list[int]]]):
+        self.task, self.dataset, self.plan = task, dataset, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, s: int) -> list[dict]:
+        return [self.task.training_batch(self.dataset[rows]) for rows in self.plan[s]]

@@ -42,5 +42,5 @@ class BlipVQATask:
     @torch.no_grad()
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
         # BLIP's generate sets its own pad and eos ids (passing them is an error)
-        out = model.generate(**to_device(self.encode(rows), model.device), max_new_tokens=max_new_tokens)
+        out = model.generate(**to_device(self.encode(rows), model.device), max_new_tokens=max_new_tokens, use_cache=True)
         return [a.strip() for a in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

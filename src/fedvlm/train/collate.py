@@ -31,14 +31,17 @@ TEXT_PROMPT = "{question}\nAnswer:"  # causal LMs without a chat template
 def to_device(batch: Mapping, device, dtype: torch.dtype | None = None) -> dict:
     """``batch`` with its tensors on ``device`` (the model's: a GPU where there is one) and
     its floating-point inputs (pixel values) in ``dtype``, the model's: some image
-    processors hand out bfloat16 pixels, which a float32 model cannot multiply."""
+    processors hand out bfloat16 pixels, which a float32 model cannot multiply. Copies
+    to a GPU do not block the host (batches come pinned, `fedvlm.train.prefetch`); the
+    cast happens on the device."""
 
     def move(v):
         if not torch.is_tensor(v):
             return v
+        v = v.to(device, non_blocking=True)
         if dtype is not None and v.is_floating_point() and v.dtype != dtype:
             v = v.to(dtype)
-        return v.to(device)
+        return v
 
     return {k: move(v) for k, v in batch.items()}
 
@@ -261,7 +264,7 @@ class GenerativeTask:
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
         batch = to_device(self.generation_batch(rows), model.device, model.dtype)
         out = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=self.tokenizer.pad_token_id
         )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         return [a.strip() for a in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -3,20 +3,27 @@ as the official VQA evaluation does (exact match of processed answers; soft accu
 several annotators), overall and per question type; text-only generation also by exact
 match, ROUGE-L and BLEU of the free text and the loss on the held-out answers."""
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
 from fedvlm.core.answers import vqa_accuracy
 from fedvlm.core.text_metrics import caption_scores, text_scores
+from fedvlm.models.precision import autocast
 
 
-def predict_rows(task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int) -> list[str]:
-    """The model's answers for ``dataset`` rows ``indices``, in batches."""
+def predict_rows(
+    task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, mixed_precision: str = "no"
+) -> list[str]:
+    """The model's answers for ``dataset`` rows ``indices``, in batches (generative models:
+    batched greedy decoding of left-padded prompts with the KV cache, `Task.predict`)."""
     model.eval()
     answers = []
-    for start in range(0, len(indices), batch_size):
-        rows = dataset[list(indices[start : start + batch_size])]
-        answers += task.predict(model, rows, max_new_tokens)
+    device = next(model.parameters()).device
+    with autocast(device, mixed_precision):
+        for start in range(0, len(indices), batch_size):
+            rows = dataset[list(indices[start : start + batch_size])]
+            answers += task.predict(model, rows, max_new_tokens)
     return answers
 
 
@@ -42,12 +49,15 @@ def score_answers(predictions: Sequence[str], rows: dict, span: str = "first_lin
 
 def evaluate(
     task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, span: str = "first_line",
-    caption_types: Sequence[str] = (),
+    caption_types: Sequence[str] = (), mixed_precision: str = "no",
 ) -> dict:
     """Predict ``indices`` and score them against the dataset's references; rows of the
     question types ``caption_types`` are also scored as captions (CIDEr-D, BLEU-4,
-    ROUGE-L: ``captions``, per type)."""
-    preds = predict_rows(task, model, dataset, indices, batch_size, max_new_tokens)
+    ROUGE-L: ``captions``, per type). ``speed``: the predictions' seconds and questions
+    per second (collation included)."""
+    start = time.perf_counter()
+    preds = predict_rows(task, model, dataset, indices, batch_size, max_new_tokens, mixed_precision)
+    seconds = time.perf_counter() - start
     columns = [c for c in ("answer", "answers", "question_type") if c in dataset.column_names]
     rows = dataset.select_columns(columns)[list(indices)]
     result = score_answers(preds, rows, span)
@@ -61,6 +71,7 @@ def evaluate(
     if hasattr(task, "loss"):  # generated free text: the instruction-tuning metrics too
         result.update(text_scores(preds, rows["answer"]))
         result["loss"] = held_out_loss(task, model, dataset, indices, batch_size)
+    result["speed"] = {"seconds": seconds, "questions_per_second": len(preds) / seconds if seconds > 0 else None}
     return result
 
 

@@ -1,11 +1,13 @@
 """One client's local training: one explicit loop (forward, loss, backward, step)."""
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from fedvlm.models.precision import autocast, grad_scaler
 from fedvlm.train.collate import to_device
 from fedvlm.train.hooks import ClientHook
 
@@ -16,6 +18,7 @@ class LocalResult:
     examples: int  # examples trained on this round (counting repeats)
     steps: int
     seconds: float
+    data_seconds: float = 0.0  # of ``seconds``, spent waiting for the next batch
 
 
 def train_local(
@@ -28,36 +31,55 @@ def train_local(
     max_grad_norm: float,
     hooks: Sequence[ClientHook] = (),
     on_step: Callable[[float], None] | None = None,
+    mixed_precision: str = "no",
 ) -> LocalResult:
     """Train the model's trainable parameters on ``steps``.
 
     Each item of ``steps`` is one optimizer step's micro-batches (gradient accumulation).
     A fresh AdamW starts every round, as clients keep no optimizer state between rounds;
     the learning rate follows ``lr_at(first_step + i)`` so the schedule runs on across
-    rounds.
+    rounds. ``mixed_precision`` (no, bf16, fp16) autocasts the forward pass, fp16 with a
+    loss scaler; the time spent waiting for ``steps`` to yield is ``data_seconds``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     device, dtype = next(model.parameters()).device, getattr(model, "dtype", None)
-    optimizer = torch.optim.AdamW(params, lr=lr_at(first_step), weight_decay=weight_decay)
+    # fused AdamW: one kernel for every parameter on a GPU (the foreach loop over a 7B
+    # model's LoRA factors took a fifth of a step); the same update on the CPU
+    fused = device.type == "cuda" and all(p.dtype == torch.float32 for p in params)
+    optimizer = torch.optim.AdamW(params, lr=lr_at(first_step), weight_decay=weight_decay, **({"fused": True} if fused else {}))
+    scaler = grad_scaler(device, mixed_precision)
     model.train()
-    start, total_loss, examples, n_steps = time.perf_counter(), 0.0, 0, 0
-    for i, micro_batches in enumerate(steps):
+    start, total_loss, examples, n_steps, waited = time.perf_counter(), 0.0, 0, 0, 0.0
+    batches = iter(steps)
+    for i in itertools.count():
+        asked = time.perf_counter()
+        micro_batches = next(batches, None)
+        waited += time.perf_counter() - asked
+        if micro_batches is None:
+            break
         lr = lr_at(first_step + i)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_loss = 0.0
         for batch in micro_batches:
-            loss = model(**to_device(batch, device, dtype)).loss / len(micro_batches)
+            with autocast(device, mixed_precision):
+                loss = model(**to_device(batch, device, dtype)).loss / len(micro_batches)
             for hook in hooks:
                 extra = hook.extra_loss(model)
                 if extra is not None:
                     loss = loss + extra / len(micro_batches)
-            loss.backward()
+            (loss if scaler is None else scaler.scale(loss)).backward()
             step_loss += loss.item()
             examples += batch["input_ids"].shape[0]
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         optimizer.zero_grad(set_to_none=True)
         for hook in hooks:
             hook.after_step(model, lr)
@@ -71,4 +93,5 @@ def train_local(
         examples=examples,
         steps=n_steps,
         seconds=time.perf_counter() - start,
+        data_seconds=waited,
     )

@@ -105,7 +105,7 @@ class TextGenerationTask:
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
         batch = to_device(self.generation_batch(rows, max_new_tokens), model.device)
         out = model.generate(
-            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=self.tokenizer.pad_token_id
         )
         new_tokens = out[:, batch["input_ids"].shape[1]:]
         return [a.strip() for a in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
