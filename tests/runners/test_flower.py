@@ -19,12 +19,12 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "scaffold"])
-def test_flower_simulation_reproduces_the_in_process_run(tmp_path, monkeypatch, strategy):
+@pytest.mark.parametrize("strategy, dtype", [("fedavg", "float32"), ("scaffold", "bfloat16")])
+def test_flower_simulation_reproduces_the_in_process_run(tmp_path, monkeypatch, strategy, dtype):
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
-    common = [*TINY_RUN, f"federated.strategy={strategy}", f"run.output_dir={tmp_path}"]
+    common = [*TINY_RUN, f"federated.strategy={strategy}", f"model.dtype={dtype}", f"run.output_dir={tmp_path}"]
     assert main(["run", *common, "run.name=inproc"]) == 0
     assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
     ours, theirs = tmp_path / "flower", tmp_path / "inproc"
