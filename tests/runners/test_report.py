@@ -259,3 +259,14 @@ def test_write_report_empty_run(tmp_path):
     (run / "config.yaml").write_text("run: {name: e}\n")
     text = report.write_report(run).read_text()
     assert "no metrics recorded yet" in text
+
+
+def test_the_speed_line_sums_the_clients_data_wait_and_gives_the_last_evaluation_rate():
+    metrics = [
+        {**ZERO_SHOT, "eval_speed": {"seconds": 10.0, "questions_per_second": 100.0}},
+        {"round": 1, "clients": {"0": {"seconds": 4.0, "data_seconds": 0.2}, "1": {"seconds": 6.0, "data_seconds": 0.3}},
+         "eval_speed": {"seconds": 4.0, "questions_per_second": 250.0}, "eval": {"accuracy": 0.5}},
+    ]
+    # (0.2 + 0.3) / (4 + 6) = 5.0%; the last round's 250 questions/s
+    assert report.speed(metrics) == ["- **speed**: training waited for batches 5.0% of its time; evaluation 250 questions/s"]
+    assert report.speed(METRICS) == []  # older records: no line

@@ -70,9 +70,8 @@ def autocast(device: torch.device, mixed_precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def grad_scaler(device: torch.device, mixed_precision: str) -> torch.amp.GradScaler | None:
+def grad_scaler(device: torch.device, mixed_precision: str) -> torch.amp.GradScaler:
     """A loss scaler for fp16 autocast (its small range underflows gradients without one);
-    None for bf16 and full precision."""
-    if mixed_precision != "fp16":
-        return None
-    return torch.amp.GradScaler(device.type)
+    for bf16 and full precision a disabled one, which passes the loss and the optimizer's
+    step through untouched."""
+    return torch.amp.GradScaler(device.type, enabled=mixed_precision == "fp16")

@@ -279,6 +279,21 @@ def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
     return lines
 
 
+def speed(metrics: list[dict]) -> list[str]:
+    """The bullet on speed: the share of the clients' training time spent waiting for
+    batches, and the pooled evaluation's questions per second (last round)."""
+    clients = [c for r in metrics for c in (r.get("clients") or {}).values() if number(c.get("data_seconds")) is not None]
+    trained = sum(c["seconds"] for c in clients)
+    rates = [r["eval_speed"]["questions_per_second"] for r in metrics
+             if number((r.get("eval_speed") or {}).get("questions_per_second")) is not None]
+    parts = []
+    if trained > 0:
+        parts.append(f"training waited for batches {100 * sum(c['data_seconds'] for c in clients) / trained:.1f}% of its time")
+    if rates:
+        parts.append(f"evaluation {rates[-1]:.0f} questions/s")
+    return [f"- **speed**: {'; '.join(parts)}"] if parts else []
+
+
 _SPANS = {
     "first_line": "official VQA answer processing of each generated answer's first line",
     "first_clause": "first clause of each generated answer (eval.answer_span=first_clause: looser than, "
@@ -307,7 +322,8 @@ def render_report(
     parts += ["## Results", ""]
     if metrics:
         metric = (config.get("eval") or {}).get("metric", "accuracy") if isinstance(config, dict) else "accuracy"
-        parts += lead(metrics, metric) + headline(metrics, baselines) + ["", summary_table(metrics, baselines), ""]
+        parts += lead(metrics, metric) + headline(metrics, baselines) + speed(metrics)
+        parts += ["", summary_table(metrics, baselines), ""]
     else:
         parts += ["_no metrics recorded yet_", ""]
     parts += ["## Plots", ""]

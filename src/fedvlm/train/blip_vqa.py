@@ -39,8 +39,14 @@ class BlipVQATask:
             "labels": labels,
         }
 
-    @torch.no_grad()
+    def prediction_batch(self, rows: Mapping, max_new_tokens: int) -> dict:
+        return self.encode(rows)
+
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
+        return self.predict_batch(model, self.prediction_batch(rows, max_new_tokens), max_new_tokens)
+
+    @torch.no_grad()
+    def predict_batch(self, model, batch: dict, max_new_tokens: int) -> list[str]:
         # BLIP's generate sets its own pad and eos ids (passing them is an error)
-        out = model.generate(**to_device(self.encode(rows), model.device), max_new_tokens=max_new_tokens, use_cache=True)
+        out = model.generate(**to_device(batch, model.device), max_new_tokens=max_new_tokens, use_cache=True)
         return [a.strip() for a in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

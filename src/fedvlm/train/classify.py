@@ -32,7 +32,13 @@ class ClassifyTask:
     def training_batch(self, rows: Mapping) -> dict:
         return {**self.encode(rows), "labels": torch.tensor(rows["label"], dtype=torch.long)}
 
-    @torch.no_grad()
+    def prediction_batch(self, rows: Mapping, max_new_tokens: int = 0) -> dict:
+        return self.encode(rows)
+
     def predict(self, model, rows: Mapping, max_new_tokens: int = 0) -> list[str]:
-        logits = model(**to_device(self.encode(rows), model.device)).logits
+        return self.predict_batch(model, self.encode(rows))
+
+    @torch.no_grad()
+    def predict_batch(self, model, batch: dict, max_new_tokens: int = 0) -> list[str]:
+        logits = model(**to_device(batch, model.device)).logits
         return [self.label_names[i] for i in logits.argmax(dim=-1).tolist()]

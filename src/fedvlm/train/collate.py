@@ -260,9 +260,15 @@ class GenerativeTask:
         """Left-padded prompts for batched greedy generation."""
         return dict(self._encode_prompts(rows, "left"))
 
-    @torch.no_grad()
+    def prediction_batch(self, rows: Mapping, max_new_tokens: int) -> dict:
+        return self.generation_batch(rows)
+
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
-        batch = to_device(self.generation_batch(rows), model.device, model.dtype)
+        return self.predict_batch(model, self.prediction_batch(rows, max_new_tokens), max_new_tokens)
+
+    @torch.no_grad()
+    def predict_batch(self, model, batch: dict, max_new_tokens: int) -> list[str]:
+        batch = to_device(batch, model.device, model.dtype)
         out = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=self.tokenizer.pad_token_id
         )

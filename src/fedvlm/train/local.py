@@ -1,6 +1,5 @@
 """One client's local training: one explicit loop (forward, loss, backward, step)."""
 
-import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,16 +46,11 @@ def train_local(
     # model's LoRA factors took a fifth of a step); the same update on the CPU
     fused = device.type == "cuda" and all(p.dtype == torch.float32 for p in params)
     optimizer = torch.optim.AdamW(params, lr=lr_at(first_step), weight_decay=weight_decay, **({"fused": True} if fused else {}))
-    scaler = grad_scaler(device, mixed_precision)
+    scaler = grad_scaler(device, mixed_precision)  # a pass-through but for fp16
     model.train()
-    start, total_loss, examples, n_steps, waited = time.perf_counter(), 0.0, 0, 0, 0.0
-    batches = iter(steps)
-    for i in itertools.count():
-        asked = time.perf_counter()
-        micro_batches = next(batches, None)
-        waited += time.perf_counter() - asked
-        if micro_batches is None:
-            break
+    start, total_loss, examples, n_steps = time.perf_counter(), 0.0, 0, 0
+    steps = Waited(steps)
+    for i, micro_batches in enumerate(steps):
         lr = lr_at(first_step + i)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -68,18 +62,14 @@ def train_local(
                 extra = hook.extra_loss(model)
                 if extra is not None:
                     loss = loss + extra / len(micro_batches)
-            (loss if scaler is None else scaler.scale(loss)).backward()
+            scaler.scale(loss).backward()
             step_loss += loss.item()
             examples += batch["input_ids"].shape[0]
-        if scaler is not None:
-            scaler.unscale_(optimizer)
+        scaler.unscale_(optimizer)
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         for hook in hooks:
             hook.after_step(model, lr)
@@ -93,5 +83,22 @@ def train_local(
         examples=examples,
         steps=n_steps,
         seconds=time.perf_counter() - start,
-        data_seconds=waited,
+        data_seconds=steps.seconds,
     )
+
+
+class Waited:
+    """``items`` iterated, with ``seconds`` the time spent waiting for them."""
+
+    def __init__(self, items: Iterable):
+        self.items, self.seconds = items, 0.0
+
+    def __iter__(self):
+        items = iter(self.items)
+        while True:
+            asked = time.perf_counter()
+            item = next(items, None)
+            self.seconds += time.perf_counter() - asked
+            if item is None:
+                return
+            yield item

@@ -1,8 +1,10 @@
 """The task a family trains on: turn dataset rows into a batch, and a model into answers.
 
 Every task has ``training_batch(rows) -> dict`` (model inputs with ``labels``) and
-``predict(model, rows, max_new_tokens) -> list[str]``; answers are scored as strings
-against the dataset's ``answer`` column, so one evaluation serves every family.
+``predict(model, rows, max_new_tokens) -> list[str]``, which is ``predict_batch`` of
+``prediction_batch`` (so evaluation can make the next batch while the model answers the
+last); answers are scored as strings against the dataset's ``answer`` column, so one
+evaluation serves every family.
 """
 
 from collections.abc import Mapping
@@ -20,6 +22,10 @@ class Task(Protocol):
     def training_batch(self, rows: Mapping) -> dict: ...
 
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]: ...
+
+    def prediction_batch(self, rows: Mapping, max_new_tokens: int) -> dict: ...
+
+    def predict_batch(self, model, batch: dict, max_new_tokens: int) -> list[str]: ...
 
 
 CLASSIFIER_MAX_LENGTH = 128  # data.max_length=null for a classifier

@@ -101,9 +101,15 @@ class TextGenerationTask:
             mask[i, width - len(p):] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
-    @torch.no_grad()
+    def prediction_batch(self, rows: Mapping, max_new_tokens: int) -> dict:
+        return self.generation_batch(rows, max_new_tokens)
+
     def predict(self, model, rows: Mapping, max_new_tokens: int) -> list[str]:
-        batch = to_device(self.generation_batch(rows, max_new_tokens), model.device)
+        return self.predict_batch(model, self.prediction_batch(rows, max_new_tokens), max_new_tokens)
+
+    @torch.no_grad()
+    def predict_batch(self, model, batch: dict, max_new_tokens: int) -> list[str]:
+        batch = to_device(batch, model.device)
         out = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, pad_token_id=self.tokenizer.pad_token_id
         )
