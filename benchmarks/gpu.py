@@ -60,6 +60,7 @@ from fedvlm.models.load import embedded_model_path  # noqa: E402
 from fedvlm.runners.client import node_of, round_config  # noqa: E402
 from fedvlm.runners.federation import build_federation  # noqa: E402
 from fedvlm.runners.rundir import ClientStore  # noqa: E402
+from fedvlm.seeds import Stream, seed_for  # noqa: E402
 from fedvlm.train.batches import iter_steps  # noqa: E402
 from fedvlm.train.collate import to_device  # noqa: E402
 from fedvlm.train.prefetch import Loading  # noqa: E402
@@ -180,7 +181,7 @@ def tokens_per_step(cfg, fed, steps: int) -> float:
     """Mean real (unpadded) tokens in a step of client 0's first ``steps`` steps."""
     t = cfg.train
     batches = iter_steps(fed.task, fed.train_ds, fed.clients["0"].train, num_steps=steps, batch_size=t.batch_size,
-                         grad_accum=t.grad_accum, first_step=0, seed=[cfg.run.seed, 3, 0])
+                         grad_accum=t.grad_accum, first_step=0, seed=seed_for(cfg.run.seed, Stream.BATCHES, 0))
     return float(np.mean([sum(int(b["attention_mask"].sum()) for b in step) for step in batches]))
 
 

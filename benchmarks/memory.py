@@ -80,7 +80,7 @@ sys.exit(main(sys.argv[1:]))
 def rounds_to_cover(num_clients: int, fraction: float, min_clients: int = 1, limit: int = 10_000) -> int:
     """The first round by which the simulator's sampling has drawn every client.
 
-    ``run_simulation`` samples with ``np.random.default_rng(seed_for(cfg, 5))`` =
+    ``run_simulation`` samples with ``np.random.default_rng(seed_for(seed, Stream.SAMPLING))`` =
     ``default_rng([run.seed, 5])`` over client ids "0".."N-1" (an iid partition keeps all
     N); the jobs' client stores are checked afterwards all the same.
     """

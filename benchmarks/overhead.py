@@ -42,7 +42,8 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from fedvlm.config import load_config
 from fedvlm.runners.client import steps_per_round
-from fedvlm.runners.federation import build_federation, seed_for
+from fedvlm.runners.federation import build_federation
+from fedvlm.seeds import Stream, seed_for, torch_seed
 from fedvlm.runners.rundir import ClientStore
 from fedvlm.runners.simulate import InProcessClients, make_strategy, train_round
 from fedvlm.train.batches import stream_positions
@@ -55,7 +56,7 @@ def simulator_round(cfg, fed, store, round_num: int = 1):
     """The training part of one round of ``run_simulation``: its own ``train_round``."""
     strategy = make_strategy(cfg, len(fed.clients))
     state = strategy.initialize(fed.initial_adapter)
-    rng = np.random.default_rng(seed_for(cfg, 5))
+    rng = np.random.default_rng(seed_for(cfg.run.seed, Stream.SAMPLING))
 
     start, cpu_start = time.perf_counter(), time.process_time()
     participation = {cid: round_num - 1 for cid in fed.clients}
@@ -91,10 +92,10 @@ def bare_round(cfg, fed, client_ids, round_num: int = 1):
         k = all_ids.index(cid)
         set_peft_model_state_dict(model, global_tensors)
         # same dropout/randomness seed as the client unit (a no-op with lora.dropout=0)
-        torch.manual_seed(int(np.random.SeedSequence([cfg.run.seed, 4, k, round_num]).generate_state(1)[0]))
+        torch.manual_seed(torch_seed(seed_for(cfg.run.seed, Stream.TRAINING, k, round_num)))
         rows_all = fed.clients[cid].train
         order = stream_positions(len(rows_all), first_step * per_step, n_steps * per_step,
-                                 [cfg.run.seed, 3, k])
+                                 seed_for(cfg.run.seed, Stream.BATCHES, k))
         rows_of = np.asarray(rows_all)[order]
         params = [p for p in model.parameters() if p.requires_grad]
         # what a speed-minded peft user writes: fused AdamW on a GPU

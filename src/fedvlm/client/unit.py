@@ -18,7 +18,7 @@ from fedvlm.models.adapter import (
     set_trainable,
     trainable_by_state_key,
 )
-from fedvlm.seeds import torch_seed
+from fedvlm.seeds import Stream, seed_for, torch_seed
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.local import train_local
 from fedvlm.train.rank_mask import RankMask
@@ -66,7 +66,7 @@ def train(
     sides = [side(node, c, extras, start) for side in CLIENT_SIDES if side.applies(c, extras)]
     hooks = [h for side in sides for h in side.hooks]
     mask = RankMask(trainable_by_state_key(node.model), c.rank) if c.rank < c.full_rank else None
-    torch.manual_seed(torch_seed([c.seed, 4, node.seed_id, round_num]))
+    torch.manual_seed(torch_seed(seed_for(c.seed, Stream.TRAINING, node.seed_id, round_num)))
     steps = iter_steps(
         node.task,
         node.train_ds,
@@ -75,7 +75,7 @@ def train(
         batch_size=c.batch_size,
         grad_accum=c.grad_accum,
         first_step=first_step,
-        seed=[c.seed, 3, node.seed_id],
+        seed=seed_for(c.seed, Stream.BATCHES, node.seed_id),
         loading=node.loading,
         device=node.model.device,
     )
@@ -129,6 +129,6 @@ def _send(config: RoundConfig, state: AdapterState, payload: AdapterState, tags:
     are, or (``compression``) a stochastically quantized delta from the payload."""
     if config.compression == "none":
         return state, message_nbytes(state, {})
-    rng = np.random.default_rng([config.seed, 8, *tags])
+    rng = np.random.default_rng(seed_for(config.seed, Stream.COMPRESSION, *tags))
     bits = {"int8": 8, "int4": 4}[config.compression]
     return compress_delta(state, payload, bits, config.compression_block, rng)

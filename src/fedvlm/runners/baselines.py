@@ -17,8 +17,8 @@ from fedvlm.config import Config
 from fedvlm.models.adapter import set_adapter_state, set_trainable
 from fedvlm.runners.client import steps_per_round
 from fedvlm.core.sampling import sampling_plan
-from fedvlm.runners.federation import Federation, seed_for
-from fedvlm.seeds import torch_seed
+from fedvlm.runners.federation import Federation
+from fedvlm.seeds import Stream, seed_for, torch_seed
 from fedvlm.runners.records import BASELINES_FILE, read_baselines, read_metrics
 from fedvlm.fileio import write_atomic
 from fedvlm.train.batches import iter_steps
@@ -86,7 +86,8 @@ def federated_steps(cfg: Config, fed: Federation, run_dir: Path | None = None) -
             for cid, stats in record["clients"].items():
                 steps[cid] += stats["steps"]
         return steps
-    plan = sampling_plan(list(fed.clients), f.rounds, f.fraction, f.min_clients, np.random.default_rng(seed_for(cfg, 5)))
+    rng = np.random.default_rng(seed_for(cfg.run.seed, Stream.SAMPLING))
+    plan = sampling_plan(list(fed.clients), f.rounds, f.fraction, f.min_clients, rng)
     per_round = {cid: steps_per_round(cfg, len(c.train)) for cid, c in fed.clients.items()}
     return {cid: sum(per_round[cid] for chosen in plan if cid in chosen) for cid in fed.clients}
 
@@ -107,7 +108,7 @@ def run_centralized(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> 
     start = time.perf_counter()
     rows = sorted(r for c in fed.clients.values() for r in c.train)
     num_steps = sum(fed_steps.values())
-    result = train_alone(cfg, fed, rows, num_steps, [cfg.run.seed, 6], "centralized steps")
+    result = train_alone(cfg, fed, rows, num_steps, seed_for(cfg.run.seed, Stream.CENTRALIZED), "centralized steps")
     ev = _evaluate(cfg, fed, fed.test_ds, fed.pooled_test)
     # the one model on every client's local test too, beside the personalized methods' numbers
     local = {cid: _local_view(_evaluate(cfg, fed, fed.train_ds, c.test))
@@ -131,7 +132,7 @@ def run_local_only(cfg: Config, fed: Federation, fed_steps: dict[str, int]) -> d
     out = {}
     for k, (cid, num_steps) in enumerate(fed_steps.items()):
         c = fed.clients[cid]
-        result = train_alone(cfg, fed, c.train, num_steps, [cfg.run.seed, 7, k], f"local-only client {cid}")
+        result = train_alone(cfg, fed, c.train, num_steps, seed_for(cfg.run.seed, Stream.LOCAL_ONLY, k), f"local-only client {cid}")
         own = _evaluate(cfg, fed, fed.train_ds, c.test) if c.test else {}
         out[cid] = {
             "accuracy_local": own.get("accuracy"),

@@ -15,6 +15,7 @@ from fedvlm.core.types import AdapterState
 from fedvlm.data.partition import partition_indices, split_local
 from fedvlm.errors import ConfigError, DataError, ModelError
 from fedvlm.models.adapter import get_adapter_state
+from fedvlm.seeds import Stream, seed_for
 from fedvlm.models.families import Family
 from fedvlm.models.load import (
     attach_lora,
@@ -51,12 +52,6 @@ class Federation:
     loading: Loading = Loading()  # how batches are made (train.dataloader_*)
 
 
-def seed_for(cfg: Config, *tags: int) -> list[int]:
-    """A seed sequence for one purpose, so that every RNG stream is independent of the
-    others and of the order things run in."""
-    return [cfg.run.seed, *tags]
-
-
 def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     p = cfg.partition
     parts = partition_indices(
@@ -73,7 +68,7 @@ def build_clients(cfg: Config, train_ds) -> dict[str, ClientData]:
     )
     clients = {}
     for k, rows in enumerate(parts):
-        train, test = split_local(rows, p.local_test_fraction, seed_for(cfg, 10, k), p.max_local_test)
+        train, test = split_local(rows, p.local_test_fraction, seed_for(cfg.run.seed, Stream.LOCAL_TEST, k), p.max_local_test)
         clients[str(k)] = ClientData(train=train, test=test)
     return clients
 
@@ -140,7 +135,7 @@ def load_datasets(cfg: Config, family: Family | None):
 
         train_ds, test_ds = (load_text(d.source, split, d.columns or None) for split in (d.train_split, d.test_split))
     if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
-        keep = np.random.default_rng(seed_for(cfg, 1)).permutation(len(train_ds))[: d.max_train_examples]
+        keep = np.random.default_rng(seed_for(cfg.run.seed, Stream.SUBSAMPLE)).permutation(len(train_ds))[: d.max_train_examples]
         train_ds = train_ds.select(np.sort(keep))
     if family is not None and family.task == "generate" and d.max_length is not None:
         processor = load_processor(resolve_model_path(cfg.model.path), family)
@@ -279,7 +274,7 @@ def pooled_rows(cfg: Config, num_test: int) -> list[int]:
     """The ``data.pooled_test_size`` test rows the run evaluates the global model on, drawn
     with the run's seed (sorted)."""
     n = min(cfg.data.pooled_test_size, num_test)
-    return sorted(np.random.default_rng(seed_for(cfg, 2)).permutation(num_test)[:n].tolist())
+    return sorted(np.random.default_rng(seed_for(cfg.run.seed, Stream.POOLED_TEST)).permutation(num_test)[:n].tolist())
 
 
 def peek_family(cfg: Config) -> Family:

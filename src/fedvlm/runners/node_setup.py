@@ -20,8 +20,9 @@ from fedvlm.client import Node
 from fedvlm.config import Config
 from fedvlm.data.partition import split_local
 from fedvlm.errors import ConfigError
-from fedvlm.runners.federation import LoadedModel, build_clients, load_datasets, load_model, node_view, peek_family, seed_for
+from fedvlm.runners.federation import LoadedModel, build_clients, load_datasets, load_model, node_view, peek_family
 from fedvlm.runners.rundir import ClientStore
+from fedvlm.seeds import Stream, seed_for
 
 
 def build_node(cfg: Config, node_config: dict, loaded: LoadedModel | None = None) -> Node:
@@ -63,5 +64,5 @@ def _own_data(cfg: Config, family, node_config: dict):
     cid = str(node_config.get("client-id", path.stem))
     seed_id = zlib.crc32(cid.encode())  # a stable per-node stream, whatever the node is called
     p = cfg.partition
-    train, test = split_local(list(range(len(train_ds))), p.local_test_fraction, seed_for(cfg, 10, seed_id), p.max_local_test)
+    train, test = split_local(list(range(len(train_ds))), p.local_test_fraction, seed_for(cfg.run.seed, Stream.LOCAL_TEST, seed_id), p.max_local_test)
     return cid, seed_id, train_ds, train, test

@@ -30,7 +30,8 @@ from fedvlm.runners import rundir
 from fedvlm.runners.base_delta import export_merged
 from fedvlm.runners.records import personalized_summary
 from fedvlm.runners.client import node_of, round_config
-from fedvlm.runners.federation import Federation, build_federation, seed_for
+from fedvlm.runners.federation import Federation, build_federation
+from fedvlm.seeds import Stream, seed_for
 from fedvlm.train.evaluate import evaluate
 
 
@@ -211,7 +212,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
         if not (run_dir / rundir.CONFIG_FILE).exists():  # kept when a run starts over (resume history)
             save_config(cfg, run_dir / rundir.CONFIG_FILE)
         state = strategy.initialize()
-        rng = np.random.default_rng(seed_for(cfg, 5))
+        rng = np.random.default_rng(seed_for(cfg.run.seed, Stream.SAMPLING))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, clients)
         speed = zero_shot.pop("speed")
         rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot, "eval_speed": speed})

@@ -10,6 +10,7 @@ from fedvlm.core.base_delta import extend, send_increments, synced_after
 from fedvlm.core.lora import flora_stack, lora_pairs, non_lora_mean
 from fedvlm.core.sampling import broadcast
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
+from fedvlm.seeds import Stream, seed_for
 
 
 def append_factors(delta: AdapterState, increment: dict[str, tuple[np.ndarray, np.ndarray]], pairs) -> AdapterState:
@@ -66,7 +67,7 @@ class FLoRA:
         states, weights = [u.state for u in updates], client_weights(updates, self.weighting)
         pairs = lora_pairs(states[0])
         stack = flora_stack(states, weights, [self.lora_scaling] * len(states))
-        fresh = fresh_lora(states[0], np.random.default_rng([self.seed, 9, round_num]))
+        fresh = fresh_lora(states[0], np.random.default_rng(seed_for(self.seed, Stream.FLORA_REINIT, round_num)))
         new_global = {**fresh, **non_lora_mean(states, weights)}
         return state.advance(
             round_num,
