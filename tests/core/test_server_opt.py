@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedvlm.core.server_opt import adagrad_step, adam_step, momentum_step, yogi_step
+from fedvlm.core.server_opt import server_step
 from fedvlm.core.strategies import STRATEGIES
 from fedvlm.core.strategies.fedadagrad import FedAdagrad
 from fedvlm.core.strategies.fedadam import FedAdam
@@ -135,10 +135,8 @@ def test_steps_do_not_mutate_inputs():
     x, delta = _state([1.0, 2.0]), _state([0.5, -0.5])
     m, v = _state([0.1, 0.2]), _state([0.3, 0.4])
     copies = [{k: a.copy() for k, a in d.items()} for d in (x, delta, m, v)]
-    momentum_step(x, delta, v, lr=1.0, momentum=0.9)
-    adam_step(x, delta, m, v, lr=1.0, beta1=0.9, beta2=0.99, tau=1e-3)
-    yogi_step(x, delta, m, v, lr=1.0, beta1=0.9, beta2=0.99, tau=1e-3)
-    adagrad_step(x, delta, m, v, lr=1.0, beta1=0.9, tau=1e-3)
+    for rule in ("momentum", "adam", "yogi", "adagrad"):
+        server_step(rule, x, delta, {"m": m, "v": v}, lr=1.0, momentum=0.9, beta1=0.9, beta2=0.99, tau=1e-3)
     for original, copy in zip((x, delta, m, v), copies):
         np.testing.assert_array_equal(original[KEY], copy[KEY])
 
@@ -153,8 +151,8 @@ def test_momentum_one_lr_zero_momentum_is_fedavg():
 
 def test_mismatched_moment_keys_rejected():
     with pytest.raises(ValueError, match="missing"):
-        adam_step(
-            _state([1.0]), _state([1.0]), {}, _state([0.0]), lr=1, beta1=0.9, beta2=0.99, tau=1e-3
+        server_step(
+            "adam", _state([1.0]), _state([1.0]), {"m": {}, "v": _state([0.0])}, lr=1, beta1=0.9, beta2=0.99, tau=1e-3
         )
 
 

@@ -5,9 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import client_weighted_mean
 from fedvlm.core.sampling import broadcast
-from fedvlm.core.server_opt import adam_step, pseudo_delta, zeros_like_state
+from fedvlm.core.server_opt import initial_moments, optimizer_round
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
 
@@ -42,29 +41,12 @@ class FedAdam:
     tau: float = 0.1
 
     def initialize(self, initial: AdapterState) -> ServerState:
-        buffers = {"m": zeros_like_state(initial), "v": zeros_like_state(initial)}
-        return ServerState(round=0, global_state=dict(initial), buffers=buffers)
+        return ServerState(round=0, global_state=dict(initial), buffers=initial_moments("adam", initial))
 
     def configure(
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
         return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng)
 
-    def aggregate(
-        self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
-    ) -> ServerState:
-        mean = client_weighted_mean(updates, self.weighting)
-        x = state.global_state
-        m = state.buffers["m"]
-        v = state.buffers["v"]
-        new_x, new_m, new_v = adam_step(
-            x,
-            pseudo_delta(x, mean),
-            m,
-            v,
-            lr=self.server_lr,
-            beta1=self.beta1,
-            beta2=self.beta2,
-            tau=self.tau,
-        )
-        return state.advance(round_num, new_x, m=new_m, v=new_v)
+    def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
+        return optimizer_round("adam", round_num, state, updates, self.weighting, lr=self.server_lr, beta1=self.beta1, beta2=self.beta2, tau=self.tau)

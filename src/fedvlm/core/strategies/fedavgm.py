@@ -5,9 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedvlm.core.aggregate import client_weighted_mean
 from fedvlm.core.sampling import broadcast
-from fedvlm.core.server_opt import momentum_step, pseudo_delta, zeros_like_state
+from fedvlm.core.server_opt import initial_moments, optimizer_round
 from fedvlm.core.types import AdapterState, ClientUpdate, Instruction, ServerState
 
 
@@ -33,22 +32,12 @@ class FedAvgM:
     momentum: float = 0.5
 
     def initialize(self, initial: AdapterState) -> ServerState:
-        return ServerState(
-            round=0, global_state=dict(initial), buffers={"v": zeros_like_state(initial)}
-        )
+        return ServerState(round=0, global_state=dict(initial), buffers=initial_moments("momentum", initial))
 
     def configure(
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
         return broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng)
 
-    def aggregate(
-        self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]
-    ) -> ServerState:
-        mean = client_weighted_mean(updates, self.weighting)
-        x = state.global_state
-        v = state.buffers["v"]
-        new_x, new_v = momentum_step(
-            x, pseudo_delta(x, mean), v, lr=self.server_lr, momentum=self.momentum
-        )
-        return state.advance(round_num, new_x, v=new_v)
+    def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
+        return optimizer_round("momentum", round_num, state, updates, self.weighting, lr=self.server_lr, momentum=self.momentum)
