@@ -7,7 +7,7 @@ client's on its local test split every round) with ``partition.num_clients=2`` a
 ``--rounds`` rounds,
 
 1. in process: ``python -m fedvlm.cli run ...`` in a child process;
-2. on a loopback deployment (`fedvlm.runners.flower.loopback`): one SuperLink with TLS and
+2. on a loopback deployment (`fedvlm.flower.loopback`): one SuperLink with TLS and
    SuperNode authentication, two registered SuperNodes each with a fedvlm worker that keeps
    the model loaded, the run started with ``flwr run``.
 
@@ -44,7 +44,7 @@ import threading
 import time
 from pathlib import Path
 
-from fedvlm.runners.flower.loopback import LoopbackDeployment
+from fedvlm.flower.loopback import LoopbackDeployment
 
 RATIO_TARGET, RSS_GROWTH = 1.25, 0.05
 

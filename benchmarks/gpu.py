@@ -57,9 +57,9 @@ from fedvlm.client import RoundConfig, train  # noqa: E402
 from fedvlm.config import load_config  # noqa: E402
 from fedvlm.core.types import Instruction  # noqa: E402
 from fedvlm.models.load import embedded_model_path  # noqa: E402
-from fedvlm.runners.client import node_of, round_config  # noqa: E402
-from fedvlm.runners.federation import build_federation  # noqa: E402
-from fedvlm.runners.rundir import ClientStore  # noqa: E402
+from fedvlm.engine.client import node_of, round_config  # noqa: E402
+from fedvlm.engine.federation import build_federation  # noqa: E402
+from fedvlm.engine.rundir import ClientStore  # noqa: E402
 from fedvlm.seeds import Stream, seed_for  # noqa: E402
 from fedvlm.train.batches import iter_steps  # noqa: E402
 from fedvlm.train.collate import to_device  # noqa: E402

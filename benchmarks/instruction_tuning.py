@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from families.tiny_text import build_llama
 
 from fedvlm.config import load_config
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine.simulate import run_simulation
 
 WORDS = ["the", "a", "model", "data", "client", "server", "round", "update", "adapter", "token", "answer", "prompt"]
 

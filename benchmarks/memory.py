@@ -25,7 +25,7 @@ The two configurations are interleaved (small, large, large, small, ...) and med
 reported.
 
 ``--self-check`` shows that the benchmark can fail. It runs both jobs through a wrapper
-(``python -c``) that replaces ``fedvlm.runners.rundir.ClientStore.save`` with one that
+(``python -c``) that replaces ``fedvlm.engine.rundir.ClientStore.save`` with one that
 saves as before and also keeps a copy of the state in a module-level dict keyed by
 client, then calls ``fedvlm.cli.main``: the simulator then holds every client's c_i in
 memory, as a leaking simulator would. The benchmark must report FAIL for it. The leak
@@ -56,13 +56,13 @@ from fedvlm.core.sampling import sampling_plan
 TARGET = 1.15
 SEED = 0
 RUN_NAME = "bench"
-STATE_NAME = "scaffold_c"  # what runners/client.py saves in each SCAFFOLD client's store
+STATE_NAME = "scaffold_c"  # what engine/client.py saves in each SCAFFOLD client's store
 
 # Run in the child instead of ``-m fedvlm.cli`` for --self-check: every state a client
 # saves is also kept in memory (the newest per client and name), then the CLI runs as usual.
 LEAK_WRAPPER = """
 import sys
-import fedvlm.runners.rundir as rundir
+import fedvlm.engine.rundir as rundir
 from fedvlm.cli import main
 
 HELD = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedvlm.runners.report import read_baselines, read_metrics
+from fedvlm.reporting.report import read_baselines, read_metrics
 
 ORDER = ["local-only", "fedavg", "fedprox", "fedsa-lora", "fedalt", "fedalt-fixed", "centralized"]
 

@@ -1,7 +1,7 @@
 """Simulator overhead: one federated round's training part vs a bare peft loop.
 
     ratio = wall time of the simulator's round (configure -> fedvlm.client.train per client ->
-            validate_update -> aggregate: ``runners.simulate.train_round``, i.e. a round minus evaluation,
+            validate_update -> aggregate: ``engine.simulate.train_round``, i.e. a round minus evaluation,
             checkpointing and adapter saving)
           / wall time of a hand-written torch/peft/numpy loop doing the same optimizer steps
             on the same batches (same rows, same collation, same lr per step, same clipping)
@@ -16,7 +16,7 @@ less sensitive to other load than the wall-clock ratio. Both variants run with t
 (they should be bit-identical) to show that they did the same work.
 
 The simulator variant replicates the body of ``run_simulation``'s round loop
-(src/fedvlm/runners/simulate.py) call for call, with progress bars disabled as with
+(src/fedvlm/engine/simulate.py) call for call, with progress bars disabled as with
 ``run.progress=false``; nothing in src/ is refactored for the benchmark.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/overhead.py --clients 4 --steps 8 --batch-size 32 --repeats 3
@@ -41,11 +41,11 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from fedvlm.config import load_config
-from fedvlm.runners.client import steps_per_round
-from fedvlm.runners.federation import build_federation
+from fedvlm.engine.client import steps_per_round
+from fedvlm.engine.federation import build_federation
 from fedvlm.seeds import Stream, seed_for, torch_seed
-from fedvlm.runners.rundir import ClientStore
-from fedvlm.runners.simulate import InProcessClients, make_strategy, train_round
+from fedvlm.engine.rundir import ClientStore
+from fedvlm.engine.simulate import InProcessClients, make_strategy, train_round
 from fedvlm.train.batches import stream_positions
 from fedvlm.train.collate import to_device
 from fedvlm.train.prefetch import Loading

@@ -59,7 +59,7 @@ def child(point: str, argv: list[str]) -> int:
 
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # as the CLI does before its imports
     from fedvlm import cli
-    from fedvlm.runners import rundir, simulate
+    from fedvlm.engine import rundir, simulate
 
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         watch = root / name if in_run else None
         code, seconds, _ = fedvlm(["run", *job, f"run.name={name}"], point=point, kill_after=after, watch=watch)
         killed = code == -signal.SIGKILL
-        from fedvlm.runners.rundir import latest_round
+        from fedvlm.engine.rundir import latest_round
 
         started = (root / name).is_dir()
         done = latest_round(root / name) if started else None

@@ -52,7 +52,7 @@ from fedvlm.errors import ModelError  # noqa: E402
 from fedvlm.models.families import detect_family  # noqa: E402
 from fedvlm.models.adapter import set_adapter_state  # noqa: E402
 from fedvlm.models.load import load_base  # noqa: E402
-from fedvlm.runners.simulate import run_simulation  # noqa: E402
+from fedvlm.engine.simulate import run_simulation  # noqa: E402
 
 # Smaller values for whichever of these a config class has (its other defaults stay).
 SHRINK = {

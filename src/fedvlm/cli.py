@@ -20,7 +20,7 @@ def _run_dir(cfg: Config, suffix: str = "") -> Path:
 
 
 def _finish(cfg: Config, run_dir: Path) -> None:
-    from fedvlm.runners.report import read_baselines, read_metrics, summary_table, write_report
+    from fedvlm.reporting.report import read_baselines, read_metrics, summary_table, write_report
 
     report = write_report(run_dir)
     print(summary_table(read_metrics(run_dir), read_baselines(run_dir)))
@@ -28,11 +28,11 @@ def _finish(cfg: Config, run_dir: Path) -> None:
 
 
 def cmd_run(args) -> None:
-    from fedvlm.runners import rundir
-    from fedvlm.runners.baselines import run_baselines
-    from fedvlm.runners.federation import build_federation
-    from fedvlm.runners.resume import check_resume, record_resume
-    from fedvlm.runners.simulate import run_simulation
+    from fedvlm.engine import rundir
+    from fedvlm.engine.baselines import run_baselines
+    from fedvlm.engine.federation import build_federation
+    from fedvlm.engine.resume import check_resume, record_resume
+    from fedvlm.engine.simulate import run_simulation
 
     # Every input (config, run directory, data, model) is checked before a file is written.
     if args.resume:
@@ -53,7 +53,7 @@ def cmd_run(args) -> None:
         rundir.make_run_dir(run_dir, replace)
     resuming = bool(args.resume and resume.completed is not None)
     if cfg.run.engine == "flower-sim":
-        from fedvlm.runners.flower.simulation import run_flower_simulation
+        from fedvlm.flower.simulation import run_flower_simulation
 
         if not (run_dir / rundir.CONFIG_FILE).exists():
             save_config(cfg, run_dir / rundir.CONFIG_FILE)
@@ -68,9 +68,9 @@ def _cmd_baseline(name: str):
     def cmd(args) -> None:
         import json
 
-        from fedvlm.runners import rundir
-        from fedvlm.runners.baselines import run_baselines
-        from fedvlm.runners.federation import build_federation
+        from fedvlm.engine import rundir
+        from fedvlm.engine.baselines import run_baselines
+        from fedvlm.engine.federation import build_federation
 
         cfg = load_config(args.config, args.overrides)
         run_dir = _run_dir(cfg, f"-{name}")
@@ -87,7 +87,7 @@ def _cmd_baseline(name: str):
 
 def cmd_partition(args) -> None:
     from fedvlm.data.partition_report import format_partition_table, label_histograms, plot_partition_heatmap
-    from fedvlm.runners.federation import build_clients, load_datasets, peek_family
+    from fedvlm.engine.federation import build_clients, load_datasets, peek_family
 
     cfg = load_config(args.config, args.overrides)
     try:
@@ -105,7 +105,7 @@ def cmd_partition(args) -> None:
 
 
 def cmd_merge(args) -> None:
-    from fedvlm.runners.merge import merge_adapters
+    from fedvlm.tools.merge import merge_adapters
 
     if args.weights and args.sizes:
         raise FedvlmError("give --weights or --sizes, not both")
@@ -119,7 +119,7 @@ def cmd_merge(args) -> None:
 def cmd_eval(args) -> None:
     import json
 
-    from fedvlm.runners.inference import evaluate_adapter
+    from fedvlm.tools.inference import evaluate_adapter
 
     result = evaluate_adapter(Path(args.adapter), args.config, args.overrides)
     text = json.dumps(result, indent=2)
@@ -129,20 +129,20 @@ def cmd_eval(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from fedvlm.runners.inference import predict_one
+    from fedvlm.tools.inference import predict_one
 
     print(predict_one(Path(args.adapter), args.config, args.overrides, args.image, args.question, args.text))
 
 
 def cmd_report(args) -> None:
-    from fedvlm.runners.report import write_report
+    from fedvlm.reporting.report import write_report
 
     print(write_report(Path(args.run_dir)))
 
 
 def cmd_bench(args) -> None:
-    from fedvlm.runners.bench import load_bench, run_bench
-    from fedvlm.runners.bench_report import summarize_bench
+    from fedvlm.tools.bench import load_bench, run_bench
+    from fedvlm.reporting.bench_report import summarize_bench
 
     bench = load_bench(args.bench_file)
     out = Path(args.out or f"runs/bench-{bench.path.stem}")
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_flower_certs(args) -> None:
-    from fedvlm.runners.flower.deploy import make_certificates
+    from fedvlm.flower.deploy import make_certificates
 
     paths = make_certificates(Path(args.out), args.host)
     print("\n".join(f"{name}: {path}" for name, path in paths.items()))
@@ -228,7 +228,7 @@ def cmd_flower_certs(args) -> None:
 
 
 def cmd_flower_node_key(args) -> None:
-    from fedvlm.runners.flower.deploy import make_node_key
+    from fedvlm.flower.deploy import make_node_key
 
     private, public = make_node_key(Path(args.out), args.name)
     print(f"on the SuperLink's side: flwr supernode register {public} <connection>")
@@ -237,14 +237,14 @@ def cmd_flower_node_key(args) -> None:
 
 
 def cmd_flower_worker(args) -> None:
-    from fedvlm.runners.flower.worker import serve
+    from fedvlm.flower.worker import serve
 
     print(f"fedvlm worker listening on {args.socket}", flush=True)
     serve(args.socket)
 
 
 def cmd_flower_app(args) -> None:
-    from fedvlm.runners.flower.deploy import write_app
+    from fedvlm.flower.deploy import write_app
 
     out = write_app(Path(args.out))
     print(f"flwr run {out} <connection> --run-config \"config='job.yaml' run-dir='runs/<name>'\" --stream")

@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 
 from fedvlm.core.strategies.fedalt import FedALT
 from fedvlm.core.types import ClientUpdate
-from fedvlm.train.fedalt_layers import MixedLoRA
+from fedvlm.models.fedalt_layers import MixedLoRA
 
 A, B, HEAD = "m.lora_A.weight", "m.lora_B.weight", "head.weight"
 

@@ -56,5 +56,35 @@ def test_the_client_unit_reads_no_run_config_and_no_runner():
     client = CORE.parent / "client"
     files = sorted(client.rglob("*.py"))
     assert len(files) >= 3
-    offenders = {str(f.relative_to(client)): _fedvlm_imports(f) & {"fedvlm.config", "fedvlm.runners"} for f in files}
+    runners = {"fedvlm.config", "fedvlm.engine", "fedvlm.flower", "fedvlm.reporting", "fedvlm.tools", "fedvlm.cli"}
+    offenders = {str(f.relative_to(client)): _fedvlm_imports(f) & runners for f in files}
     assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+# The layers of DESIGN.md, top down: a package may import those below it, never above.
+LAYERS = ["fedvlm.cli", "fedvlm.tools", "fedvlm.reporting", "fedvlm.flower", "fedvlm.engine", "fedvlm.client",
+          "fedvlm.train", "fedvlm.models", "fedvlm.data", "fedvlm.core"]
+
+
+def test_imports_point_down_the_layers():
+    """The engine writes records and reporting reads them: nothing in the engine (or below)
+    imports reporting, the Flower transport or the commands' tools; each layer imports only
+    the layers below it."""
+    package = CORE.parent
+    offenders = {}
+    for layer_index, layer in enumerate(LAYERS):
+        path = package / layer.split(".")[1]
+        files = [path.with_suffix(".py")] if path.with_suffix(".py").is_file() else sorted(path.rglob("*.py"))
+        above = set(LAYERS[:layer_index])
+        for f in files:
+            bad = _fedvlm_imports(f) & above
+            if bad:
+                offenders[str(f.relative_to(package))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_a_layer_violation_is_caught(tmp_path):
+    """The rule's own check: an engine file importing reporting is reported."""
+    bad = tmp_path / "simulate.py"
+    bad.write_text("from fedvlm.reporting.report import write_report\nimport fedvlm.flower.worker\n")
+    assert _fedvlm_imports(bad) & set(LAYERS[:4]) == {"fedvlm.reporting", "fedvlm.flower"}

@@ -12,7 +12,7 @@ from tiny import TINY_RUN
 from fedvlm.config import load_config
 from fedvlm.models.adapter import set_adapter_state
 from fedvlm.models.load import load_base
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine.simulate import run_simulation
 
 TEXT_DATA = ["data.source=crowdflower", "data.max_length=32", "eval.max_new_tokens=3"]
 

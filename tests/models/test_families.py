@@ -136,7 +136,7 @@ def test_a_module_setting_that_matches_no_module_is_one_line_naming_the_modules(
     """A connector or modules_to_save that matches nothing would silently train nothing:
     an error naming the setting and the modules the model does have."""
     from fedvlm.config import load_config
-    from fedvlm.runners.federation import build_federation
+    from fedvlm.engine.federation import build_federation
     from tiny import TINY_RUN
 
     overrides = [*TINY_RUN, override]

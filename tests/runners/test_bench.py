@@ -16,9 +16,9 @@ import yaml
 from fedvlm.cli import main
 from fedvlm.config import parse_override
 from fedvlm.errors import ConfigError
-from fedvlm.runners.bench import bench_runs, load_bench
-from fedvlm.runners.bench_report import mean_std
-from fedvlm.runners.report import format_pct, read_metrics
+from fedvlm.tools.bench import bench_runs, load_bench
+from fedvlm.reporting.bench_report import mean_std
+from fedvlm.reporting.report import format_pct, read_metrics
 from tiny import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,10 +22,10 @@ from fedvlm.errors import ConfigError
 from fedvlm.models.adapter import set_adapter_state
 from fedvlm.models.load import load_base
 from fedvlm.models.personalized import load_personalized
-from fedvlm.runners import rundir
-from fedvlm.runners.client import node_of
-from fedvlm.runners.report import write_report
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine import rundir
+from fedvlm.engine.client import node_of
+from fedvlm.reporting.report import write_report
+from fedvlm.engine.simulate import run_simulation
 from fedvlm.train.collate import to_device
 
 

@@ -10,8 +10,8 @@ import pytest
 from fedvlm.client import RoundConfig
 from fedvlm.config import load_config
 from fedvlm.errors import FedvlmError
-from fedvlm.runners.flower import server_app
-from fedvlm.runners.flower.records import pack
+from fedvlm.flower import server_app
+from fedvlm.flower.records import pack
 from tiny import TINY_RUN
 
 

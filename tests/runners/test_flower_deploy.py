@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fedvlm.errors import ConfigError
-from fedvlm.runners.flower.deploy import make_certificates, make_node_key
-from fedvlm.runners.flower.loopback import LoopbackDeployment
+from fedvlm.flower.deploy import make_certificates, make_node_key
+from fedvlm.flower.loopback import LoopbackDeployment
 from tiny import TINY_RUN
 
 def test_certificates_and_keys_are_never_overwritten(tmp_path):

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from fedvlm.config import load_config
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine.simulate import run_simulation
 
 GOLDEN_RUN = [
     "run.progress=false",

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 
 from fedvlm.cli import main
 from fedvlm.config import load_config
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine.simulate import run_simulation
 from tiny import TINY_RUN
 
 BF16 = [*TINY_RUN, "model.dtype=bfloat16"]

@@ -10,7 +10,7 @@ from PIL import Image
 from tiny import TINY_RUN
 
 from fedvlm.cli import main
-from fedvlm.runners.inference import adapter_config, load_adapter_model
+from fedvlm.tools.inference import adapter_config, load_adapter_model
 from fedvlm.train.tasks import build_task
 
 

@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 from fedvlm.cli import main
 from fedvlm.config import load_config
 from fedvlm.core.lora import dense_delta
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine.simulate import run_simulation
 from tiny import TINY_RUN
 
 
@@ -80,6 +80,6 @@ def test_warm_start_from_adapter(trained, tmp_path):
     assert all(np.array_equal(warm.initial_adapter[k], final[k]) for k in final)
     bad = load_config(None, [*TINY_RUN, f"lora.init_adapter={adapters / 'final'}", "lora.r=4"])
     from fedvlm.errors import ModelError
-    from fedvlm.runners.federation import build_federation
+    from fedvlm.engine.federation import build_federation
     with pytest.raises(ModelError, match="lora.init_adapter"):
         build_federation(bad)

@@ -10,10 +10,10 @@ from fedvlm.client import RoundConfig, train
 from fedvlm.config import load_config
 from fedvlm.core.types import Instruction
 from fedvlm.errors import ConfigError
-from fedvlm.runners.client import node_of, round_config
-from fedvlm.runners.federation import build_federation
-from fedvlm.runners.node_setup import build_node
-from fedvlm.runners.rundir import ClientStore
+from fedvlm.engine.client import node_of, round_config
+from fedvlm.engine.federation import build_federation
+from fedvlm.engine.node_setup import build_node
+from fedvlm.engine.rundir import ClientStore
 from tiny import TINY_RUN
 
 

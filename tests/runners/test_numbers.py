@@ -10,9 +10,9 @@ from safetensors.numpy import load_file
 from tiny import TINY_RUN
 from fedvlm.config import load_config
 from fedvlm.client import unit as client_module
-from fedvlm.runners import simulate
-from fedvlm.runners.baselines import federated_steps, run_baselines
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine import simulate
+from fedvlm.engine.baselines import federated_steps, run_baselines
+from fedvlm.engine.simulate import run_simulation
 
 SAMPLED = [
     *TINY_RUN,

@@ -1,4 +1,4 @@
-"""Tests for fedvlm.runners.report on small synthetic run directories."""
+"""Tests for fedvlm.reporting.report on small synthetic run directories."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import pytest
 
 from fedvlm.errors import DataError
 
-from fedvlm.runners import report
+from fedvlm.reporting import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TYPES = ("color", "shape", "yes/no")

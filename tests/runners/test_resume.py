@@ -10,7 +10,7 @@ import pytest
 from tiny import finished_run as run_to_the_end
 from fedvlm.cli import main
 from fedvlm.core.types import ServerState
-from fedvlm.runners import rundir
+from fedvlm.engine import rundir
 
 
 

@@ -15,8 +15,8 @@ from safetensors.numpy import load_file
 from tiny import TINY_RUN
 from fedvlm.config import load_config
 from fedvlm.models.adapter import get_adapter_state, set_adapter_state
-from fedvlm.runners import rundir
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine import rundir
+from fedvlm.engine.simulate import run_simulation
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_two_stage_carries_modules_trained_in_stage_one_into_stage_two(tmp_path)
     # a module beyond the connector (here the LM's final norm) trains in both stages: the
     # second stage must start it from where the first left it, not from its initialization
     from fedvlm.core.sharing import PlannedStrategy
-    from fedvlm.runners.simulate import make_strategy
+    from fedvlm.engine.simulate import make_strategy
 
     cfg, fed, run_dir = run_tiny(
         tmp_path, "embedded", [], "lora.tuning=two_stage", "lora.two_stage_rounds=1", "federated.rounds=2",
@@ -136,7 +136,7 @@ def test_baselines_follow_the_two_stage_schedule():
     from types import SimpleNamespace
 
     from fedvlm.core.sharing import SharingPlan
-    from fedvlm.runners.baselines import phases
+    from fedvlm.engine.baselines import phases
 
     keys = {"m.multi_modal_projector.w": 0, "m.q.lora_A.weight": 0, "m.q.lora_B.weight": 0}
     cfg = load_config(None, ["lora.tuning=two_stage", "lora.two_stage_rounds=2", "federated.rounds=8"])

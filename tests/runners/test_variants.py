@@ -8,7 +8,7 @@ from safetensors.numpy import load_file
 
 from fedvlm.config import load_config
 from fedvlm.core.types import state_nbytes
-from fedvlm.runners.simulate import run_simulation
+from fedvlm.engine.simulate import run_simulation
 from tiny import TINY_RUN
 
 
@@ -95,7 +95,7 @@ def test_merged_base_exports_an_adapter_stock_peft_reproduces(tmp_path_factory, 
     rows = fed.test_ds[fed.pooled_test[:4]]
     batch = fed.task.training_batch(rows)
     from fedvlm.models.adapter import set_adapter_state
-    from fedvlm.runners import rundir
+    from fedvlm.engine import rundir
 
     # what fedvlm evaluated: the base with the merged updates plus the last LoRA
     state, _, _ = rundir.load_checkpoint(run_dir)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedvlm.config import load_config
-from fedvlm.runners.federation import build_federation
+from fedvlm.engine.federation import build_federation
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.prefetch import Loading, collated
 from tiny import TINY_RUN
@@ -99,7 +99,7 @@ def test_while_the_step_computes_the_next_batch_is_made():
 def test_a_round_records_its_data_wait_and_evaluation_speed(tmp_path):
     import json
 
-    from fedvlm.runners.simulate import run_simulation
+    from fedvlm.engine.simulate import run_simulation
 
     run_simulation(load_config(None, [*TINY_RUN, "federated.rounds=1"]), tmp_path)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -91,7 +91,7 @@ def test_the_openfedllm_setting_trains_on_batches_cut_to_max_length(tmp_path, ca
     result = check_run(cfg, fed, run_dir)
     final = result["records"][-1]["eval"]
     assert {"exact_match", "rouge_l", "bleu", "loss"} <= final.keys() and final["loss"] > 0
-    from fedvlm.runners.report import write_report
+    from fedvlm.reporting.report import write_report
 
     report = write_report(run_dir).read_text()
     assert "**ROUGE-L** (eval.metric)" in report and "ROUGE-L %" in report
@@ -133,7 +133,7 @@ def test_a_template_the_data_or_model_cannot_use_is_one_line(tmp_path, template)
 
     from fedvlm.config import load_config
     from fedvlm.errors import ModelError
-    from fedvlm.runners.federation import build_federation
+    from fedvlm.engine.federation import build_federation
 
     data = tmp_path / "alpaca"
     data.mkdir()

@@ -1,7 +1,7 @@
 """FedALT's client side: active when the server sends a rest of world (``extras["row"]``).
 
 The client trains its own LoRA (the PEFT adapter) and its mixer with the rest of world
-frozen (`fedvlm.train.fedalt_layers.MixedLoRA`). Its own LoRA goes up (the usual update)
+frozen (`fedvlm.models.fedalt_layers.MixedLoRA`). Its own LoRA goes up (the usual update)
 and also stays in its store, since the server sends none back; the mixer never leaves the
 store, and neither does the last rest of world received, which its evaluation and
 personalized export use. Everything is versioned by round, so a killed and resumed run
@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from fedvlm.client.node import LOCAL
 from fedvlm.core.types import AdapterState
-from fedvlm.train.fedalt_layers import MixedLoRA
+from fedvlm.models.fedalt_layers import MixedLoRA
 
 ROW, MIXER = "fedalt_row", "fedalt_mixer"
 

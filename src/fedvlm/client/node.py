@@ -13,7 +13,7 @@ LOCAL = "local"
 
 class NodeStore:
     """One client's own persistent state (SCAFFOLD's c_i, FedSA-LoRA's B, ...), versioned by
-    round: a view of a `fedvlm.runners.rundir.ClientStore` limited to this client."""
+    round: a view of a `fedvlm.engine.rundir.ClientStore` limited to this client."""
 
     def __init__(self, store, client_id: str):
         self._store, self._client_id = store, client_id

@@ -1,14 +1,42 @@
 """Get and set adapter state as named numpy arrays, and save standard PEFT directories."""
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
 from fedvlm.core.types import AdapterState
+from fedvlm.errors import DataError
+
+
+WEIGHTS = "adapter_model.safetensors"  # what PeftModel.save_pretrained writes
+CONFIG = "adapter_config.json"
+
+
+def read_adapter(path: Path) -> tuple[dict, AdapterState]:
+    """An adapter directory's config and arrays; a missing file is named."""
+    for name in (CONFIG, WEIGHTS):
+        if not (path / name).is_file():
+            raise DataError(f"adapter {path}: no {name} (expected a PEFT adapter directory)")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"adapter {path}: {CONFIG} is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        found = config.get("peft_type") if isinstance(config, dict) else config
+        raise DataError(f"adapter {path}: peft_type {found!r}, expected LORA")
+    for key in ("r", "lora_alpha"):
+        if not isinstance(config.get(key), (int, float)) or config[key] <= 0:
+            raise DataError(f"adapter {path}: {CONFIG} has {key}={config.get(key)!r}, expected a positive number")
+    try:
+        return config, load_file(str(path / WEIGHTS))
+    except (OSError, SafetensorError) as e:
+        raise DataError(f"adapter {path}: {WEIGHTS} is damaged ({str(e).splitlines()[0][:100]})") from None
 
 
 def get_adapter_state(model: PeftModel) -> AdapterState:
@@ -46,7 +74,7 @@ def save_adapter(model: PeftModel, state: AdapterState, out_dir: Path, config_ov
         setattr(config, key, value)
     config.save_pretrained(str(out_dir))
     arrays = {name: np.ascontiguousarray(a) for name, a in state.items()}
-    save_file(arrays, str(out_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(arrays, str(out_dir / WEIGHTS), metadata={"format": "pt"})
 
 
 def _state_key(name: str) -> str:

@@ -17,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 
 from fedvlm.core.types import AdapterState
 from fedvlm.models.adapter import save_adapter
-from fedvlm.train.fedalt_layers import GATE, MixedLoRA
+from fedvlm.models.fedalt_layers import GATE, MixedLoRA
 
 ROW_PREFIX = "rest_of_world."  # keys of a client's reply that are its rest of world
 FEDALT_DIR, ROW_FILE, MIXER_FILE = "fedalt", "rest_of_world.safetensors", "mixer.safetensors"

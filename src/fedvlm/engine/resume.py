@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fedvlm.config import Config, load_config, save_config
 from fedvlm.errors import ConfigError
-from fedvlm.runners import rundir
+from fedvlm.engine import rundir
 
 SAFE_ON_RESUME = ("federated.rounds", "run.progress", "run.baselines", "eval.batch_size", "eval.keep_last")
 

@@ -1,4 +1,4 @@
-"""The summary of a bench (`fedvlm.runners.bench`): ``results.csv``, ``results.md`` and
+"""The summary of a bench (`fedvlm.tools.bench`): ``results.csv``, ``results.md`` and
 ``plots/accuracy_<partition>.png``, ``plots/accuracy_vs_uplink.png`` in the bench directory.
 
 Only finished runs (their last round logged in ``metrics.jsonl``) count, so a partial bench
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from fedvlm.errors import DataError
-from fedvlm.runners.bench import Bench, BenchRun, bench_runs, load_bench
-from fedvlm.runners.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
-from fedvlm.runners.records import (
+from fedvlm.reporting.bench_spec import Bench, BenchRun, bench_runs, load_bench
+from fedvlm.reporting.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
+from fedvlm.reporting.records import (
     centralized_personalized,
     final_personalized,
     final_round,
@@ -25,7 +25,7 @@ from fedvlm.runners.records import (
     number,
     personalized_accuracy,
 )
-from fedvlm.runners.report import (
+from fedvlm.reporting.report import (
     MISSING,
     PLOTS_DIR,
     format_mb,

@@ -12,7 +12,7 @@ Inputs, all inside ``run_dir``:
 Outputs: ``report.md`` and ``plots/{accuracy,client_accuracy,loss,bytes}.png``. Everything
 works on a partial run (only round 0, no baselines): plots without data are skipped.
 This module reads the run directory and writes the Markdown; the plots are drawn by
-`fedvlm.runners.plots`.
+`fedvlm.reporting.plots`.
 """
 
 from pathlib import Path
@@ -23,8 +23,8 @@ import yaml
 from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.errors import DataError
 from fedvlm.fileio import write_atomic
-from fedvlm.runners.plots import PLOT_NAMES, write_plots
-from fedvlm.runners.records import (  # noqa: F401 (read_metrics, read_baselines: re-exported)
+from fedvlm.reporting.plots import PLOT_NAMES, write_plots
+from fedvlm.reporting.records import (  # noqa: F401 (read_metrics, read_baselines: re-exported)
     BASELINES_FILE,
     METRICS_FILE,
     MetricsFileError,

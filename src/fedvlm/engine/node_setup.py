@@ -20,8 +20,8 @@ from fedvlm.client import Node
 from fedvlm.config import Config
 from fedvlm.data.partition import split_local
 from fedvlm.errors import ConfigError
-from fedvlm.runners.federation import LoadedModel, build_clients, load_datasets, load_model, node_view, peek_family
-from fedvlm.runners.rundir import ClientStore
+from fedvlm.engine.federation import LoadedModel, build_clients, load_datasets, load_model, node_view, peek_family
+from fedvlm.engine.rundir import ClientStore
 from fedvlm.seeds import Stream, seed_for
 
 

@@ -1,4 +1,4 @@
-"""The fedvlm ServerApp: fedvlm's own round loop (``runners.simulate.run_rounds``: strategy,
+"""The fedvlm ServerApp: fedvlm's own round loop (``engine.simulate.run_rounds``: strategy,
 validation, evaluation, checkpoints, metrics) reaching the clients through Flower's Grid.
 
 Faults: a node whose reply is an error, or that does not answer before
@@ -16,11 +16,11 @@ from fedvlm.client import EvalRoundConfig
 from fedvlm.config import Config
 from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.errors import FedvlmError
-from fedvlm.runners import rundir
-from fedvlm.runners.federation import build_federation
-from fedvlm.runners.flower.records import nested_metrics, pack, unpack, update_from_reply
-from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
-from fedvlm.runners.simulate import run_rounds
+from fedvlm.engine import rundir
+from fedvlm.engine.federation import build_federation
+from fedvlm.flower.records import nested_metrics, pack, unpack, update_from_reply
+from fedvlm.flower.run_config import config_from_run_config, run_dir_of
+from fedvlm.engine.simulate import run_rounds
 
 app = ServerApp()
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from fedvlm.errors import FedvlmError
-from fedvlm.runners.flower.deploy import make_certificates, make_node_key, write_app
+from fedvlm.flower.deploy import make_certificates, make_node_key, write_app
 
 BIN = Path(sys.executable).parent  # flwr's commands, installed beside this Python
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedvlm.config import Config, load_config
 from fedvlm.errors import ConfigError, DataError
-from fedvlm.runners.merge import read_adapter
+from fedvlm.models.adapter import read_adapter
 
 RUN_CONFIG = "config.yaml"
 
@@ -67,7 +67,7 @@ def load_adapter_model(cfg: Config, adapter: Path, labels: list[str] | None):
 def evaluate_adapter(adapter: Path, config: str | None, overrides: list[str]) -> dict:
     """``adapter`` on ``data.test_split`` of ``data.source`` (the ``data.pooled_test_size``
     rows a run with that seed evaluates), with the run's metrics."""
-    from fedvlm.runners.federation import label_names, load_datasets, peek_family, pooled_rows, task_for
+    from fedvlm.engine.federation import label_names, load_datasets, peek_family, pooled_rows, task_for
     from fedvlm.train.evaluate import evaluate
 
     cfg = adapter_config(adapter, config, overrides)
@@ -89,7 +89,7 @@ def predict_one(adapter: Path, config: str | None, overrides: list[str], image: 
     """The adapted model's answer to one question about ``image`` (image-text models), or
     to ``text`` (text models; a classifier's label)."""
     from fedvlm.models.load import model_config, resolve_family
-    from fedvlm.runners.federation import label_names, load_datasets
+    from fedvlm.engine.federation import label_names, load_datasets
     from fedvlm.train.tasks import build_task
 
     cfg = adapter_config(adapter, config, overrides)

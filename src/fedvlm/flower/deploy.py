@@ -105,8 +105,8 @@ dependencies = []
 publisher = "fedvlm"
 
 [tool.flwr.app.components]
-serverapp = "fedvlm.runners.flower.server_app:app"
-clientapp = "fedvlm.runners.flower.client_app:app"
+serverapp = "fedvlm.flower.server_app:app"
+clientapp = "fedvlm.flower.client_app:app"
 
 [tool.flwr.app.config]
 config = ""

@@ -32,7 +32,7 @@ from safetensors.numpy import load_file, save_file
 from fedvlm.core.types import AdapterState, ServerState
 from fedvlm.errors import ConfigError, DataError
 from fedvlm.fileio import write_atomic
-from fedvlm.runners.records import METRICS_FILE
+from fedvlm.engine.records import METRICS_FILE
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"

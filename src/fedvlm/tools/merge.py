@@ -9,38 +9,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.lora import pad_rank, svd_aggregate
-from fedvlm.core.types import AdapterState
 from fedvlm.errors import ConfigError, DataError
-
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
-
-
-def read_adapter(path: Path) -> tuple[dict, AdapterState]:
-    """An adapter directory's config and arrays; a missing file is named."""
-    for name in (CONFIG, WEIGHTS):
-        if not (path / name).is_file():
-            raise DataError(f"adapter {path}: no {name} (expected a PEFT adapter directory)")
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"adapter {path}: {CONFIG} is not valid JSON ({type(e).__name__})") from None
-    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-        found = config.get("peft_type") if isinstance(config, dict) else config
-        raise DataError(f"adapter {path}: peft_type {found!r}, expected LORA")
-    for key in ("r", "lora_alpha"):
-        if not isinstance(config.get(key), (int, float)) or config[key] <= 0:
-            raise DataError(f"adapter {path}: {CONFIG} has {key}={config.get(key)!r}, expected a positive number")
-    try:
-        return config, load_file(str(path / WEIGHTS))
-    except (OSError, SafetensorError) as e:
-        raise DataError(f"adapter {path}: {WEIGHTS} is damaged ({str(e).splitlines()[0][:100]})") from None
-
+from fedvlm.models.adapter import CONFIG, WEIGHTS, read_adapter
 
 def _scaling(config: dict) -> float:
     return config["lora_alpha"] / config["r"]

@@ -17,7 +17,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from fedvlm.errors import FedvlmError
-from fedvlm.runners.flower.messages import Reply, Request
+from fedvlm.flower.messages import Reply, Request
 
 
 def _send(conn, header: dict, groups: dict) -> None:
@@ -62,7 +62,7 @@ def serve(socket_path: str, max_requests: int | None = None) -> None:
     path = Path(socket_path)
     if path.exists():
         raise FedvlmError(f"{path} exists (another worker, or a stale socket: remove it first)")
-    from fedvlm.runners.flower.node_handler import NodeHandler
+    from fedvlm.flower.node_handler import NodeHandler
 
     handler, served = NodeHandler(), 0
     old_mask = os.umask(0o077)  # the socket: this user only

@@ -15,11 +15,11 @@ from tqdm.auto import tqdm
 
 from fedvlm.config import Config
 from fedvlm.models.adapter import set_adapter_state, set_trainable
-from fedvlm.runners.client import steps_per_round
+from fedvlm.engine.client import steps_per_round
 from fedvlm.core.sampling import sampling_plan
-from fedvlm.runners.federation import Federation
+from fedvlm.engine.federation import Federation
 from fedvlm.seeds import Stream, seed_for, torch_seed
-from fedvlm.runners.records import BASELINES_FILE, read_baselines, read_metrics
+from fedvlm.engine.records import BASELINES_FILE, read_baselines, read_metrics
 from fedvlm.fileio import write_atomic
 from fedvlm.train.batches import iter_steps
 from fedvlm.train.evaluate import evaluate

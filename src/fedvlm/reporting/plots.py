@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from fedvlm.runners.records import (
+from fedvlm.reporting.records import (
     centralized_accuracy,
     client_ids,
     client_section,

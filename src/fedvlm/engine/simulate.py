@@ -26,11 +26,11 @@ from fedvlm.core.validate import validate_update
 from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.models.personalized import save_personalized
-from fedvlm.runners import rundir
-from fedvlm.runners.base_delta import export_merged
-from fedvlm.runners.records import personalized_summary
-from fedvlm.runners.client import node_of, round_config
-from fedvlm.runners.federation import Federation, build_federation
+from fedvlm.engine import rundir
+from fedvlm.engine.base_delta import export_merged
+from fedvlm.engine.records import personalized_summary
+from fedvlm.engine.client import node_of, round_config
+from fedvlm.engine.federation import Federation, build_federation
 from fedvlm.seeds import Stream, seed_for
 from fedvlm.train.evaluate import evaluate
 

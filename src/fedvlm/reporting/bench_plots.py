@@ -1,6 +1,6 @@
-"""The plots of a bench summary (`fedvlm.runners.bench_report`), as PNG files.
+"""The plots of a bench summary (`fedvlm.reporting.bench_report`), as PNG files.
 
-Same conventions as a run's plots (`fedvlm.runners.plots`, whose figure helpers these
+Same conventions as a run's plots (`fedvlm.reporting.plots`, whose figure helpers these
 reuse): the object API only (``matplotlib.figure.Figure``, never pyplot), and a plot
 without data is skipped (None, nothing written).
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedvlm.runners.plots import _colormap_colors, _legend, _new_figure, _round_ticks, _save
+from fedvlm.reporting.plots import _colormap_colors, _legend, _new_figure, _round_ticks, _save
 
 _MARKERS = "osD^vP*Xhp<>"
 _LINESTYLES = ("-", "--", ":")
@@ -63,7 +63,7 @@ def plot_accuracy_vs_uplink(rows: list[dict], path: Path) -> Path | None:
     algorithm x partition: colour and text label = algorithm, marker shape = partition
     (both in the legend, as points with equal uplink pile up).
 
-    ``rows`` as `fedvlm.runners.bench_report.summary_rows` returns them. Returns ``path``,
+    ``rows`` as `fedvlm.reporting.bench_report.summary_rows` returns them. Returns ``path``,
     or None when no row has a finished seed.
     """
     points = [r for r in rows if r["final_accuracy_mean"] is not None and r["bytes_up"] is not None]

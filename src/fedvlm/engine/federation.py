@@ -26,7 +26,7 @@ from fedvlm.models.load import (
     resolve_family,
     resolve_model_path,
 )
-from fedvlm.runners.merge import read_adapter
+from fedvlm.models.adapter import read_adapter
 from fedvlm.train.prefetch import Loading
 from fedvlm.train.tasks import Task, build_task
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from fedvlm.config import Config
 from fedvlm.errors import FedvlmError
-from fedvlm.runners import rundir
-from fedvlm.runners.flower.deploy import write_app
-from fedvlm.runners.flower.loopback import BIN, flower_env, free_port, wait_for_port
+from fedvlm.engine import rundir
+from fedvlm.flower.deploy import write_app
+from fedvlm.flower.loopback import BIN, flower_env, free_port, wait_for_port
 
 
 def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> None:

@@ -5,7 +5,7 @@ from fedvlm.client import Node, RoundConfig
 from fedvlm.client.round_config import local_steps
 from fedvlm.config import Config, client_ranks
 from fedvlm.core.types import Instruction
-from fedvlm.runners.federation import node_view
+from fedvlm.engine.federation import node_view
 
 
 def steps_per_round(cfg: Config, num_examples: int) -> int:

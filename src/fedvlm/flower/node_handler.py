@@ -14,10 +14,10 @@ the server's state key for the run (new for a fresh run, kept across resumes).
 from pathlib import Path
 
 from fedvlm.client import EvalRoundConfig, Node, RoundConfig, evaluate, kept, personalized, train
-from fedvlm.runners.federation import LoadedModel
-from fedvlm.runners.flower.messages import Reply, Request
-from fedvlm.runners.flower.run_config import config_from_run_config, run_dir_of
-from fedvlm.runners.node_setup import build_node
+from fedvlm.engine.federation import LoadedModel
+from fedvlm.flower.messages import Reply, Request
+from fedvlm.flower.run_config import config_from_run_config, run_dir_of
+from fedvlm.engine.node_setup import build_node
 
 
 class NodeHandler:

@@ -12,9 +12,9 @@ loaded for the whole run instead. ``metrics["node_loads"]`` shows which happened
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedvlm.runners.flower.messages import Request
-from fedvlm.runners.flower.records import pack, unpack
-from fedvlm.runners.flower.worker import ask
+from fedvlm.flower.messages import Request
+from fedvlm.flower.records import pack, unpack
+from fedvlm.flower.worker import ask
 
 app = ClientApp()
 
@@ -28,7 +28,7 @@ class _Handler:
     @classmethod
     def get(cls):
         if cls.handler is None:
-            from fedvlm.runners.flower.node_handler import NodeHandler
+            from fedvlm.flower.node_handler import NodeHandler
 
             cls.handler = NodeHandler()
         return cls.handler

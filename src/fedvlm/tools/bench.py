@@ -1,0 +1,148 @@
+"""``fedvlm bench``: a grid of ordinary runs (algorithms x partitions x seeds), resumable.
+
+A bench file is YAML with four top-level keys::
+
+    base:          # config sections applied to every run (the shape of a config file)
+      federated: {rounds: 5}
+    partitions:    # name -> config sections
+      alpha0.1: {partition: {method: dirichlet, alpha: 0.1}}
+    algorithms:    # name -> config sections; applied last, so they win over the partition
+      fedprox: {federated: {strategy: fedprox, mu: 0.01}}
+    seeds: [0, 1]
+
+Each run's config is ``base + partition + algorithm`` plus ``run.seed``,
+``run.output_dir=OUT/ALGORITHM/PARTITION`` and ``run.name=seedSEED``, so it lives in the
+ordinary run directory ``OUT/ALGORITHM/PARTITION/seedSEED`` (``fedvlm report`` and
+``fedvlm run --resume`` work on it). ``run.progress`` is forced off: the bench prints one
+line per run. The bench sets ``run.name``, ``run.output_dir``, ``run.seed`` and decides
+itself what to do with an existing directory, so setting those or ``run.overwrite`` in the
+file is an error.
+
+Every config is built and validated before anything runs. Runs go seed by seed (all
+partitions and algorithms of the first seed, then the next seed), so an interrupted bench
+already compares every algorithm. Rerunning the same command continues: finished runs are
+skipped, runs with a checkpoint are resumed, a directory without a checkpoint (it never
+completed a round) is replaced.
+
+The bench file is read by `fedvlm.reporting.bench_spec`; the tables and plots over the runs
+are written by `fedvlm.reporting.bench_report`.
+"""
+
+import functools
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from fedvlm.config import Config
+from fedvlm.errors import ConfigError
+from fedvlm.engine import rundir
+from fedvlm.reporting.bench_spec import Bench, BenchRun, bench_runs, load_bench  # noqa: F401 - the command's API
+from fedvlm.reporting.records import final_round
+from fedvlm.reporting.report import read_baselines, read_config, read_metrics
+
+_STATUS_LABELS = {"finished": "finished", "resume": "to resume", "incomplete": "to redo", "new": "new"}
+# Differences that do not change what a run computes.
+_IGNORED_CHANGES = {"run.output_dir", "run.name", "run.progress", "run.overwrite"}
+
+
+def is_finished(run: BenchRun) -> bool:
+    """The last round is logged, the final adapter saved and every configured baseline run."""
+    d = run.run_dir
+    rounds = {r["round"] for r in read_metrics(d)}
+    return (
+        run.cfg.federated.rounds in rounds
+        and (d / "adapters" / "final").is_dir()
+        and all(b in read_baselines(d) for b in run.cfg.run.baselines)
+    )
+
+
+def _changed_keys(saved: dict, cfg: Config) -> list[str]:
+    """Keys whose value in a run directory's ``config.yaml`` differs from ``cfg``."""
+    current = cfg.to_dict()
+    changed = []
+    for section, keys in saved.items():
+        for key, value in (keys.items() if isinstance(keys, dict) else ()):
+            name = f"{section}.{key}"
+            if name not in _IGNORED_CHANGES and key in current.get(section, {}) and current[section][key] != value:
+                changed.append(f"{name}: {value!r} -> {current[section][key]!r}")
+    return changed
+
+
+def run_status(run: BenchRun) -> str:
+    """``new``, ``finished``, ``resume`` (has a checkpoint) or ``incomplete`` (files but no
+    completed round). A directory made with different settings, or holding files a run
+    does not write, is a ConfigError: the bench never mixes results or deletes foreign files."""
+    d = run.run_dir
+    if not d.is_dir() or not any(d.iterdir()):
+        return "new"
+    if rundir.latest_round(d) is not None or is_finished(run):
+        changed = _changed_keys(read_config(d), run.cfg)
+        if changed:
+            raise ConfigError(
+                f"run directory {d} was made with other settings ({'; '.join(changed)}); "
+                "remove it, or bench into another --out"
+            )
+        return "finished" if is_finished(run) else "resume"
+    strays = sorted({p.name for p in d.iterdir()} - rundir.RUN_DIR_ENTRIES)
+    if strays:
+        raise ConfigError(f"{d} is not a fedvlm run directory (it holds {', '.join(strays)}); remove it")
+    return "incomplete"
+
+
+def _execute(run: BenchRun, status: str) -> None:
+    from fedvlm.engine.baselines import run_baselines
+    from fedvlm.reporting.report import write_report
+    from fedvlm.engine.simulate import run_simulation
+
+    d = run.run_dir
+    if status == "incomplete":
+        shutil.rmtree(d)
+    if status != "resume":
+        rundir.make_run_dir(d, replace=False)
+    fed = run_simulation(run.cfg, d, resume=status == "resume")
+    missing = [b for b in run.cfg.run.baselines if b not in read_baselines(d)]
+    if missing:
+        run_baselines(run.cfg, fed, d, missing)
+    write_report(d)
+
+
+def _final_accuracy(run_dir: Path) -> str:
+    final = final_round(read_metrics(run_dir))
+    return "-" if final is None else f"{100 * final[1]:.1f}%"
+
+
+def run_bench(
+    bench: Bench, out_dir: str | Path, log: Callable[[str], None] = functools.partial(print, flush=True)
+) -> list[BenchRun]:
+    """Run (or continue) every run of ``bench`` under ``out_dir``; one ``log`` line per run.
+
+    All configs and existing run directories are checked before the first run starts.
+    """
+    runs = bench_runs(bench, out_dir)
+    statuses = [run_status(run) for run in runs]
+    counts = {label: statuses.count(s) for s, label in _STATUS_LABELS.items()}
+    log(f"bench {bench.path}: {len(runs)} runs in {out_dir} ("
+        + ", ".join(f"{n} {label}" for label, n in counts.items() if n) + ")")
+    width = len(str(len(runs)))
+    for i, (run, status) in enumerate(zip(runs, statuses), start=1):
+        prefix = f"[{i:>{width}}/{len(runs)}] {run.name}:"
+        if status == "finished":
+            log(f"{prefix} skipped (finished), final accuracy {_final_accuracy(run.run_dir)}")
+            continue
+        if status == "incomplete":
+            log(f"{prefix} removing {run.run_dir}: it never completed a round")
+        note = ""
+        if status == "resume":
+            done = rundir.latest_round(run.run_dir)
+            note = f" (resumed after round {done})"
+        start = time.perf_counter()
+        try:
+            _execute(run, status)
+        except KeyboardInterrupt:
+            log(f"{prefix} interrupted; rerun the same bench command to continue")
+            raise
+        log(f"{prefix} final accuracy {_final_accuracy(run.run_dir)}, "
+            f"{time.perf_counter() - start:.1f} s{note}")
+    return runs
+
