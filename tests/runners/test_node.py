@@ -84,3 +84,14 @@ def test_a_node_trains_on_its_own_data_file(cfg, tmp_path, monkeypatch):
     update = train(node.initial_adapter, {}, config, node)
     assert update.num_examples == 18 and update.client_id == "ward7"
     assert any(not np.array_equal(update.state[k], node.initial_adapter[k]) for k in update.state)
+
+
+def test_an_evaluation_config_carries_its_caption_types_as_a_list(cfg):
+    from fedvlm.client import EvalRoundConfig
+
+    config = EvalRoundConfig(2, 8, 3, caption_types=["caption", "count, described"])
+    record = config.to_record()
+    assert record["caption_types"] == ["caption", "count, described"]  # a comma inside a name survives
+    assert EvalRoundConfig.from_record(record) == config
+    with pytest.raises(ConfigError, match="'caption_types' expected a list of str"):
+        EvalRoundConfig.from_record({**record, "caption_types": "caption"})

@@ -23,7 +23,7 @@ def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict
     with personal_layers(node, config.round + 1):  # FedALT's mixing, where the node has one
         result = evaluate_rows(
             node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens,
-            config.answer_span, [t for t in config.caption_types.split(",") if t], config.mixed_precision,
+            config.answer_span, config.caption_types, config.mixed_precision,
         )
     return {k: result[k] for k in ("accuracy", "num_examples", "by_type", "captions") if k in result}
 

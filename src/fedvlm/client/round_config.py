@@ -1,9 +1,9 @@
-"""One round's settings for one client, all scalars, so that a Flower ``ConfigRecord``
-carries them as they are."""
+"""One round's settings for one client, as scalars and lists of scalars, so that a Flower
+``ConfigRecord`` carries them as they are (no joined strings)."""
 
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, get_args, get_origin
 
 from fedvlm.errors import ConfigError
 
@@ -59,7 +59,7 @@ class EvalRoundConfig:
     batch_size: int
     max_new_tokens: int
     answer_span: str = "first_line"  # core.answers.answer_span
-    caption_types: str = "caption"  # comma-separated (a config record holds scalars)
+    caption_types: list[str] = field(default_factory=lambda: ["caption"])  # a config record holds lists
     mixed_precision: str = "no"  # autocast of the forward pass: no, bf16, fp16
 
     def to_record(self) -> dict[str, Any]:
@@ -75,11 +75,21 @@ def from_record(cls, record: dict[str, Any]):
     values = {}
     for f in fields(cls):
         if f.name not in record:
-            if f.default is not MISSING:
+            if f.default is not MISSING or f.default_factory is not MISSING:
                 continue
             raise ConfigError(f"round config: field {f.name!r} missing")
-        value, kind = record[f.name], {int: int, float: (int, float), str: str}[f.type]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        value = record[f.name]
+        if get_origin(f.type) is list:  # a list of one scalar type
+            (item,) = get_args(f.type)
+            if not isinstance(value, list) or not all(_is(v, item) for v in value):
+                raise ConfigError(f"round config: field {f.name!r} expected a list of {item.__name__}, got {value!r}")
+            value = list(value)
+        elif not _is(value, f.type):
             raise ConfigError(f"round config: field {f.name!r} expected {f.type.__name__}, got {value!r}")
         values[f.name] = value
     return cls(**values)
+
+
+def _is(value, kind: type) -> bool:
+    """``value`` is of the scalar ``kind`` (an int passes as a float; a bool is neither)."""
+    return not isinstance(value, bool) and isinstance(value, {int: int, float: (int, float), str: str}[kind])

@@ -121,7 +121,7 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     server sends down (``shared``): the global model, or for a personalized method such
     as FedSA-LoRA the client's own."""
     e = cfg.eval
-    config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span, ",".join(e.caption_types),
+    config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span, list(e.caption_types),
                              cfg.train.mixed_precision)
     local = clients.evaluate(shared, config) if e.local else None
     set_adapter_state(fed.model, full)
