@@ -247,7 +247,7 @@ def cmd_flower_app(args) -> None:
     from fedvlm.flower.deploy import write_app
 
     out = write_app(Path(args.out))
-    print(f"flwr run {out} <connection> --run-config \"config='job.yaml' run-dir='runs/<name>'\" --stream")
+    print(f"flwr run {out} <connection> --run-config \"config='job.yaml' run_dir='runs/<name>'\" --stream")
 
 
 def _split_config_arg(args) -> None:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from fedvlm.client import RoundConfig
-from fedvlm.config import load_config
 from fedvlm.errors import FedvlmError
 from fedvlm.flower import server_app
 from fedvlm.flower.records import pack

@@ -111,7 +111,7 @@ clientapp = "fedvlm.flower.client_app:app"
 [tool.flwr.app.config]
 config = ""
 overrides = ""
-run-dir = ""
+run_dir = ""
 resume = false
 """
 

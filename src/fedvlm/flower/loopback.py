@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fedvlm.errors import FedvlmError
 from fedvlm.flower.deploy import make_certificates, make_node_key, write_app
+from fedvlm.flower.run_config import write_run_config
 
 BIN = Path(sys.executable).parent  # flwr's commands, installed beside this Python
 
@@ -57,7 +58,7 @@ class LoopbackDeployment:
     process's environment (e.g. ``OMP_NUM_THREADS``)."""
 
     def __init__(self, root: Path, env: dict[str, str] | None = None):
-        self.root, self.procs = Path(root), {}
+        self.root, self.procs, self.runs = Path(root), {}, 0
         self.certs = make_certificates(self.root / "certs", ["127.0.0.1", "localhost"])
         self.port, home = free_port(), self.root / "flwr-home"
         home.mkdir()
@@ -121,8 +122,9 @@ class LoopbackDeployment:
         app = self.root / "app"
         if not app.exists():
             write_app(app)
-        run_config = f"overrides='{' '.join(overrides)}' run-dir='{run_dir}'"
-        cmd = ["flwr", "run", str(app), "local", "--run-config", run_config, "--stream"]
+        self.runs += 1
+        run_config = write_run_config(self.root / f"run_config_{self.runs}.toml", overrides=overrides, run_dir=run_dir)
+        cmd = ["flwr", "run", str(app), "local", "--run-config", str(run_config), "--stream"]
         if wait:
             return subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=self.env, check=True, capture_output=True,
                                   timeout=3600)

@@ -79,7 +79,7 @@ class FlowerClients:
         """Push one message per client; returns the function that collects the replies as
         (client id -> reply content, client id -> why it failed)."""
         for content in contents.values():
-            content["run"] = ConfigRecord({"state-key": self.state_key})
+            content["run"] = ConfigRecord({"state_key": self.state_key})
         out = [Message(content, dst_node_id=self.nodes[cid], message_type=message_type) for cid, content in contents.items()]
         replies = push(self.grid, out, self.timeout)
 
@@ -143,7 +143,7 @@ def discover(grid: Grid, expected: int, state_key: str, wait: float = 600.0) -> 
         if time.monotonic() > deadline:
             raise FedvlmError(f"{len(node_ids)} of partition.num_clients={expected} nodes connected after {wait:.0f} s")
         time.sleep(1.0)
-    run = {"state-key": state_key}
+    run = {"state_key": state_key}
     queries = [Message(pack({}, {}, run=run), dst_node_id=n, message_type="query") for n in node_ids]
     nodes = {}
     for reply in push(grid, queries, None)():

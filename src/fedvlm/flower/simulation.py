@@ -17,6 +17,7 @@ from fedvlm.errors import FedvlmError
 from fedvlm.engine import rundir
 from fedvlm.flower.deploy import write_app
 from fedvlm.flower.loopback import BIN, flower_env, free_port, wait_for_port
+from fedvlm.flower.run_config import write_run_config
 
 
 def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> None:
@@ -38,12 +39,12 @@ def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> N
                 wait_for_port(port, link)
             except FedvlmError as e:
                 raise FedvlmError(f"flower-superlink: {e}; its log: {log}") from None
-            run_config = (f"config='{run_dir / rundir.CONFIG_FILE}' run-dir='{run_dir}' "
-                          f"resume={'true' if resume else 'false'}")
+            run_config = write_run_config(home / "run_config.toml", config=str(run_dir / rundir.CONFIG_FILE),
+                                          run_dir=run_dir, resume=resume)
             subprocess.run(
                 [str(BIN / "flwr"), "run", str(app), "fedvlm",
                  "--federation-config", f"num-supernodes={cfg.partition.num_clients} client-resources-num-cpus=1",
-                 "--run-config", run_config, "--stream"],
+                 "--run-config", str(run_config), "--stream"],
                 env=env, check=False, stdout=None if cfg.run.progress else subprocess.DEVNULL,
             )
         finally:
