@@ -7,7 +7,7 @@ A config is a YAML file of sections (``model``, ``data``, ...) overlaid with
 
 import dataclasses
 import types
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -20,185 +20,18 @@ from fedvlm.errors import ConfigError
 from fedvlm.fileio import write_atomic
 from fedvlm.core.text_metrics import TEXT_METRICS
 from fedvlm.models.families import ATTN_IMPLEMENTATIONS, FAMILIES, FAMILY_ALIASES
+from fedvlm.settings import (  # noqa: F401 - the sections are part of this module's API
+    Config,
+    DataConfig,
+    EvalConfig,
+    FederatedConfig,
+    LoraConfig,
+    ModelConfig,
+    PartitionConfig,
+    RunConfig,
+    TrainConfig,
+)
 from fedvlm.train.chat import TEMPLATES
-
-
-@dataclass
-class RunConfig:
-    name: str | None = None  # None: "<strategy>-<date>-<time>", so runs never collide
-    output_dir: str = "runs"
-    seed: int = 0
-    overwrite: bool = False
-    baselines: list[str] = field(default_factory=lambda: ["centralized"])
-    progress: bool = True
-    # simulator (in process, the fast path) or flower-sim (Flower's simulation runtime:
-    # a local SuperLink with partition.num_clients virtual SuperNodes; needs flwr[simulation])
-    engine: str = "simulator"
-
-
-@dataclass
-class ModelConfig:
-    path: str = "embedded"  # "embedded", "embedded-text", a local HF directory, or a hub id
-    dtype: str = "float32"
-    family: str = "auto"  # detected from the model's config; see models/families.py
-    quantization: str = "none"  # none, 4bit (NF4, double quantization), 8bit (bitsandbytes)
-    gradient_checkpointing: bool = False
-    # transformers' attention kernel: sdpa (torch's fused attention; eager where the model
-    # class has none), eager, flash_attention_2 / flash_attention_3 (their package and a
-    # CUDA GPU), flex_attention
-    attn_implementation: str = "sdpa"
-
-
-@dataclass
-class LoraConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] | str = "auto"  # family default, explicit names, or a regex
-    modules_to_save: list[str] = field(default_factory=list)  # beyond the connector and head
-    # What trains (FedVLMBench): lora, connector, connector_lora, two_stage (connector for
-    # the first two_stage_rounds rounds, then LoRA); auto: connector_lora where the family
-    # has a connector, else lora. A classifier head always trains.
-    tuning: str = "auto"
-    two_stage_rounds: int = 1
-    init_adapter: str | None = None  # warm start from a PEFT adapter directory (same r, targets)
-    # Heterogeneous ranks: {client_id: rank <= r} and/or groups {rank: [client ids]};
-    # others use r. alpha/r is shared by all.
-    client_ranks: dict[str, int] = field(default_factory=dict)
-    rank_groups: dict[str, list] = field(default_factory=dict)
-
-
-@dataclass
-class DataConfig:
-    source: str = "easyvqa"
-    train_split: str = "train"
-    test_split: str = "test"
-    columns: dict[str, str] = field(default_factory=dict)
-    image_dir: str | None = None
-    pooled_test_size: int = 1000
-    max_train_examples: int | None = None
-    # Tokens per example, every family: a classifier's text is truncated; a text-only
-    # generative example's prompt is cut from the left so that its answer stays whole, and
-    # an example whose answer alone does not fit is dropped (counted in the log), as is an
-    # image-text example that does not fit (its images cannot be cut). null: 128 for
-    # classifiers, no limit for generative models (a VLM's image alone is many tokens).
-    max_length: int | None = None
-    # How instruction and conversation data are rendered: chat (the model's own template),
-    # alpaca, plain ("{question}\nAnswer: {answer}"), auto (chat where the model has a
-    # template, else alpaca for conversations, plain for question/answer rows).
-    template: str = "auto"
-    system_prompt: str | None = None  # a system turn for rows that have none
-    # Hub dataset configs to load and concatenate, each row's question_type its subset's
-    # name, so partition.method=natural gives one subset per client (the_cauldron:
-    # [ai2d, chartqa, ...]; with one split only, split it: train_split='train[:90%]',
-    # test_split='train[90%:]').
-    subsets: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PartitionConfig:
-    method: str = "iid"
-    num_clients: int = 4
-    alpha: float = 1.0
-    label_column: str = "answer"
-    labels_per_client: int = 2
-    overlap: float = 0.0
-    natural_column: str = "question_type"
-    min_partition_size: int = 10
-    local_test_fraction: float = 0.1
-    max_local_test: int = 200
-
-
-@dataclass
-class FederatedConfig:
-    strategy: str = "fedavg"
-    rounds: int = 8
-    fraction: float = 1.0
-    min_clients: int = 1
-    # How the server weights each client's update: data_size (its training-set size n_k,
-    # McMahan et al. 2017, as Flower clients report it), examples (examples trained this
-    # round), uniform (1/K).
-    weighting: str = "data_size"
-    # Strategy options; null keeps the strategy's own default (see core/strategies/).
-    server_lr: float | None = None
-    momentum: float | None = None  # fedavgm
-    beta1: float | None = None  # fedadam, fedyogi, fedadagrad
-    beta2: float | None = None  # fedadam, fedyogi
-    tau: float | None = None  # fedadam, fedyogi, fedadagrad
-    mu: float | None = None  # fedprox
-    # LoRA variant: naive (A, B averaged), svd (exact dW + truncated SVD, fedavg only),
-    # ffa (A frozen, only B exchanged), fedsa (only A exchanged, B stays on the client),
-    # fedalt (each client's own LoRA mixed with the others' mean; personalized),
-    # flora (stacked factors merged into the base, fresh LoRA each round), fedex (averaged
-    # factors + exact residual merged into the base); flora/fedex need a full-precision base.
-    aggregation: str = "naive"
-    server_rank: int | None = None  # svd: rank after truncation (<= lora.r); null: lora.r
-    # fedalt (own LoRA + frozen rest-of-world LoRA + per-token mixer per layer, personalized):
-    fedalt_mixer: str = "learned"  # learned, or fixed (0.5 each: the paper's ablation)
-    fedalt_ortho: float = 0.05  # weight of FedALT-VLM's |cos(A_own, A_row)| penalty (0: off)
-    fedalt_weighting: str = "uniform"  # rest of world: uniform (the reference), data_size
-    error_feedback: bool = False  # svd: carry the truncated tail into the next round
-    compression: str = "none"  # client->server: none, int8, int4 (stochastic, per block)
-    compression_block: int = 64
-    # Flower engine: seconds the server waits for a round's replies; a client that has not
-    # answered by then is left out of the round (null: wait for every client).
-    round_timeout: float | None = None
-
-
-@dataclass
-class TrainConfig:
-    batch_size: int = 32
-    grad_accum: int = 1
-    local_steps: int = 20
-    local_epochs: float | None = None  # when set, overrides local_steps per client
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 10
-    schedule: str = "cosine"
-    max_grad_norm: float = 1.0
-    # Autocast of the forward pass (as HF Trainer's bf16=True / fp16=True): no, bf16, fp16
-    # (with a loss scaler). The adapter trains in float32 whatever the base's model.dtype.
-    mixed_precision: str = "no"
-    # Batches are collated (tokenized, images processed) ahead of the step that uses them,
-    # as HF Trainer's dataloader_* settings do: in worker processes (num_workers > 0) or in
-    # a background thread (0), each prefetch_factor steps ahead (0: collate inside the step).
-    # Pinned memory and non-blocking copies where the model is on a GPU. Batches are the
-    # same either way: only when they are made moves.
-    dataloader_num_workers: int = 0
-    dataloader_prefetch_factor: int = 2
-    dataloader_pin_memory: bool = True
-
-
-@dataclass
-class EvalConfig:
-    batch_size: int = 100
-    max_new_tokens: int = 4
-    local: bool = True
-    keep_last: int = 2
-    # The part of a generated answer that is scored: first_line (the official VQA
-    # processing of the whole first line) or first_clause (looser: cut at the first
-    # . , ; : ! ? too; reports name it, it is not the official metric).
-    answer_span: str = "first_line"
-    # What reports lead with: accuracy (the VQA evaluation's), or for generated free text
-    # exact_match, rouge_l, bleu, or loss (on the held-out responses).
-    metric: str = "accuracy"
-    # question types whose answers are captions, scored by CIDEr-D, BLEU-4 and ROUGE-L too
-    caption_types: list[str] = field(default_factory=lambda: ["caption"])
-
-
-@dataclass
-class Config:
-    run: RunConfig = field(default_factory=RunConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    partition: PartitionConfig = field(default_factory=PartitionConfig)
-    federated: FederatedConfig = field(default_factory=FederatedConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _CHOICES = {

@@ -88,3 +88,10 @@ def test_a_layer_violation_is_caught(tmp_path):
     bad = tmp_path / "simulate.py"
     bad.write_text("from fedvlm.reporting.report import write_report\nimport fedvlm.flower.worker\n")
     assert _fedvlm_imports(bad) & set(LAYERS[:4]) == {"fedvlm.reporting", "fedvlm.flower"}
+
+
+def test_no_library_file_is_over_400_lines():
+    """Small files named for what they hold (STYLE.md: past ~450 lines is a smell)."""
+    package = CORE.parent
+    long = {str(f.relative_to(package)): n for f in package.rglob("*.py") if (n := len(f.read_text().splitlines())) > 400}
+    assert long == {}

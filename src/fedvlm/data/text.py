@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from fedvlm.data.chat import CHAT_COLUMNS, chat_format, to_canonical_chat
 from fedvlm.data.crowdflower import CROWDFLOWER_LABELS, load_crowdflower
+from fedvlm.data.hub_text import load_glue, load_hub
 from fedvlm.data.files import check_column_mapping, check_distinct_sources, first_line, read_files
 from fedvlm.errors import ConfigError, DataError
 
@@ -55,20 +56,6 @@ DEFAULT_TEXT_COLUMNS = (
     ("question", "sentence"),  # qnli
     ("sentence", None),  # sst2, cola
 )
-GLUE_TASKS = {
-    "cola": ("sentence", None),
-    "sst2": ("sentence", None),
-    "mrpc": ("sentence1", "sentence2"),
-    "qqp": ("question1", "question2"),
-    "mnli": ("premise", "hypothesis"),
-    "mnli_matched": ("premise", "hypothesis"),
-    "mnli_mismatched": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"),
-    "rte": ("sentence1", "sentence2"),
-    "wnli": ("sentence1", "sentence2"),
-    "ax": ("premise", "hypothesis"),
-}
-
 _INTEGER = re.compile(r"^-?\d+$")
 
 
@@ -98,7 +85,8 @@ def load_text(source: str, split: str, columns: dict[str, str] | None = None) ->
             load_crowdflower(split), columns, f"crowdflower {split}", CROWDFLOWER_LABELS
         )
     if source.startswith("glue/"):
-        return _load_glue(source, split, columns)
+        dataset, defaults = load_glue(source, split)
+        return to_canonical_text(dataset, {**defaults, **(columns or {})}, f"{source} {split}")
 
     path = Path(source).expanduser().absolute()
     if path.is_file():
@@ -112,7 +100,7 @@ def load_text(source: str, split: str, columns: dict[str, str] | None = None) ->
         return _load_directory(path, split, columns)
     if source.endswith((*TEXT_SUFFIXES, ".json", ".txt")) or source.startswith(("/", ".", "~")):
         raise DataError(f"data file not found: {path} (source {source!r} does not exist)")
-    return to_canonical_text(_load_hub(source, split), columns, f"{source} split {split!r}")
+    return to_canonical_text(load_hub(source, split), columns, f"{source} split {split!r}")
 
 
 def to_canonical_text(
@@ -395,41 +383,3 @@ def _delimited_rows(reader, header: list[str] | None, path: Path):
                 f"as in the header ({', '.join(header)})"
             )
         yield row
-
-
-def _load_glue(source: str, split: str, columns: dict[str, str] | None) -> datasets.Dataset:
-    """A GLUE task from the Hugging Face Hub (``nyu-mll/glue``)."""
-    task = source.removeprefix("glue/")
-    if task == "stsb":
-        raise DataError(
-            f"{source!r} is a regression task (similarity scores 0-5); load_text supports "
-            f"classification and instruction data only"
-        )
-    if task not in GLUE_TASKS:
-        raise DataError(
-            f"unknown GLUE task {task!r} in source {source!r}; expected one of "
-            f"{', '.join(GLUE_TASKS)}"
-        )
-    try:
-        dataset = datasets.load_dataset("nyu-mll/glue", task, split=split)
-    except Exception as err:  # offline, Hub and split errors come in many types
-        raise DataError(
-            f"could not load {source!r} (nyu-mll/glue, config {task!r}, split {split!r}) "
-            f"from the Hugging Face Hub: {first_line(err)}; offline, use a local "
-            f"GLUE-format file or directory instead"
-        ) from err
-    text, pair = GLUE_TASKS[task]
-    defaults = {"text": text, **({"text_pair": pair} if pair else {})}
-    return to_canonical_text(dataset, {**defaults, **(columns or {})}, f"{source} {split}")
-
-
-def _load_hub(source: str, split: str) -> datasets.Dataset:
-    """`datasets.load_dataset(source, split=split)` with one-line errors."""
-    try:
-        return datasets.load_dataset(source, split=split)
-    except Exception as err:  # Hub / network / builder errors come in many types
-        raise DataError(
-            f"{source!r} is not an existing file or directory, nor 'crowdflower' or "
-            f"'glue/<task>', and loading it as a Hugging Face dataset failed: "
-            f"{first_line(err)}"
-        ) from err
