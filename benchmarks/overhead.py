@@ -118,7 +118,7 @@ def bare_round(cfg, fed, client_ids, round_num: int = 1):
             opt.step()
             opt.zero_grad(set_to_none=True)
         model.eval()
-        states.append({n: v.detach().float().cpu().numpy() for n, v in get_peft_model_state_dict(model).items()})
+        states.append({n: v.detach().float().cpu().numpy().copy() for n, v in get_peft_model_state_dict(model).items()})
         weights.append(examples)
     w = np.asarray(weights, dtype=np.float64)
     w /= w.sum()
