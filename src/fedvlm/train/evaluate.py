@@ -12,6 +12,8 @@ from fedvlm.core.text_metrics import caption_scores, text_scores
 from fedvlm.models.precision import autocast
 from fedvlm.train.prefetch import Loading, collated
 
+INLINE = Loading(prefetch_factor=0)
+
 
 def predict_rows(
     task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, mixed_precision: str = "no"
@@ -22,15 +24,16 @@ def predict_rows(
     answers = []
     device = next(model.parameters()).device
     chunks = [list(indices[start : start + batch_size]) for start in range(0, len(indices), batch_size)]
+    # Prompts are made inside the loop, not ahead in a thread: decoding the answers uses the
+    # same (Rust) tokenizer, which two threads may not borrow at once.
     with autocast(device, mixed_precision):
-        for batch in collated(PredictionBatches(task, dataset, chunks, max_new_tokens), Loading(), device):
+        for batch in collated(PredictionBatches(task, dataset, chunks, max_new_tokens), INLINE, device):
             answers += task.predict_batch(model, batch, max_new_tokens)
     return answers
 
 
 class PredictionBatches:
-    """Batch ``i`` of prompts for ``chunks[i]`` (rows of ``dataset``), made ahead of the
-    model's answers (`fedvlm.train.prefetch`)."""
+    """Batch ``i`` of prompts for ``chunks[i]`` (rows of ``dataset``)."""
 
     def __init__(self, task, dataset, chunks: list[list[int]], max_new_tokens: int):
         self.task, self.dataset, self.chunks, self.max_new_tokens = task, dataset, chunks, max_new_tokens
