@@ -2,8 +2,7 @@
 
 Every task has ``training_batch(rows) -> dict`` (model inputs with ``labels``) and
 ``predict(model, rows, max_new_tokens) -> list[str]``, which is ``predict_batch`` of
-``prediction_batch`` (so evaluation can make the next batch while the model answers the
-last); answers are scored as strings against the dataset's ``answer`` column, so one
+``prediction_batch`` (the prompts alone, apart from the model's call); answers are scored as strings against the dataset's ``answer`` column, so one
 evaluation serves every family.
 """
 
