@@ -10,9 +10,6 @@ from collections.abc import Sequence
 from fedvlm.core.answers import vqa_accuracy
 from fedvlm.core.text_metrics import caption_scores, text_scores
 from fedvlm.models.precision import autocast
-from fedvlm.train.prefetch import Loading, collated
-
-INLINE = Loading(prefetch_factor=0)
 
 
 def predict_rows(
@@ -23,26 +20,12 @@ def predict_rows(
     model.eval()
     answers = []
     device = next(model.parameters()).device
-    chunks = [list(indices[start : start + batch_size]) for start in range(0, len(indices), batch_size)]
     # Prompts are made inside the loop, not ahead in a thread: decoding the answers uses the
     # same (Rust) tokenizer, which two threads may not borrow at once.
     with autocast(device, mixed_precision):
-        for batch in collated(PredictionBatches(task, dataset, chunks, max_new_tokens), INLINE, device):
-            answers += task.predict_batch(model, batch, max_new_tokens)
+        for start in range(0, len(indices), batch_size):
+            answers += task.predict(model, dataset[list(indices[start : start + batch_size])], max_new_tokens)
     return answers
-
-
-class PredictionBatches:
-    """Batch ``i`` of prompts for ``chunks[i]`` (rows of ``dataset``)."""
-
-    def __init__(self, task, dataset, chunks: list[list[int]], max_new_tokens: int):
-        self.task, self.dataset, self.chunks, self.max_new_tokens = task, dataset, chunks, max_new_tokens
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.task.prediction_batch(self.dataset[self.chunks[i]], self.max_new_tokens)
 
 
 def score_answers(predictions: Sequence[str], rows: dict, span: str = "first_line") -> dict:
