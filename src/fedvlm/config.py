@@ -15,7 +15,9 @@ import yaml
 
 from fedvlm.core.aggregate import WEIGHTINGS
 from fedvlm.core.answers import ANSWER_SPANS
-from fedvlm.core.sharing import AGGREGATIONS, TUNINGS
+from fedvlm.algorithms.base import Algorithm, OptionError
+from fedvlm.algorithms.registry import STRATEGIES, VARIANTS, option_fields
+from fedvlm.core.sharing import TUNINGS
 from fedvlm.errors import ConfigError
 from fedvlm.fileio import write_atomic
 from fedvlm.core.text_metrics import TEXT_METRICS
@@ -36,9 +38,9 @@ from fedvlm.train.chat import TEMPLATES
 
 _CHOICES = {
     "partition.method": {"iid", "dirichlet", "pathological", "overlap", "natural"},
-    "federated.strategy": {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox", "scaffold"},
+    "federated.strategy": set(STRATEGIES),
     "train.schedule": {"cosine", "linear", "constant"},
-    "federated.aggregation": set(AGGREGATIONS),
+    "federated.aggregation": set(VARIANTS),
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
     "model.quantization": {"none", "4bit", "8bit"},
@@ -100,12 +102,17 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}
+    kwargs = {}
+    if cls is FederatedConfig:  # the algorithms' options are keys of this section too
+        data = dict(data)
+        options = {k: data.pop(k) for k in list(data) if k in option_fields()}
+        kwargs["options"] = {k: _coerce(prefix + k, v, option_fields()[k]) for k, v in options.items() if v is not None}
+        known = (known - {"options"}) | set(option_fields())
     for key in data:
         if key not in known:
             raise ConfigError(
                 f"unknown config key '{prefix}{key}' (valid: {', '.join(sorted(known))})"
             )
-    kwargs = {}
     for f in fields(cls):
         if f.name not in data:
             continue
@@ -158,49 +165,12 @@ def _check(cfg: Config) -> None:
         _check_flower(cfg)
     if cfg.federated.round_timeout is not None and cfg.federated.round_timeout <= 0:
         raise ConfigError(f"config key 'federated.round_timeout': expected a positive number of seconds or null, got {cfg.federated.round_timeout}")
-    f = cfg.federated
-    if f.aggregation in ("svd", "flora", "fedex") and f.strategy != "fedavg":
-        raise ConfigError(
-            f"config key 'federated.aggregation': {f.aggregation} works with federated.strategy=fedavg only"
-        )
-    if f.aggregation == "fedalt":
-        _check_fedalt(cfg)
-    elif any(getattr(f, k) != getattr(FederatedConfig, k) for k in ("fedalt_mixer", "fedalt_ortho", "fedalt_weighting")):
-        raise ConfigError("config keys 'federated.fedalt_*' need federated.aggregation=fedalt")
-    if f.aggregation != "svd" and (f.server_rank is not None or f.error_feedback):
-        raise ConfigError("config keys 'federated.server_rank' / 'federated.error_feedback' need federated.aggregation=svd")
-    if f.server_rank is not None and not 0 < f.server_rank <= cfg.lora.r:
-        raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {f.server_rank}")
-    ranks = client_ranks(cfg)
-    if cfg.model.quantization != "none" and f.aggregation in ("flora", "fedex"):
-        raise ConfigError(
-            f"config keys 'model.quantization' / 'federated.aggregation': {f.aggregation} merges updates "
-            "into the base weights, which needs a full-precision base (model.quantization=none)"
-        )
-    if cfg.lora.tuning == "two_stage" and cfg.lora.two_stage_rounds >= f.rounds:
-        raise ConfigError(
-            f"config key 'lora.two_stage_rounds': expected fewer than federated.rounds ({f.rounds}), "
-            f"got {cfg.lora.two_stage_rounds}"
-        )
-    if cfg.lora.tuning in ("connector", "two_stage") and f.aggregation not in ("naive", "svd"):
-        raise ConfigError(
-            f"config key 'lora.tuning': {cfg.lora.tuning} works with federated.aggregation naive or svd, "
-            f"not {f.aggregation}"
-        )
-    if ranks and f.aggregation not in ("naive", "svd"):
-        raise ConfigError(
-            f"config keys 'lora.client_ranks' / 'lora.rank_groups': heterogeneous ranks work with federated.aggregation "
-            f"naive (zero-padded, HetLoRA) or svd (FlexLoRA), not {f.aggregation}"
-        )
-    from fedvlm.core.strategies import STRATEGIES
-
-    takes = {f.name for f in fields(STRATEGIES[strategy_name(cfg)])}
-    for key, value in strategy_options(cfg).items():
-        if value is not None and key not in takes:
-            raise ConfigError(
-                f"config key 'federated.{key}': strategy {strategy_name(cfg)!r} has no such "
-                f"option (it takes {', '.join(sorted(takes))})"
-            )
+    _check_variant(cfg, VARIANTS[cfg.federated.aggregation])
+    for algorithm in chosen(cfg).values():
+        algorithm_options(cfg, algorithm)  # each in range
+    options = cfg.federated.options
+    if options.get("server_rank") is not None and not 0 < options["server_rank"] <= cfg.lora.r:
+        raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {options['server_rank']}")
     for b in cfg.run.baselines:
         if b not in _BASELINES:
             raise ConfigError(f"config key 'run.baselines': unknown baseline {b!r} (valid: {sorted(_BASELINES)})")
@@ -252,62 +222,107 @@ def client_ranks(cfg: Config) -> dict[str, int]:
     return ranks
 
 
-def _check_fedalt(cfg: Config) -> None:
+def _check_variant(cfg: Config, variant: Algorithm) -> None:
+    """What the LoRA variant's registry facts rule out (``fedvlm.algorithms.base.Algorithm``)."""
+    f, name = cfg.federated, cfg.federated.aggregation
+    if variant.server is not None and f.strategy != "fedavg":
+        raise ConfigError(f"config key 'federated.aggregation': {name} brings its own server side; keep federated.strategy=fedavg")
+    if variant.merges_into_base and cfg.model.quantization != "none":
+        raise ConfigError(
+            f"config keys 'model.quantization' / 'federated.aggregation': {name} merges updates "
+            "into the base weights, which needs a full-precision base (model.quantization=none)"
+        )
+    if variant.personal:
+        if not cfg.eval.local:
+            raise ConfigError(f"config key 'eval.local': {name}'s models are the clients' own, evaluated on their local tests; keep eval.local=true")
+        if f.weighting != "data_size":
+            own = ", ".join(f"federated.{o.name}" for o in fields(variant.options)) if variant.options else "none"
+            raise ConfigError(f"config key 'federated.weighting': {name} averages no global model; its own options say how it weighs clients ({own})")
+        if f.compression != "none":
+            raise ConfigError(f"config key 'federated.compression': {name} sends each client's own arrays whole (the server sends none to take a delta from)")
+    if cfg.lora.tuning == "two_stage" and cfg.lora.two_stage_rounds >= f.rounds:
+        raise ConfigError(
+            f"config key 'lora.two_stage_rounds': expected fewer than federated.rounds ({f.rounds}), "
+            f"got {cfg.lora.two_stage_rounds}"
+        )
+    if cfg.lora.tuning in ("connector", "two_stage") and not variant.connector_stages:
+        works = " or ".join(n for n, v in VARIANTS.items() if v.connector_stages)
+        raise ConfigError(f"config key 'lora.tuning': {cfg.lora.tuning} works with federated.aggregation {works}, not {name}")
+    if client_ranks(cfg) and not variant.mixed_ranks:
+        works = " or ".join(n for n, v in VARIANTS.items() if v.mixed_ranks)
+        raise ConfigError(
+            f"config keys 'lora.client_ranks' / 'lora.rank_groups': heterogeneous ranks work with federated.aggregation "
+            f"{works}, not {name}"
+        )
+
+
+def chosen(cfg: Config) -> dict[str, Algorithm]:
+    """The run's algorithms by name: ``federated.strategy``'s and ``federated.aggregation``'s."""
     f = cfg.federated
-    if f.fedalt_mixer not in ("learned", "fixed"):
-        raise ConfigError(f"config key 'federated.fedalt_mixer': expected learned or fixed, got {f.fedalt_mixer!r}")
-    if f.fedalt_weighting not in ("uniform", "data_size"):
-        raise ConfigError(f"config key 'federated.fedalt_weighting': expected uniform or data_size, got {f.fedalt_weighting!r}")
-    if not f.fedalt_ortho >= 0:
-        raise ConfigError(f"config key 'federated.fedalt_ortho': expected a weight >= 0, got {f.fedalt_ortho}")
-    if f.strategy != "fedavg":
-        raise ConfigError("config key 'federated.aggregation': fedalt brings its own server side; keep federated.strategy=fedavg")
-    if not cfg.eval.local:
-        raise ConfigError("config key 'eval.local': fedalt's models are the clients' own, evaluated on their local tests; keep eval.local=true")
-    if f.weighting != "data_size":
-        raise ConfigError("config key 'federated.weighting': fedalt averages no global model; its rest of world is weighted by federated.fedalt_weighting")
-    if f.compression != "none":
-        raise ConfigError("config key 'federated.compression': fedalt sends its own LoRA whole (the server sends none to take a delta from)")
-    if cfg.lora.tuning not in ("auto", "lora", "connector_lora"):
-        raise ConfigError(f"config key 'lora.tuning': fedalt mixes LoRA layers; use lora or connector_lora, not {cfg.lora.tuning}")
+    return {f.strategy: STRATEGIES[f.strategy], f.aggregation: VARIANTS[f.aggregation]}
 
 
-def strategy_name(cfg: Config) -> str:
-    """The server strategy to build: ``federated.strategy``, unless the LoRA variant brings
-    its own (FLoRA and FedEx-LoRA replace FedAvg's aggregation)."""
-    from fedvlm.core.variants import LORA_VARIANTS
+def algorithm_options(cfg: Config, algorithm: Algorithm):
+    """``algorithm``'s options dataclass from the config (None: it has none). An option set
+    in the config that none of the run's algorithms takes is an error naming them."""
+    set_ = cfg.federated.options
+    takes = {n: {f.name for f in fields(a.options)} if a.options else set() for n, a in chosen(cfg).items()}
+    for key in set_:
+        if not any(key in names for names in takes.values()):
+            offered = ", ".join(sorted(set().union(*takes.values()))) or "none"
+            owners = [f"federated.{kind}={n}" for kind, table in (("strategy", STRATEGIES), ("aggregation", VARIANTS))
+                      for n, a in table.items() if a.options and key in {f.name for f in fields(a.options)}]
+            raise ConfigError(
+                f"config key 'federated.{key}': needs {' or '.join(owners)} (this run's strategy "
+                f"{cfg.federated.strategy!r} and aggregation {cfg.federated.aggregation!r} take {offered})"
+            )
+    if algorithm.options is None:
+        return None
+    try:
+        return algorithm.options(**{f.name: set_[f.name] for f in fields(algorithm.options) if f.name in set_})
+    except OptionError as e:
+        raise ConfigError(f"config key 'federated.{e.key}': expected {e.expected}, got {e.got!r}") from None
 
-    return LORA_VARIANTS[cfg.federated.aggregation].strategy or cfg.federated.strategy
+
+def options_record(cfg: Config) -> dict[str, Any]:
+    """What the run's algorithms' client sides receive each round (``RoundConfig.options``):
+    the options of the strategy and of the LoRA variant, every field, as one record."""
+    out = {}
+    for algorithm in chosen(cfg).values():
+        options = algorithm_options(cfg, algorithm)
+        if options is not None:
+            out |= dataclasses.asdict(options)
+    return out
 
 
-def strategy_options(cfg: Config, num_clients: int | None = None) -> dict[str, Any]:
-    """What the strategy's constructor gets: the ``federated`` settings (each set one must
-    be an option it takes; `validate` says so) and the facts of the run it may need
-    (client count, LoRA scaling, seed, the variant's aggregation mode), only where the
-    strategy has a field for them."""
-    from fedvlm.core.strategies import STRATEGIES
-    from fedvlm.core.variants import LORA_VARIANTS
-
+def server_side(cfg: Config) -> tuple[str, Algorithm]:
+    """The algorithm whose server side runs, with its name: the LoRA variant's own where it
+    has one (svd, FLoRA, FedEx-LoRA, FedALT), else ``federated.strategy``'s."""
     f = cfg.federated
-    settings = {
-        k: getattr(f, k)
-        for k in ("fraction", "min_clients", "weighting", "server_lr", "momentum", "beta1", "beta2", "tau", "mu",
-                  "server_rank")
-    }
-    settings["error_feedback"] = f.error_feedback or None
-    if LORA_VARIANTS[f.aggregation].personal:  # no weighted global step (fedalt_weighting instead)
-        settings.pop("weighting")
+    if VARIANTS[f.aggregation].server is not None:
+        return f.aggregation, VARIANTS[f.aggregation]
+    return f.strategy, STRATEGIES[f.strategy]
+
+
+def server_kwargs(cfg: Config, num_clients: int | None = None) -> dict[str, Any]:
+    """What the server side's constructor gets: its options (`algorithm_options`) and the
+    run's settings and facts it has a field for (sampling, weighting, client count, LoRA
+    scaling, seed)."""
+    f = cfg.federated
+    _, algorithm = server_side(cfg)
     facts = {
+        "fraction": f.fraction,
+        "min_clients": f.min_clients,
+        "weighting": f.weighting,
         "num_clients": num_clients or cfg.partition.num_clients,
         "lora_scaling": cfg.lora.alpha / cfg.lora.r,
         "seed": cfg.run.seed,
-        "aggregation": LORA_VARIANTS[f.aggregation].mode,
-        "row_weighting": f.fedalt_weighting,
-        "mixer": f.fedalt_mixer,
-        "ortho_weight": f.fedalt_ortho,
     }
-    takes = {field.name for field in fields(STRATEGIES[strategy_name(cfg)])}
-    return {**settings, **{k: v for k, v in facts.items() if k in takes}}
+    takes = {field.name for field in fields(algorithm.server)}
+    kwargs = {k: v for k, v in facts.items() if k in takes}
+    if algorithm.options is not None:
+        kwargs["options"] = algorithm_options(cfg, algorithm)
+    return kwargs
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -104,30 +104,20 @@ class FederatedConfig:
     # McMahan et al. 2017, as Flower clients report it), examples (examples trained this
     # round), uniform (1/K).
     weighting: str = "data_size"
-    # Strategy options; null keeps the strategy's own default (see core/strategies/).
-    server_lr: float | None = None
-    momentum: float | None = None  # fedavgm
-    beta1: float | None = None  # fedadam, fedyogi, fedadagrad
-    beta2: float | None = None  # fedadam, fedyogi
-    tau: float | None = None  # fedadam, fedyogi, fedadagrad
-    mu: float | None = None  # fedprox
-    # LoRA variant: naive (A, B averaged), svd (exact dW + truncated SVD, fedavg only),
-    # ffa (A frozen, only B exchanged), fedsa (only A exchanged, B stays on the client),
-    # fedalt (each client's own LoRA mixed with the others' mean; personalized),
-    # flora (stacked factors merged into the base, fresh LoRA each round), fedex (averaged
-    # factors + exact residual merged into the base); flora/fedex need a full-precision base.
+    # The server strategy and the LoRA variant: names in fedvlm/algorithms/registry.py
+    # (strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox, scaffold; variant:
+    # naive, svd, ffa, fedsa, flora, fedex, fedalt), each documented in its folder.
     aggregation: str = "naive"
-    server_rank: int | None = None  # svd: rank after truncation (<= lora.r); null: lora.r
-    # fedalt (own LoRA + frozen rest-of-world LoRA + per-token mixer per layer, personalized):
-    fedalt_mixer: str = "learned"  # learned, or fixed (0.5 each: the paper's ablation)
-    fedalt_ortho: float = 0.05  # weight of FedALT-VLM's |cos(A_own, A_row)| penalty (0: off)
-    fedalt_weighting: str = "uniform"  # rest of world: uniform (the reference), data_size
-    error_feedback: bool = False  # svd: carry the truncated tail into the next round
     compression: str = "none"  # client->server: none, int8, int4 (stochastic, per block)
     compression_block: int = 64
     # Flower engine: seconds the server waits for a round's replies; a client that has not
     # answered by then is left out of the round (null: wait for every client).
     round_timeout: float | None = None
+    # The chosen strategy's and LoRA variant's own options, each written as a key of this
+    # section (``federated.server_lr``, ``federated.mu``, ``federated.fedalt_mixer``...): the
+    # fields of their options dataclasses (fedvlm/algorithms/<name>/server.py), whose
+    # defaults apply to what is not set.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,4 +173,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every section as the YAML has it (the algorithms' options as keys of ``federated``)."""
+        out = asdict(self)
+        out["federated"] |= out["federated"].pop("options")
+        return out

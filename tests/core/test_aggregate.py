@@ -3,7 +3,7 @@ import pytest
 
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sampling import sample_clients
-from fedvlm.core.strategies.fedavg import FedAvg
+from fedvlm.algorithms.fedavg.server import FedAvg
 from fedvlm.core.types import ClientUpdate
 from fedvlm.core.validate import validate_update
 from fedvlm.errors import UpdateError
@@ -56,11 +56,12 @@ def _two_updates():
 )
 @pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold"])
 def test_every_strategy_weights_clients_as_configured(name, weighting, expected):
-    from fedvlm.core.strategies import build_strategy
+    from fedvlm.algorithms.fedavgm.server import FedAvgMOptions
+    from fedvlm.algorithms.registry import STRATEGIES
 
     # Plain FedAvg steps: server lr 1, no momentum, moments that reduce to the mean.
-    options = {"fedavgm": {"momentum": 0.0}, "scaffold": {"num_clients": 2}}.get(name, {})
-    strategy = build_strategy(name, weighting=weighting, **options)
+    options = {"fedavgm": {"options": FedAvgMOptions(momentum=0.0)}, "scaffold": {"num_clients": 2}}.get(name, {})
+    strategy = STRATEGIES[name].server(weighting=weighting, **options)
     state = strategy.initialize({KEY_A: np.zeros(2, dtype=np.float32)})
     updates = _two_updates()
     if name == "scaffold":
@@ -121,3 +122,18 @@ def test_validate_update_names_client_and_problem(state, num, match):
     with pytest.raises(UpdateError, match=match) as err:
         validate_update(ClientUpdate("client-7", state, num), ref)
     assert "client-7" in str(err.value)
+
+
+def test_validate_update_checks_the_extras_a_strategy_expects():
+    ref = {KEY_A: np.zeros((2, 2), dtype=np.float32)}
+    count = {"visits": np.zeros(1, dtype=np.float32)}
+    ok = ClientUpdate("3", dict(ref), 1, extras={"toy": {"visits": np.ones(1, dtype=np.float32)}})
+    validate_update(ok, ref, {"toy": count})
+    with pytest.raises(UpdateError, match=r"client 3: extras groups \['toy'\], expected \['dc'\]"):
+        validate_update(ok, ref, {"dc": ref})
+    bad = ClientUpdate("3", dict(ref), 1, extras={"toy": {"visits": np.full(1, np.nan, dtype=np.float32)}})
+    with pytest.raises(UpdateError, match=r"extras\[toy\] visits contains NaN"):
+        validate_update(bad, ref, {"toy": count})
+    # without a declaration every group must look like the adapter (SCAFFOLD's dc)
+    with pytest.raises(UpdateError, match=r"extras\[toy\] keys differ"):
+        validate_update(ok, ref)

@@ -50,6 +50,26 @@ def _fedvlm_imports(path: Path) -> set[str]:
     return found
 
 
+def _server_sides() -> list[Path]:
+    return sorted((CORE.parent / "algorithms").glob("*/server.py"))
+
+
+def test_every_algorithm_server_side_is_numpy_only():
+    """An algorithm's server side is like core/ (DESIGN.md, "an algorithm is a folder"):
+    no ML framework, checked statically and by importing each fresh."""
+    files = _server_sides()
+    assert len(files) >= 10
+    offenders = {str(f.relative_to(CORE.parent)): _imported_roots(f) & FORBIDDEN for f in files}
+    assert {f: bad for f, bad in offenders.items() if bad} == {}
+    modules = [f"fedvlm.algorithms.{f.parent.name}.server" for f in files]
+    code = (
+        f"import sys, importlib\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print(sorted(m for m in {sorted(FORBIDDEN)!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_the_client_unit_reads_no_run_config_and_no_runner():
     """The client gets everything in its message and its node context (DESIGN.md, "The
     client is a unit"): it never imports the run's config or the engines."""
@@ -63,7 +83,7 @@ def test_the_client_unit_reads_no_run_config_and_no_runner():
 
 # The layers of DESIGN.md, top down: a package may import those below it, never above.
 LAYERS = ["fedvlm.cli", "fedvlm.tools", "fedvlm.reporting", "fedvlm.flower", "fedvlm.engine", "fedvlm.client",
-          "fedvlm.train", "fedvlm.models", "fedvlm.data", "fedvlm.core"]
+          "fedvlm.algorithms", "fedvlm.train", "fedvlm.models", "fedvlm.data", "fedvlm.core"]
 
 
 def test_imports_point_down_the_layers():

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 
 from fedvlm.core.lora import dense_delta
-from fedvlm.core.strategies.fedex import FedExLoRA
-from fedvlm.core.strategies.flora import FLoRA
+from fedvlm.algorithms.fedex.server import FedExLoRA
+from fedvlm.algorithms.flora.server import FLoRA
 from fedvlm.core.types import ClientUpdate
 
 A, B, P = "m.q.lora_A.weight", "m.q.lora_B.weight", "m.proj.weight"

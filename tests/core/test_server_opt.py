@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from fedvlm.core.server_opt import server_step
-from fedvlm.core.strategies import STRATEGIES
-from fedvlm.core.strategies.fedadagrad import FedAdagrad
-from fedvlm.core.strategies.fedadam import FedAdam
-from fedvlm.core.strategies.fedavgm import FedAvgM
-from fedvlm.core.strategies.fedyogi import FedYogi
+from fedvlm.algorithms.fedadagrad.server import FedAdagrad, FedAdagradOptions
+from fedvlm.algorithms.fedadam.server import FedAdam, FedAdamOptions
+from fedvlm.algorithms.fedavgm.server import FedAvgM, FedAvgMOptions
+from fedvlm.algorithms.fedyogi.server import FedYogi, FedYogiOptions
+from fedvlm.algorithms.registry import STRATEGIES
 from fedvlm.core.types import ClientUpdate
 
 KEY = "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"
@@ -27,7 +27,7 @@ def _round(strategy, state, client_values, num_examples):
 
 def test_fedavgm_two_rounds_match_hand_computation():
     # prepare: x0 = [1, 2], lr 0.5, momentum 0.9
-    strategy = FedAvgM(server_lr=0.5, momentum=0.9)
+    strategy = FedAvgM(options=FedAvgMOptions(server_lr=0.5, momentum=0.9))
     s0 = strategy.initialize(_state([1.0, 2.0]))
     # execute round 1: mean = 0.25*[2, 2] + 0.75*[4, 0] = [3.5, 0.5]; Delta = [2.5, -1.5]
     # v1 = Delta = [2.5, -1.5]; x1 = [1 + 0.5*2.5, 2 - 0.5*1.5] = [2.25, 1.25]
@@ -60,7 +60,7 @@ def _two_adaptive_rounds(strategy):
 
 
 def test_fedadam_two_rounds_match_hand_computation():
-    s1, s2 = _two_adaptive_rounds(FedAdam(beta2=0.99, **ADAPTIVE))
+    s1, s2 = _two_adaptive_rounds(FedAdam(options=FedAdamOptions(beta2=0.99, **ADAPTIVE)))
     # v1 = 0.01*[1, 4] = [0.01, 0.04]; x1 = [0.1/(0.1+0.1), -0.2/(0.2+0.1)] = [0.5, -2/3]
     # v2 = 0.99*v1 + 0.01*[1, 0] = [0.0199, 0.0396]
     v2 = np.array([0.0199, 0.0396])
@@ -75,7 +75,7 @@ def test_fedadam_two_rounds_match_hand_computation():
 
 
 def test_fedyogi_two_rounds_match_hand_computation():
-    s1, s2 = _two_adaptive_rounds(FedYogi(beta2=0.99, **ADAPTIVE))
+    s1, s2 = _two_adaptive_rounds(FedYogi(options=FedYogiOptions(beta2=0.99, **ADAPTIVE)))
     # v1 = 0 - 0.01*[1, 4]*sign(0 - [1, 4]) = [0.01, 0.04] (first step equals Adam's)
     # v2 = v1 - 0.01*[1, 0]*sign(v1 - [1, 0]) = [0.01 + 0.01, 0.04 - 0] = [0.02, 0.04]
     # x2 = x1 + [0.19/(sqrt(0.02)+0.1), -0.18/(0.2+0.1)] = x1 + [.., -0.6]
@@ -87,7 +87,7 @@ def test_fedyogi_two_rounds_match_hand_computation():
 
 
 def test_fedadagrad_two_rounds_match_hand_computation():
-    s1, s2 = _two_adaptive_rounds(FedAdagrad(**ADAPTIVE))
+    s1, s2 = _two_adaptive_rounds(FedAdagrad(options=FedAdagradOptions(**ADAPTIVE)))
     # v1 = [1, 4]; x1 = [0.1/(1+0.1), -0.2/(2+0.1)]
     # v2 = v1 + [1, 0] = [2, 4]; x2 = x1 + [0.19/(sqrt(2)+0.1), -0.18/2.1]
     x1 = np.array([0.1 / 1.1, -0.2 / 2.1])
@@ -99,7 +99,7 @@ def test_fedadagrad_two_rounds_match_hand_computation():
 
 def test_v_init_tau_squared_changes_yogi_first_step():
     # prepare: v0 = tau^2 = 0.01, Delta = [1, -2] -> Delta^2 = [1, 4] > v0
-    strategy = FedYogi(beta2=0.99, v_init=0.01, **ADAPTIVE)
+    strategy = FedYogi(v_init=0.01, options=FedYogiOptions(beta2=0.99, **ADAPTIVE))
     s0 = strategy.initialize(_state([0.0, 0.0]))
     # execute
     s1 = _round(strategy, s0, [[1.0, -2.0]], [1])
@@ -116,7 +116,7 @@ def test_identical_clients_returning_global_leave_adapter_unchanged(name):
         KEY: rng.normal(size=(4, 8)).astype(np.float32),
         KEY_P: rng.normal(size=(8,)).astype(np.float32),
     }
-    strategy = STRATEGIES[name]()
+    strategy = STRATEGIES[name].server()
     state = strategy.initialize(initial)
     for round_num in (1, 2):
         updates = [
@@ -143,7 +143,7 @@ def test_steps_do_not_mutate_inputs():
 
 def test_momentum_one_lr_zero_momentum_is_fedavg():
     # with lr 1 and momentum 0 the new state is the weighted mean itself
-    strategy = FedAvgM(server_lr=1.0, momentum=0.0)
+    strategy = FedAvgM(options=FedAvgMOptions(server_lr=1.0, momentum=0.0))
     s0 = strategy.initialize(_state([0.0, 0.0]))
     s1 = _round(strategy, s0, [[2.0, 0.0], [0.0, 4.0]], [30, 10])
     np.testing.assert_allclose(s1.global_state[KEY], [1.5, 1.0])
@@ -158,4 +158,4 @@ def test_mismatched_moment_keys_rejected():
 
 def test_registry_names():
     assert {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"} <= set(STRATEGIES)
-    assert STRATEGIES["fedyogi"] is FedYogi
+    assert STRATEGIES["fedyogi"].server is FedYogi

@@ -3,7 +3,9 @@ import pytest
 
 from fedvlm.core.lora import dense_delta, pad_rank
 from fedvlm.core.sharing import SharingPlan, key_part
-from fedvlm.core.strategies.fedavg import FedAvg
+from fedvlm.algorithms.fedavg.server import FedAvg
+from fedvlm.algorithms.registry import VARIANTS
+from fedvlm.algorithms.svd.server import FlexLoRA, FlexLoRAOptions
 from fedvlm.core.types import ClientUpdate
 
 A, B, P = "m.q.lora_A.weight", "m.q.lora_B.weight", "m.proj.weight"
@@ -32,7 +34,8 @@ KEYS = [A, B, C, H]
     ],
 )
 def test_sharing_plan_trains_and_exchanges(aggregation, tuning, trained, exchanged):
-    plan = SharingPlan(aggregation, tuning, connector=("multi_modal_projector",))
+    variant = VARIANTS[aggregation]
+    plan = SharingPlan(tuning, connector=("multi_modal_projector",), frozen=variant.frozen, local=variant.local)
     for round_num in (1, 5):
         assert plan.trained(KEYS, round_num) == trained
         assert plan.exchanged(KEYS, round_num) == exchanged
@@ -40,7 +43,7 @@ def test_sharing_plan_trains_and_exchanges(aggregation, tuning, trained, exchang
 
 
 def test_two_stage_plan_switches_from_connector_to_lora():
-    plan = SharingPlan("naive", "two_stage", two_stage_rounds=2, connector=("multi_modal_projector",))
+    plan = SharingPlan("two_stage", two_stage_rounds=2, connector=("multi_modal_projector",))
     assert [plan.exchanged(KEYS, r) for r in (1, 2, 3, 4)] == [[C, H], [C, H], [A, B, H], [A, B, H]]
     assert [plan.starts_stage(r) for r in (1, 2, 3, 4)] == [False, False, True, False]
 
@@ -50,11 +53,9 @@ def test_key_parts():
     assert key_part(C, ()) == "module"  # no connector named: a module trained in full
 
 
-def test_unknown_aggregation_or_tuning():
-    with pytest.raises(ValueError, match="bogus"):
-        SharingPlan("bogus")
+def test_unknown_tuning():
     with pytest.raises(ValueError, match="auto"):
-        SharingPlan("naive", "auto")
+        SharingPlan("auto")
 
 
 def test_pad_rank_keeps_product():
@@ -68,7 +69,7 @@ def test_fedavg_svd_is_exact_at_full_rank_and_identical_clients_keep_dw():
     rng = np.random.default_rng(2)
     s1, s2 = _state(rng), _state(rng)
     s2[A] = s1[A].copy()  # a shared A keeps the mean dW at rank 2: full rank for the server
-    strategy = FedAvg(aggregation="svd", lora_scaling=2.0)
+    strategy = FlexLoRA(lora_scaling=2.0)
     state = strategy.initialize(s1)
     out = strategy.aggregate(1, state, [ClientUpdate("0", s1, 1), ClientUpdate("1", s2, 3)])
     want = 0.25 * dense_delta(s1, 2.0)["m.q"] + 0.75 * dense_delta(s2, 2.0)["m.q"]
@@ -77,14 +78,14 @@ def test_fedavg_svd_is_exact_at_full_rank_and_identical_clients_keep_dw():
     assert out.scalars["truncation_error"] == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(out.global_state[P], 0.25 * s1[P] + 0.75 * s2[P], atol=1e-6)
     # identical clients at the clients' rank: the product B A is unchanged
-    same = FedAvg(aggregation="svd", lora_scaling=2.0).aggregate(1, state, [ClientUpdate("0", s1, 2), ClientUpdate("1", s1, 5)])
+    same = FlexLoRA(lora_scaling=2.0).aggregate(1, state, [ClientUpdate("0", s1, 2), ClientUpdate("1", s1, 5)])
     np.testing.assert_allclose(dense_delta(same.global_state, 2.0)["m.q"], dense_delta(s1, 2.0)["m.q"], atol=1e-5)
 
 
 def test_fedavg_svd_truncation_pads_to_client_rank_and_feeds_back_error():
     rng = np.random.default_rng(3)
     s1, s2 = _state(rng), _state(rng)
-    strategy = FedAvg(aggregation="svd", lora_scaling=1.0, server_rank=1, error_feedback=True)
+    strategy = FlexLoRA(lora_scaling=1.0, options=FlexLoRAOptions(server_rank=1, error_feedback=True))
     state = strategy.aggregate(1, strategy.initialize(s1), [ClientUpdate("0", s1, 1), ClientUpdate("1", s2, 1)])
     assert state.global_state[A].shape == s1[A].shape  # padded back to rank 2
     # the component past the server rank restarts from the initialization: A's row as the
@@ -105,7 +106,7 @@ def test_planned_strategy_restarts_on_a_new_stage_and_sends_the_frozen_connector
 
     initial = {A: np.full((2, 5), 0.1, np.float32), B: np.zeros((4, 2), np.float32),
                C: np.zeros(3, np.float32), H: np.zeros(2, np.float32)}
-    plan = SharingPlan("naive", "two_stage", two_stage_rounds=1, connector=("multi_modal_projector",))
+    plan = SharingPlan("two_stage", two_stage_rounds=1, connector=("multi_modal_projector",))
     server = PlannedStrategy(FedAvg(), plan, initial)
     state = server.initialize()
     assert sorted(state.global_state) == sorted([C, H])  # stage 1: connector and head only

@@ -227,7 +227,7 @@ def test_shipped_benches_build_every_config(tmp_path):
     assert {r.seed for r in runs} == {0, 1}
     assert {(r.cfg.federated.rounds, r.cfg.train.local_steps) for r in runs} == {(8, 20)}
     assert all(r.cfg.partition.method == "dirichlet" and r.cfg.partition.label_column == "answer" for r in runs)
-    assert {r.cfg.federated.mu for r in runs if r.algorithm == "fedprox"} == {0.01}
+    assert {r.cfg.federated.options["mu"] for r in runs if r.algorithm == "fedprox"} == {0.01}
     assert {tuple(r.cfg.run.baselines) for r in runs if r.algorithm == "fedavg"} == {("centralized", "local")}
     assert all(r.run_dir == tmp_path / "out" / r.algorithm / r.partition / f"seed{r.seed}" for r in runs)
     sweep = bench_runs(load_bench(REPO / "configs" / "bench" / "server_opt_sweep.yaml"), tmp_path / "out")

@@ -13,7 +13,7 @@ from peft import PeftModel
 from safetensors.numpy import load_file
 from tiny import TINY_RUN
 
-from fedvlm.client.fedalt import personal_layers
+from fedvlm.algorithms.fedalt.client import personal_layers
 from fedvlm.client.unit import start_state
 from fedvlm.config import load_config
 from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
@@ -21,7 +21,7 @@ from fedvlm.core.types import state_nbytes
 from fedvlm.errors import ConfigError
 from fedvlm.models.adapter import set_adapter_state
 from fedvlm.models.load import load_base
-from fedvlm.models.personalized import load_personalized
+from fedvlm.algorithms.fedalt.export import load_personalized
 from fedvlm.engine import rundir
 from fedvlm.engine.client import node_of
 from fedvlm.reporting.report import write_report
@@ -133,7 +133,7 @@ def test_bad_fedalt_settings_are_one_line(override, message):
 
 
 def test_fedalt_settings_without_fedalt_are_refused():
-    with pytest.raises(ConfigError, match="need federated.aggregation=fedalt"):
+    with pytest.raises(ConfigError, match="needs federated.aggregation=fedalt"):
         load_config(None, ["federated.fedalt_mixer=fixed"])
 
 

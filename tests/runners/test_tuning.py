@@ -140,7 +140,7 @@ def test_baselines_follow_the_two_stage_schedule():
 
     keys = {"m.multi_modal_projector.w": 0, "m.q.lora_A.weight": 0, "m.q.lora_B.weight": 0}
     cfg = load_config(None, ["lora.tuning=two_stage", "lora.two_stage_rounds=2", "federated.rounds=8"])
-    fed = SimpleNamespace(plan=SharingPlan("naive", "two_stage", 2, ("multi_modal_projector",)), initial_adapter=keys)
+    fed = SimpleNamespace(plan=SharingPlan("two_stage", 2, ("multi_modal_projector",)), initial_adapter=keys)
     assert phases(cfg, fed, 40) == [(10, ["m.multi_modal_projector.w"]), (30, ["m.q.lora_A.weight", "m.q.lora_B.weight"])]
-    fed.plan = SharingPlan("naive", "connector_lora", 0, ("multi_modal_projector",))
+    fed.plan = SharingPlan("connector_lora", 0, ("multi_modal_projector",))
     assert phases(cfg, fed, 40) == [(40, list(keys))]

@@ -88,7 +88,7 @@ def test_merged_base_exports_an_adapter_stock_peft_reproduces(tmp_path_factory, 
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from fedvlm.client.merged_base import MergedBase
+    from fedvlm.algorithms.flora.client import MergedBase
 
     fed, run_dir, records = _run(tmp_path_factory, f"federated.aggregation={aggregation}")
     path = fed.model.peft_config["default"].base_model_name_or_path
@@ -117,7 +117,7 @@ def test_merged_base_exports_an_adapter_stock_peft_reproduces(tmp_path_factory, 
 
 def test_merged_base_refuses_a_quantized_model():
     from fedvlm.errors import ModelError
-    from fedvlm.client.merged_base import MergedBase
+    from fedvlm.algorithms.flora.client import MergedBase
 
     import torch
 
@@ -146,7 +146,7 @@ def test_heterogeneous_client_ranks(tmp_path_factory, aggregation):
 def test_flora_clients_sampled_late_catch_up_on_the_base_from_what_they_are_sent(tmp_path_factory, monkeypatch):
     """One client of three per round: a client's node applies the increments it receives
     and trains on the base the server had after the previous round (rank 8 per round)."""
-    from fedvlm.client import merged_base
+    from fedvlm.algorithms.flora import client as merged_base
 
     seen, real_init = [], merged_base.BaseIncrements.__init__
 

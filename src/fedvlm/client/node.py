@@ -2,13 +2,10 @@
 
 from dataclasses import dataclass
 
-from fedvlm.core.sharing import SharingPlan
+from fedvlm.core.sharing import LOCAL, SharingPlan  # noqa: F401 - LOCAL: part of the node's API
 from fedvlm.core.types import AdapterState
 from fedvlm.fileio import write_atomic
 from fedvlm.train.prefetch import Loading
-
-# What the client keeps of its own trained arrays (FedSA-LoRA's B, FedALT's own LoRA).
-LOCAL = "local"
 
 
 class NodeStore:
@@ -51,5 +48,5 @@ class Node:
     train_rows: list[int]
     test_rows: list[int]  # local test split (rows of train_ds)
     store: NodeStore
-    base: object = None  # a client.merged_base.MergedBase where the run merges into the base
+    base: object = None  # a algorithms.flora.client.MergedBase where the run merges into the base
     loading: Loading = Loading()  # how it makes its batches (its hardware's business)

@@ -1,6 +1,7 @@
 """One round's settings for one client, as scalars and lists of scalars, so that a Flower
 ``ConfigRecord`` carries them as they are (no joined strings)."""
 
+import dataclasses
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, get_args, get_origin
@@ -27,17 +28,18 @@ class RoundConfig:
     full_rank: int  # the adapter's rank (lora.r); components past ``rank`` stay zero
     compression: str = "none"  # uplink: none, int8, int4
     compression_block: int = 64
-    proximal_mu: float = 0.0  # FedProx
-    fedalt_mixer: str = "learned"  # FedALT: learned | fixed
-    fedalt_ortho: float = 0.0  # FedALT-VLM's orthogonality penalty weight
     mixed_precision: str = "no"  # autocast of the forward pass: no, bf16, fp16
+    # The run's algorithms' options (fedvlm.algorithms): one record of scalars, which a Flower
+    # message carries as its own ConfigRecord beside this one.
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        """The scalars (``options`` travels as a record of its own)."""
+        return {k: v for k, v in asdict(self).items() if k != "options"}
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "RoundConfig":
-        return from_record(cls, record)
+    def from_record(cls, record: dict[str, Any], options: dict[str, Any] | None = None) -> "RoundConfig":
+        return dataclasses.replace(from_record(cls, record), options=dict(options or {}))
 
     def steps(self, num_examples: int) -> int:
         """Local optimizer steps this round for ``num_examples`` training rows."""

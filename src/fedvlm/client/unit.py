@@ -3,12 +3,9 @@
 import numpy as np
 import torch
 
-from fedvlm.client.fedprox import FedProxClient
-from fedvlm.client.merged_base import BaseIncrements
-from fedvlm.client.fedalt import FedALTClient
+from fedvlm.algorithms.registry import client_sides
 from fedvlm.client.node import LOCAL, Node
 from fedvlm.client.round_config import RoundConfig
-from fedvlm.client.scaffold import ScaffoldClient
 from fedvlm.core.compress import compress_delta
 from fedvlm.core.lora import pad_rank, slice_rank
 from fedvlm.core.types import AdapterState, ClientUpdate, message_nbytes
@@ -31,11 +28,6 @@ def start_state(node: Node, round_num: int) -> AdapterState:
     ``round_num``. The payload replaces what travels."""
     own = node.store.load(LOCAL, before_round=round_num)
     return {**node.initial_adapter, **(own or {})}
-
-
-# The client sides of stateful algorithms and variants, each active when its message asks
-# for it (a round-config field or an extras group): one line per unit.
-CLIENT_SIDES = (FedProxClient, ScaffoldClient, BaseIncrements, FedALTClient)
 
 
 def train(
@@ -63,7 +55,7 @@ def train(
     start = {**start_state(node, round_num), **received}
     set_adapter_state(node.model, start)
     set_trainable(node.model, node.plan.trained(start, round_num))
-    sides = [side(node, c, extras, start) for side in CLIENT_SIDES if side.applies(c, extras)]
+    sides = [side(node, c, extras, start) for side in client_sides() if side.applies(c, extras)]
     hooks = [h for side in sides for h in side.hooks]
     mask = RankMask(trainable_by_state_key(node.model), c.rank) if c.rank < c.full_rank else None
     torch.manual_seed(torch_seed(seed_for(c.seed, Stream.TRAINING, node.seed_id, round_num)))

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
-from fedvlm.core.variants import LORA_VARIANTS
 
-AGGREGATIONS = tuple(LORA_VARIANTS)
-
+# The store name under which a client keeps its own trained arrays (FedSA-LoRA's B, FedALT's
+# own LoRA).
+LOCAL = "local"
 
 TUNINGS = ("lora", "connector", "connector_lora", "two_stage")
 _PARTS = {
@@ -39,8 +39,9 @@ def key_part(key: str, connector: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class SharingPlan:
-    """What trains and what travels in each round, from the LoRA variant (``aggregation``)
-    and the tuning strategy.
+    """What trains and what travels in each round, from the tuning strategy and the LoRA
+    variant's facts (``frozen`` and ``local`` key suffixes, from its registry line in
+    ``fedvlm.algorithms``).
 
     - ``lora``: LoRA factors (and other modules such as a classifier head) train;
     - ``connector``: only the connector trains; LoRA stays at its initialization (B = 0);
@@ -54,14 +55,13 @@ class SharingPlan:
     down with each instruction.)
     """
 
-    aggregation: str = "naive"
     tuning: str = "connector_lora"
     two_stage_rounds: int = 0
     connector: tuple[str, ...] = ()
+    frozen: tuple[str, ...] = ()  # key suffixes that never train (FFA-LoRA's A)
+    local: tuple[str, ...] = ()  # key suffixes that train and stay on the client (FedSA-LoRA's B)
 
     def __post_init__(self):
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {self.aggregation!r} (valid: {', '.join(AGGREGATIONS)})")
         if self.tuning not in TUNINGS:
             raise ValueError(f"unknown tuning {self.tuning!r} (valid: {', '.join(TUNINGS)})")
 
@@ -73,13 +73,12 @@ class SharingPlan:
 
     def trained(self, keys: Iterable[str], round_num: int) -> list[str]:
         """Keys whose arrays train in ``round_num`` (FFA-LoRA's A never does)."""
-        parts, frozen = self.parts(round_num), LORA_VARIANTS[self.aggregation].frozen
-        return [k for k in keys if key_part(k, self.connector) in parts and not k.endswith(frozen)]
+        parts = self.parts(round_num)
+        return [k for k in keys if key_part(k, self.connector) in parts and not k.endswith(self.frozen)]
 
     def exchanged(self, keys: Iterable[str], round_num: int) -> list[str]:
         """Keys whose arrays go to the server after ``round_num`` (and come back from it)."""
-        local = LORA_VARIANTS[self.aggregation].local
-        return [k for k in self.trained(keys, round_num) if not k.endswith(local)]
+        return [k for k in self.trained(keys, round_num) if not k.endswith(self.local)]
 
     def starts_stage(self, round_num: int) -> bool:
         """Whether ``round_num`` is the first LoRA round of a two-stage run."""
@@ -97,7 +96,7 @@ class PlannedStrategy:
     it is no longer at the seeded initialization every client can rebuild.
     """
 
-    inner: object  # core.strategies.base.Strategy
+    inner: object  # core.strategy.Strategy
     plan: SharingPlan
     initial: dict  # the seeded initial adapter, every array
 
@@ -127,3 +126,8 @@ class PlannedStrategy:
 
     def aggregate(self, round_num, state, updates):
         return self.inner.aggregate(round_num, state, updates)
+
+    def __getattr__(self, name):  # the inner strategy's optional parts (``expected_extras``)
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)

@@ -18,7 +18,7 @@ class Instruction:
 
     ``payload`` is the adapter state this client starts from (the broadcast global adapter,
     or a per-client payload such as FedALT's leave-one-out mean); ``config`` holds the
-    round's scalar settings for the client (local steps, lr, proximal mu, ...).
+    round's scalar settings for the client (its participation so far, ...).
     """
 
     payload: AdapterState

@@ -11,7 +11,7 @@ def _check_arrays(cid: str, what: str, arrays: AdapterState, reference: AdapterS
     extra = sorted(set(arrays) - set(reference))
     if missing or extra:
         raise UpdateError(
-            f"client {cid}: {what} keys differ from the global adapter "
+            f"client {cid}: {what} keys differ from the expected ones "
             f"(missing {missing[:3]}, unexpected {extra[:3]})"
         )
     for name, ref in reference.items():
@@ -25,13 +25,18 @@ def _check_arrays(cid: str, what: str, arrays: AdapterState, reference: AdapterS
             raise UpdateError(f"client {cid}: {what} {name} contains NaN or Inf")
 
 
-def validate_update(update: ClientUpdate, reference: AdapterState) -> None:
-    """Raise ``UpdateError`` naming the client and key unless ``update.state`` (and every
-    extras group) has exactly the reference's keys, shapes and dtypes, finite values, and
-    the example count is positive."""
+def validate_update(
+    update: ClientUpdate, reference: AdapterState, extras: dict[str, AdapterState] | None = None
+) -> None:
+    """Raise ``UpdateError`` naming the client and key unless ``update.state`` has exactly
+    the reference's keys, shapes and dtypes and finite values, the extras groups are the
+    ones ``extras`` names, each like its reference there (``None``: every group sent is
+    like ``reference``, as SCAFFOLD's ``dc``), and the example count is positive."""
     cid = update.client_id
     _check_arrays(cid, "update", update.state, reference)
+    if extras is not None and set(update.extras) != set(extras):
+        raise UpdateError(f"client {cid}: extras groups {sorted(update.extras)}, expected {sorted(extras)}")
     for group, arrays in update.extras.items():
-        _check_arrays(cid, f"extras[{group}]", arrays, reference)
+        _check_arrays(cid, f"extras[{group}]", arrays, reference if extras is None else extras[group])
     if update.num_examples <= 0:
         raise UpdateError(f"client {cid}: num_examples must be positive, got {update.num_examples}")

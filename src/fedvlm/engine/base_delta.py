@@ -1,5 +1,5 @@
 """Export of a run whose updates were merged into the base (FLoRA, FedEx-LoRA) as one
-standard PEFT adapter. (The base weights themselves: ``client.merged_base``.)"""
+standard PEFT adapter. (The base weights themselves: ``algorithms.flora.client``.)"""
 
 import numpy as np
 

@@ -3,7 +3,7 @@ round config each sampled client receives (built from the run's config on the se
 
 from fedvlm.client import Node, RoundConfig
 from fedvlm.client.round_config import local_steps
-from fedvlm.config import Config, client_ranks
+from fedvlm.config import Config, client_ranks, options_record
 from fedvlm.core.types import Instruction
 from fedvlm.engine.federation import node_view
 
@@ -16,8 +16,8 @@ def steps_per_round(cfg: Config, num_examples: int) -> int:
 
 def round_config(cfg: Config, instruction: Instruction, round_num: int, client_id: str) -> RoundConfig:
     """Everything client ``client_id`` needs for ``round_num``: the run's training settings,
-    its rank, and what the strategy and the runner put in ``instruction.config`` (its
-    participation so far, FedProx's mu)."""
+    its rank, the run's algorithms' options, and what the runner put in
+    ``instruction.config`` (its participation so far)."""
     t, f = cfg.train, cfg.federated
     return RoundConfig(
         round=round_num,
@@ -37,10 +37,8 @@ def round_config(cfg: Config, instruction: Instruction, round_num: int, client_i
         full_rank=cfg.lora.r,
         compression=f.compression,
         compression_block=f.compression_block,
-        proximal_mu=instruction.config.get("proximal_mu", 0.0),
-        fedalt_mixer=instruction.config.get("fedalt_mixer", "learned"),
-        fedalt_ortho=instruction.config.get("fedalt_ortho", 0.0),
         mixed_precision=t.mixed_precision,
+        options=options_record(cfg),
     )
 
 

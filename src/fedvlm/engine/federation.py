@@ -8,9 +8,9 @@ import numpy as np
 
 from fedvlm.config import Config, client_ranks
 from fedvlm.client import Node, NodeStore
-from fedvlm.client.merged_base import MergedBase
+from fedvlm.algorithms.flora.client import MergedBase
 from fedvlm.core.sharing import SharingPlan
-from fedvlm.core.variants import LORA_VARIANTS
+from fedvlm.algorithms.registry import VARIANTS
 from fedvlm.core.types import AdapterState
 from fedvlm.data.partition import partition_indices, split_local
 from fedvlm.errors import ConfigError, DataError, ModelError
@@ -48,7 +48,7 @@ class Federation:
     test_ds: object
     pooled_test: list[int]  # rows of test_ds for the global evaluation
     clients: dict[str, ClientData] = field(default_factory=dict)
-    merged_base: object = None  # client.merged_base.MergedBase, for variants that merge into the base
+    merged_base: object = None  # algorithms.flora.client.MergedBase, for variants that merge into the base
     loading: Loading = Loading()  # how batches are made (train.dataloader_*)
 
 
@@ -190,7 +190,7 @@ class LoadedModel:
     task: Task
     plan: SharingPlan
     initial_adapter: AdapterState
-    merged_base: object = None  # client.merged_base.MergedBase, for variants that merge into the base
+    merged_base: object = None  # algorithms.flora.client.MergedBase, for variants that merge into the base
     loading: Loading = Loading()  # how batches are made (train.dataloader_*)
 
 
@@ -234,12 +234,13 @@ def load_model(cfg: Config, family: Family, train_ds, loaded_base: tuple | None 
     initial = get_adapter_state(model)
     if lo.init_adapter:
         initial = warm_start(initial, Path(lo.init_adapter))
-    plan = SharingPlan(cfg.federated.aggregation, tuning, lo.two_stage_rounds, family.connector)
+    variant = VARIANTS[cfg.federated.aggregation]
+    plan = SharingPlan(tuning, lo.two_stage_rounds, family.connector, variant.frozen, variant.local)
     if client_ranks(cfg) and not any(k.endswith(".lora_A.weight") for k in plan.trained(initial, cfg.federated.rounds)):
         raise ConfigError(f"config keys 'lora.client_ranks' / 'lora.rank_groups': lora.tuning={tuning} trains no LoRA factors")
     task = task_for(cfg, family, processor, train_ds, labels)
     merged = None
-    if LORA_VARIANTS[cfg.federated.aggregation].merges_into_base:
+    if variant.merges_into_base:
         merged = MergedBase(model, f"federated.aggregation={cfg.federated.aggregation}")
     return LoadedModel(model, family, task, plan, initial, merged, loading(cfg))
 

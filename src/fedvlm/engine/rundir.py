@@ -7,7 +7,7 @@ Layout::
     RUN_DIR/baselines.json           centralized / local-only reference results
     RUN_DIR/adapters/round_NNNN      the global adapter after round N (the last few kept)
     RUN_DIR/adapters/final           the global adapter after the last round
-    RUN_DIR/adapters/personalized/ID personalized adapters (FedSA-LoRA, FedALT: models/personalized.py)
+    RUN_DIR/adapters/personalized/ID personalized adapters (FedSA-LoRA, FedALT: algorithms/fedalt/export.py)
     RUN_DIR/checkpoint/round_NNNN/   server state + RNG states after the last completed round
     RUN_DIR/clients/ID/              each client's persistent state (stateful algorithms)
     RUN_DIR/node-state-key           where nodes of a deployment keep this run's state

@@ -14,18 +14,17 @@ from tqdm.auto import tqdm
 from fedvlm.client import EvalRoundConfig, kept, personalized
 from fedvlm.client import evaluate as client_evaluate
 from fedvlm.client import train as client_train
-from fedvlm.client.merged_base import MergedBase
-from fedvlm.config import Config, save_config, strategy_name, strategy_options
+from fedvlm.algorithms.flora.client import MergedBase
+from fedvlm.config import Config, save_config, server_kwargs, server_side
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sharing import PlannedStrategy
 from fedvlm.core.sampling import expected_participation
-from fedvlm.core.strategies import build_strategy
-from fedvlm.core.strategies.base import Strategy
+from fedvlm.algorithms.registry import VARIANTS
+from fedvlm.core.strategy import Strategy
 from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.core.validate import validate_update
-from fedvlm.core.variants import LORA_VARIANTS
 from fedvlm.models.adapter import save_adapter, set_adapter_state
-from fedvlm.models.personalized import save_personalized
+from fedvlm.algorithms.fedalt.export import save_personalized
 from fedvlm.engine import rundir
 from fedvlm.engine.base_delta import export_merged
 from fedvlm.engine.records import personalized_summary
@@ -36,7 +35,7 @@ from fedvlm.train.evaluate import evaluate
 
 
 def make_strategy(cfg: Config, num_clients: int) -> Strategy:
-    return build_strategy(strategy_name(cfg), **strategy_options(cfg, num_clients))
+    return server_side(cfg)[1].server(**server_kwargs(cfg, num_clients))
 
 
 class InProcessClients:
@@ -102,8 +101,9 @@ def train_round(
         }
         messages[cid] = (instruction.payload, instruction.extras, round_config(cfg, instruction, round_num, cid))
     updates, failed = clients.train(messages, round_num)
+    expected = strategy.expected_extras(state) if hasattr(strategy, "expected_extras") else None
     for update in updates:
-        validate_update(update, state.global_state)
+        validate_update(update, state.global_state, expected)
         participation[update.client_id] += 1
     record = {
         "bytes_up": sum(u.metrics["bytes_up"] for u in updates),
@@ -144,7 +144,7 @@ def server_arrays(state) -> AdapterState:
 def shared_state(state, aggregation: str) -> AdapterState:
     """What the server sends every client of the model (`server_arrays`); nothing where
     every client's model is its own (FedALT)."""
-    return {} if LORA_VARIANTS[aggregation].personal else server_arrays(state)
+    return {} if VARIANTS[aggregation].personal else server_arrays(state)
 
 
 def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) -> AdapterState:
@@ -158,7 +158,7 @@ def full_states(cfg: Config, fed: Federation, state, clients, round_num: int) ->
     evaluation traffic, not counted in the round's ``bytes_up``.
     """
     shared = server_arrays(state)
-    if not LORA_VARIANTS[cfg.federated.aggregation].local:
+    if not VARIANTS[cfg.federated.aggregation].local:
         return {**fed.initial_adapter, **shared}
     own = [{**fed.initial_adapter, **arrays} for arrays in clients.kept(round_num).values()]
     if not own:
@@ -199,7 +199,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
     show = cfg.run.progress
     aggregation = cfg.federated.aggregation
     merged = None  # the base weights the clients' and the server's merged deltas go into
-    if LORA_VARIANTS[aggregation].merges_into_base:  # (a Federation built for another run may lack it)
+    if VARIANTS[aggregation].merges_into_base:  # (a Federation built for another run may lack it)
         fed.merged_base = merged = fed.merged_base or MergedBase(fed.model, f"federated.aggregation={aggregation}")
     if resume:
         state, rng_state, extra = rundir.load_checkpoint(run_dir)
@@ -247,7 +247,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
         )
     full = full_states(cfg, fed, state, clients, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
-    if LORA_VARIANTS[aggregation].personalized:  # each client reports its own model
+    if VARIANTS[aggregation].personalized:  # each client reports its own model
         for cid, adapter in clients.personalized(shared_state(state, aggregation), cfg.federated.rounds):
             save_personalized(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
     if merged is not None:

@@ -37,10 +37,11 @@ class _Handler:
 def _handle(kind: str, msg: Message, context: Context) -> Message:
     arrays, extras = unpack(msg.content)
     config = dict(msg.content["config"]) if "config" in msg.content else {}
+    options = dict(msg.content["options"]) if "options" in msg.content else {}
     node_config = dict(context.node_config)
     state_key = str(msg.content["run"]["state_key"]) if "run" in msg.content else ""
-    req = Request(kind, context.run_id, context.node_id, dict(context.run_config), node_config, config, state_key,
-                  arrays, extras)
+    req = Request(kind, context.run_id, context.node_id, dict(context.run_config), node_config, config, options,
+                  state_key, arrays, extras)
     if "worker" in node_config:
         reply = ask(str(node_config["worker"]), req)
     else:

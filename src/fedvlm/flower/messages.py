@@ -15,6 +15,7 @@ class Request:
     run_config: dict
     node_config: dict
     config: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the run's algorithms' options (train messages)
     state_key: str = ""  # where a node with its own state-dir keeps this run's state
     arrays: AdapterState = field(default_factory=dict)
     extras: dict[str, AdapterState] = field(default_factory=dict)

@@ -55,7 +55,7 @@ class NodeHandler:
                 raise ValueError(f"unknown query {ask!r}")
             return Reply(node.client_id, {"train_size": len(node.train_rows), **loads})
         if req.kind == "train":
-            update = train(req.arrays, req.extras, RoundConfig.from_record(req.config), node)
+            update = train(req.arrays, req.extras, RoundConfig.from_record(req.config, req.options), node)
             return Reply(node.client_id, {**update.metrics, **loads}, update.state, update.extras)
         if req.kind == "evaluate":
             return Reply(node.client_id, evaluate(req.arrays, EvalRoundConfig.from_record(req.config), node))

@@ -1,7 +1,7 @@
 """fedvlm's messages as Flower records and back.
 
-Train message: ``arrays`` (the payload), ``config`` (a `RoundConfig`), one ``extras.<name>``
-ArrayRecord per extras group (SCAFFOLD's ``c``, base increments). Reply: ``arrays`` (the
+Train message: ``arrays`` (the payload), ``config`` (a `RoundConfig`'s scalars), ``options``
+(its algorithms' options record), one ``extras.<name>`` ArrayRecord per extras group (SCAFFOLD's ``c``, base increments). Reply: ``arrays`` (the
 update), ``metrics``, ``extras.<name>``. Evaluate message: ``arrays`` and ``config`` (an
 `EvalRoundConfig`); reply: ``metrics``.
 """

@@ -99,7 +99,7 @@ class FlowerClients:
         return collect
 
     def train(self, messages: dict[str, tuple], round_num: int) -> tuple[list[ClientUpdate], dict[str, str]]:
-        contents = {cid: pack(p, e, config=c.to_record()) for cid, (p, e, c) in messages.items()}
+        contents = {cid: pack(p, e, config=c.to_record(), options=c.options) for cid, (p, e, c) in messages.items()}
         answered, failed = self._send("train", contents)
         # aggregate in the order the clients were sampled, whatever order replies came in
         updates = [update_from_reply(answered[cid]) for cid in messages if cid in answered]

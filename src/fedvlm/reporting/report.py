@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from fedvlm.core.variants import LORA_VARIANTS
+from fedvlm.algorithms.registry import VARIANTS
 from fedvlm.errors import DataError
 from fedvlm.fileio import write_atomic
 from fedvlm.reporting.plots import PLOT_NAMES, write_plots
@@ -218,7 +218,7 @@ def config_header(config: dict) -> list[str]:
         ("LoRA variant", get("federated", "aggregation")),
     ]
     lines = [f"- **{name}**: `{value}`" for name, value in items if value is not None]
-    variant = LORA_VARIANTS.get(get("federated", "aggregation"))
+    variant = VARIANTS.get(get("federated", "aggregation"))
     if variant is not None and variant.personalized:
         lines.append("- **pooled accuracy** is the server's reference (the mean of the clients' own arrays, no "
                      "mixer), not a model this method deploys: its numbers are the personalized ones")

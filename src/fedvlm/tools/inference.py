@@ -3,7 +3,7 @@
 
 Any adapter fedvlm writes works: a run's ``adapters/final`` or ``adapters/round_NNNN``, a
 client's ``adapters/personalized/<client>`` (FedALT's mixing included,
-`fedvlm.models.personalized`) and what ``fedvlm merge`` writes. The base model is the
+`fedvlm.algorithms.fedalt.export`) and what ``fedvlm merge`` writes. The base model is the
 adapter's own (``base_model_name_or_path``) unless ``model.path`` is given. An adapter
 inside a run directory is read with that run's config (its data, columns, template and
 metrics), a CONFIG file and overrides on top; elsewhere with the default config.
@@ -51,7 +51,7 @@ def load_adapter_model(cfg: Config, adapter: Path, labels: list[str] | None):
     from peft import PeftModel
 
     from fedvlm.models.load import load_base
-    from fedvlm.models.personalized import load_personalized
+    from fedvlm.algorithms.fedalt.export import load_personalized
     from fedvlm.models.precision import train_float32
 
     m = cfg.model

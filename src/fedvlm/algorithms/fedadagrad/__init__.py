@@ -1,0 +1,2 @@
+"""FedAdagrad (Reddi et al. 2021, https://arxiv.org/abs/2003.00295): Adagrad on the server, in server.py.
+"""

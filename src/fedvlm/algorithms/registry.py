@@ -1,0 +1,71 @@
+"""The registry: one line per algorithm (``fedvlm.algorithms``; the facts each line can
+state: `fedvlm.algorithms.base.Algorithm`)."""
+
+from importlib.metadata import entry_points
+
+from fedvlm.algorithms.base import Algorithm
+from fedvlm.algorithms.fedadagrad.server import FedAdagrad, FedAdagradOptions
+from fedvlm.algorithms.fedadam.server import FedAdam, FedAdamOptions
+from fedvlm.algorithms.fedalt.client import FedALTClient
+from fedvlm.algorithms.fedalt.server import FedALT, FedALTOptions
+from fedvlm.algorithms.fedavg.server import FedAvg
+from fedvlm.algorithms.fedavgm.server import FedAvgM, FedAvgMOptions
+from fedvlm.algorithms.fedex.server import FedExLoRA
+from fedvlm.algorithms.fedprox.client import FedProxClient
+from fedvlm.algorithms.fedprox.server import FedProx, FedProxOptions
+from fedvlm.algorithms.fedyogi.server import FedYogi, FedYogiOptions
+from fedvlm.algorithms.flora.client import BaseIncrements
+from fedvlm.algorithms.flora.server import FLoRA
+from fedvlm.algorithms.scaffold.client import ScaffoldClient
+from fedvlm.algorithms.scaffold.server import Scaffold, ScaffoldOptions
+from fedvlm.algorithms.svd.server import FlexLoRA, FlexLoRAOptions
+from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
+
+
+def _plugins(group: str) -> dict[str, Algorithm]:
+    """Algorithms other packages register (entry points ``name = "module:ALGORITHM"``)."""
+    return {point.name: point.load() for point in entry_points(group=group)}
+
+
+STRATEGIES: dict[str, Algorithm] = {
+    "fedavg": Algorithm(FedAvg, paper="https://arxiv.org/abs/1602.05629"),
+    "fedavgm": Algorithm(FedAvgM, options=FedAvgMOptions, paper="https://arxiv.org/abs/1909.06335"),
+    "fedadam": Algorithm(FedAdam, options=FedAdamOptions, paper="https://arxiv.org/abs/2003.00295"),
+    "fedyogi": Algorithm(FedYogi, options=FedYogiOptions, paper="https://arxiv.org/abs/2003.00295"),
+    "fedadagrad": Algorithm(FedAdagrad, options=FedAdagradOptions, paper="https://arxiv.org/abs/2003.00295"),
+    "fedprox": Algorithm(FedProx, FedProxClient, FedProxOptions, paper="https://arxiv.org/abs/1812.06127"),
+    "scaffold": Algorithm(Scaffold, ScaffoldClient, ScaffoldOptions, paper="https://arxiv.org/abs/1910.06378"),
+    **_plugins("fedvlm.strategies"),
+}
+
+VARIANTS: dict[str, Algorithm] = {
+    "naive": Algorithm(mixed_ranks=True, connector_stages=True, paper="https://arxiv.org/abs/2305.05644"),  # FedIT
+    "svd": Algorithm(FlexLoRA, options=FlexLoRAOptions, mixed_ranks=True, connector_stages=True, paper="https://arxiv.org/abs/2402.11505"),
+    "ffa": Algorithm(frozen=(A_SUFFIX,), paper="https://arxiv.org/abs/2403.12313"),
+    "fedsa": Algorithm(local=(B_SUFFIX,), paper="https://arxiv.org/abs/2410.01463"),
+    "flora": Algorithm(FLoRA, BaseIncrements, merges_into_base=True, paper="https://arxiv.org/abs/2409.05976"),
+    "fedex": Algorithm(FedExLoRA, BaseIncrements, merges_into_base=True, paper="https://arxiv.org/abs/2410.09432"),
+    "fedalt": Algorithm(FedALT, FedALTClient, FedALTOptions, personal=True, paper="https://arxiv.org/abs/2503.11880"),
+    **_plugins("fedvlm.variants"),
+}
+
+
+def client_sides() -> list[type]:
+    """Every registered client side, once each, in registry order. The client unit builds
+    those whose ``applies`` says this round's message asks for them."""
+    sides = [a.client for a in (*STRATEGIES.values(), *VARIANTS.values()) if a.client is not None]
+    return list(dict.fromkeys(sides))
+
+
+def option_fields() -> dict[str, object]:
+    """Every option name any registered algorithm takes, with its type hint: the keys the
+    config's ``federated`` section accepts beside its own."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    out = {}
+    for algorithm in (*STRATEGIES.values(), *VARIANTS.values()):
+        if algorithm.options is not None:
+            hints = get_type_hints(algorithm.options)
+            out.update({f.name: hints[f.name] for f in fields(algorithm.options)})
+    return out
