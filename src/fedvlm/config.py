@@ -13,7 +13,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from fedvlm.client.faults import ATTACKS, FAULTS
 from fedvlm.core.aggregate import WEIGHTINGS
+from fedvlm.engine.faults import check_entries
 from fedvlm.core.answers import ANSWER_SPANS
 from fedvlm.algorithms.base import Algorithm, OptionError
 from fedvlm.algorithms.registry import STRATEGIES, VARIANTS, option_fields
@@ -165,6 +167,7 @@ def _check(cfg: Config) -> None:
         _check_flower(cfg)
     if cfg.federated.round_timeout is not None and cfg.federated.round_timeout <= 0:
         raise ConfigError(f"config key 'federated.round_timeout': expected a positive number of seconds or null, got {cfg.federated.round_timeout}")
+    _check_misbehaviour(cfg)
     _check_variant(cfg, VARIANTS[cfg.federated.aggregation])
     for algorithm in chosen(cfg).values():
         algorithm_options(cfg, algorithm)  # each in range
@@ -220,6 +223,16 @@ def client_ranks(cfg: Config) -> dict[str, int]:
         if not 0 < rank <= cfg.lora.r:
             raise ConfigError(f"config key '{sources[cid]}': expected a rank 1..lora.r ({cfg.lora.r}), got {rank}")
     return ranks
+
+
+def _check_misbehaviour(cfg: Config) -> None:
+    f = cfg.federated
+    check_entries("federated.faults", f.faults, FAULTS, cfg.partition.num_clients, f.rounds)
+    check_entries("federated.attacks", f.attacks, ATTACKS, cfg.partition.num_clients, f.rounds)
+    if any(e["kind"] == "hang" for e in f.faults) and f.round_timeout is None:
+        raise ConfigError("config key 'federated.faults': a hang needs federated.round_timeout (the deadline it misses)")
+    if f.max_norm_ratio is not None and not f.max_norm_ratio > 1:
+        raise ConfigError(f"config key 'federated.max_norm_ratio': expected a ratio > 1 or null, got {f.max_norm_ratio}")
 
 
 def _check_variant(cfg: Config, variant: Algorithm) -> None:

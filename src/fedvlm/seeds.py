@@ -29,6 +29,9 @@ class Stream(IntEnum):
     COMPRESSION = 8  # (client, round): stochastic rounding of the uplink
     FLORA_REINIT = 9  # (round): FLoRA's fresh LoRA after each merge
     LOCAL_TEST = 10  # (client): which of a client's rows it holds out as its local test
+    FAULTS = 11  # (round): which clients commit an injected fault (federated.faults)
+    ATTACKS = 12  # (round): which clients attack (federated.attacks)
+    ATTACK_NOISE = 13  # (client, round): a noise attacker's noise
 
 
 IDS = {  # what each stream is drawn for
@@ -42,6 +45,9 @@ IDS = {  # what each stream is drawn for
     Stream.COMPRESSION: ("client", "round"),
     Stream.FLORA_REINIT: ("round",),
     Stream.LOCAL_TEST: ("client",),
+    Stream.FAULTS: ("round",),
+    Stream.ATTACKS: ("round",),
+    Stream.ATTACK_NOISE: ("client", "round"),
 }
 
 

@@ -113,6 +113,15 @@ class FederatedConfig:
     # Flower engine: seconds the server waits for a round's replies; a client that has not
     # answered by then is left out of the round (null: wait for every client).
     round_timeout: float | None = None
+    # An update whose change is more than this many times the median change of the
+    # round's other valid updates is left out of the round (null: no bound).
+    max_norm_ratio: float | None = 100.0
+    # Clients told to misbehave, for tests, demos and benchmarks/robustness.py (client/faults.py):
+    # faults (rejected updates or none: raise, hang, nan, inf, shape, dtype, missing_key,
+    # extra_key, norm) and attacks (updates that pass validation: sign_flip, scale, noise),
+    # each entry {kind, clients: [ids], rounds: [n], probability, scale (attacks)}.
+    faults: list[dict] = field(default_factory=list)
+    attacks: list[dict] = field(default_factory=list)
     # The chosen strategy's and LoRA variant's own options, each written as a key of this
     # section (``federated.server_lr``, ``federated.mu``, ``federated.fedalt_mixer``...): the
     # fields of their options dataclasses (fedvlm/algorithms/<name>/server.py), whose

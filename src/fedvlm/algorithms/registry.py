@@ -16,9 +16,13 @@ from fedvlm.algorithms.fedprox.server import FedProx, FedProxOptions
 from fedvlm.algorithms.fedyogi.server import FedYogi, FedYogiOptions
 from fedvlm.algorithms.flora.client import BaseIncrements
 from fedvlm.algorithms.flora.server import FLoRA
+from fedvlm.algorithms.krum.server import Krum, KrumOptions
+from fedvlm.algorithms.median.server import Median
+from fedvlm.algorithms.norm_bound.server import NormBound, NormBoundOptions
 from fedvlm.algorithms.scaffold.client import ScaffoldClient
 from fedvlm.algorithms.scaffold.server import Scaffold, ScaffoldOptions
 from fedvlm.algorithms.svd.server import FlexLoRA, FlexLoRAOptions
+from fedvlm.algorithms.trimmed_mean.server import TrimmedMean, TrimmedMeanOptions
 from fedvlm.core.lora import A_SUFFIX, B_SUFFIX
 
 
@@ -35,6 +39,11 @@ STRATEGIES: dict[str, Algorithm] = {
     "fedadagrad": Algorithm(FedAdagrad, options=FedAdagradOptions, paper="https://arxiv.org/abs/2003.00295"),
     "fedprox": Algorithm(FedProx, FedProxClient, FedProxOptions, paper="https://arxiv.org/abs/1812.06127"),
     "scaffold": Algorithm(Scaffold, ScaffoldClient, ScaffoldOptions, paper="https://arxiv.org/abs/1910.06378"),
+    # robust aggregation, of each LoRA layer's product s B A (core/robust.py):
+    "median": Algorithm(Median, paper="https://arxiv.org/abs/1803.01498"),
+    "trimmed_mean": Algorithm(TrimmedMean, options=TrimmedMeanOptions, paper="https://arxiv.org/abs/1803.01498"),
+    "krum": Algorithm(Krum, options=KrumOptions, paper="https://arxiv.org/abs/1703.02757"),
+    "norm_bound": Algorithm(NormBound, options=NormBoundOptions, paper="https://arxiv.org/abs/1911.07963"),
     **_plugins("fedvlm.strategies"),
 }
 

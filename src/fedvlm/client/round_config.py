@@ -29,6 +29,10 @@ class RoundConfig:
     compression: str = "none"  # uplink: none, int8, int4
     compression_block: int = 64
     mixed_precision: str = "no"  # autocast of the forward pass: no, bf16, fp16
+    fault: str = ""  # an injected fault this client commits this round (client/faults.py)
+    attack: str = ""  # an attack this client makes this round, and its scale
+    attack_scale: float = 1.0
+    hang_seconds: float = 0.0  # how long a hanging client sleeps (past the round's deadline)
     # The run's algorithms' options (fedvlm.algorithms): one record of scalars, which a Flower
     # message carries as its own ConfigRecord beside this one.
     options: dict[str, Any] = field(default_factory=dict)

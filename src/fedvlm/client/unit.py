@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from fedvlm.algorithms.registry import client_sides
+from fedvlm.client import faults
 from fedvlm.client.node import LOCAL, Node
 from fedvlm.client.round_config import RoundConfig
 from fedvlm.core.compress import compress_delta
@@ -47,6 +48,7 @@ def train(
     by round.
     """
     c, round_num = config, config.round
+    faults.before_training(c.fault, node.client_id, c.hang_seconds)
     rows = node.train_rows
     n_steps = c.steps(len(rows))
     first_step = c.rounds_done * n_steps
@@ -93,6 +95,9 @@ def train(
     for side in sides:
         extras_up.update(side.finish(start, state))
     # Only the client's own rank travels; the server sees it zero-padded to full rank.
+    if c.attack:
+        rng = np.random.default_rng(seed_for(c.seed, Stream.ATTACK_NOISE, node.seed_id, round_num))
+        state = faults.attack(c.attack, state, {k: start[k] for k in state}, c.attack_scale, rng)
     own = (lambda x: slice_rank(x, c.rank)) if c.rank < c.full_rank else (lambda x: x)
     sent, nbytes = _send(c, own(state), own(received), [node.seed_id, round_num])
     metrics = {
@@ -108,7 +113,10 @@ def train(
     }
     # Like a Flower client, report the training-set size; the server weights by it (or by
     # metrics["examples"], or uniformly: federated.weighting).
-    return ClientUpdate(node.client_id, _at_rank(sent, c.rank, c.full_rank), len(rows), metrics, extras_up)
+    sent = _at_rank(sent, c.rank, c.full_rank)
+    if c.fault:
+        sent = faults.corrupt(c.fault, sent, {k: start[k] for k in sent})
+    return ClientUpdate(node.client_id, sent, len(rows), metrics, extras_up)
 
 
 def _at_rank(state: AdapterState, rank: int, full_rank: int) -> AdapterState:

@@ -14,10 +14,12 @@ def steps_per_round(cfg: Config, num_examples: int) -> int:
     return local_steps(t.local_steps, t.local_epochs, t.batch_size * t.grad_accum, num_examples)
 
 
-def round_config(cfg: Config, instruction: Instruction, round_num: int, client_id: str) -> RoundConfig:
+def round_config(cfg: Config, instruction: Instruction, round_num: int, client_id: str,
+                 fault: dict | None = None, attack: dict | None = None) -> RoundConfig:
     """Everything client ``client_id`` needs for ``round_num``: the run's training settings,
     its rank, the run's algorithms' options, and what the runner put in
-    ``instruction.config`` (its participation so far)."""
+    ``instruction.config`` (its participation so far), and the fault or attack it is told to
+    commit (``fedvlm.engine.faults``)."""
     t, f = cfg.train, cfg.federated
     return RoundConfig(
         round=round_num,
@@ -39,6 +41,10 @@ def round_config(cfg: Config, instruction: Instruction, round_num: int, client_i
         compression_block=f.compression_block,
         mixed_precision=t.mixed_precision,
         options=options_record(cfg),
+        fault=(fault or {}).get("kind", ""),
+        attack=(attack or {}).get("kind", ""),
+        attack_scale=float((attack or {}).get("scale", 1.0)),
+        hang_seconds=(f.round_timeout or 0.0) + 5.0 if fault and fault["kind"] == "hang" else 0.0,
     )
 
 

@@ -23,6 +23,8 @@ from fedvlm.algorithms.registry import VARIANTS
 from fedvlm.core.strategy import Strategy
 from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.core.validate import validate_update
+from fedvlm.engine.faults import assigned
+from fedvlm.errors import FedvlmError, UpdateError
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.algorithms.fedalt.export import save_personalized
 from fedvlm.engine import rundir
@@ -47,17 +49,24 @@ class InProcessClients:
 
     def train(self, messages: dict[str, tuple], round_num: int) -> tuple[list[ClientUpdate], dict[str, str]]:
         """``messages``: client id -> (payload, extras, RoundConfig). Returns the updates and
-        the clients that failed, with why (none in process: an error stops the run)."""
-        updates = []
+        the clients that failed, with why: an error the client raised, or (an injected
+        hang) no reply before the round's deadline, as on Flower."""
+        updates, failed = [], {}
         for cid in tqdm(messages, desc=f"round {round_num} clients", leave=False, disable=not self.show):
-            bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not self.show)
             payload, extras, config = messages[cid]
-            updates.append(client_train(
-                payload, extras, config, node_of(self.fed, cid, self.store),
-                on_step=lambda loss: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
-            ))
+            if config.fault == "hang":  # one process cannot wait out a client; it is late by definition
+                failed[cid] = LATE
+                continue
+            bar = tqdm(desc=f"client {cid} steps", leave=False, disable=not self.show)
+            try:
+                updates.append(client_train(
+                    payload, extras, config, node_of(self.fed, cid, self.store),
+                    on_step=lambda loss: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
+                ))
+            except Exception as e:  # noqa: BLE001 - a client's failure is its round's, not the run's
+                failed[cid] = f"error: {type(e).__name__}: {e}".splitlines()[0][:300]
             bar.close()
-        return updates, {}
+        return updates, failed
 
     def kept(self, round_num: int) -> dict[str, AdapterState]:
         """Client id -> the trained arrays it keeps to itself, as of after ``round_num``."""
@@ -94,25 +103,74 @@ def train_round(
     instructions = strategy.configure(round_num, state, client_ids, rng)
     f = cfg.federated
     schedule_rounds = expected_participation(f.rounds, len(client_ids), f.fraction, f.min_clients)
+    faults = assigned(f.faults, Stream.FAULTS, cfg.run.seed, round_num, client_ids)
+    attacks = assigned(f.attacks, Stream.ATTACKS, cfg.run.seed, round_num, client_ids)
     messages = {}
     for cid, instruction in instructions.items():
         instruction.config = {
             **instruction.config, "rounds_done": participation[cid], "schedule_rounds": schedule_rounds
         }
-        messages[cid] = (instruction.payload, instruction.extras, round_config(cfg, instruction, round_num, cid))
-    updates, failed = clients.train(messages, round_num)
-    expected = strategy.expected_extras(state) if hasattr(strategy, "expected_extras") else None
+        messages[cid] = (instruction.payload, instruction.extras,
+                         round_config(cfg, instruction, round_num, cid, faults.get(cid), attacks.get(cid)))
+    received, failed = clients.train(messages, round_num)
+    updates = valid_updates(received, state, strategy, cfg.federated.max_norm_ratio, failed)
+    failed = {cid: failed[cid] for cid in messages if cid in failed}  # in sampling order
+    if len(updates) < f.min_clients:
+        raise TooFewClients(
+            f"round {round_num}: {len(updates)} of {len(messages)} clients answered with a valid update, fewer than "
+            f"federated.min_clients ({f.min_clients}); left out: "
+            + "; ".join(f"{cid} ({why})" for cid, why in failed.items())
+        )
     for update in updates:
-        validate_update(update, state.global_state, expected)
         participation[update.client_id] += 1
     record = {
-        "bytes_up": sum(u.metrics["bytes_up"] for u in updates),
-        "bytes_down": sum(u.metrics["bytes_down"] for u in updates),
+        "bytes_up": sum(u.metrics["bytes_up"] for u in received),
+        "bytes_down": sum(u.metrics["bytes_down"] for u in received),
         "clients": {u.client_id: u.metrics for u in updates},
     }
     if failed:
         record["failed"] = failed
-    return strategy.aggregate(round_num, state, updates), record
+    attackers = {cid: m[2].attack for cid, m in messages.items() if m[2].attack}
+    if attackers:
+        record["attackers"] = attackers
+    new = strategy.aggregate(round_num, state, updates)
+    if not all(np.isfinite(a).all() for a in new.global_state.values()):
+        raise FedvlmError(f"round {round_num}: the aggregate of valid updates is not finite; the run stopped before writing it")
+    return new, record
+
+
+class TooFewClients(FedvlmError):
+    """A round with fewer valid updates than ``federated.min_clients``."""
+
+
+LATE = "no reply before the round deadline"
+
+
+def valid_updates(received: list[ClientUpdate], state, strategy, max_norm_ratio: float | None, failed: dict) -> list:
+    """The updates that pass validation (`core.validate`) and, with ``max_norm_ratio``,
+    whose change from the global adapter is at most that many times the median change of
+    the round's other valid updates; the rest go into ``failed`` with why."""
+    expected = strategy.expected_extras(state) if hasattr(strategy, "expected_extras") else None
+    valid = []
+    for update in received:
+        try:
+            validate_update(update, state.global_state, expected)
+            valid.append(update)
+        except UpdateError as e:
+            failed[update.client_id] = str(e)
+    if max_norm_ratio is None or len(valid) < 2:
+        return valid
+    norms = [float(np.sqrt(sum(np.sum((u.state[k].astype(np.float64) - state.global_state[k]) ** 2)
+                               for k in state.global_state))) for u in valid]
+    kept = []
+    for i, update in enumerate(valid):
+        others = float(np.median(norms[:i] + norms[i + 1:]))
+        if norms[i] > max_norm_ratio * others:
+            failed[update.client_id] = (f"client {update.client_id}: update norm {norms[i]:.3g} is {norms[i] / others:.3g} "
+                                        f"times the median of the others' (federated.max_norm_ratio {max_norm_ratio:g})")
+        else:
+            kept.append(update)
+    return kept
 
 
 def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: AdapterState, round_num: int, clients) -> dict:
@@ -222,7 +280,10 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
     for round_num in rounds:
         start = time.perf_counter()
         state = strategy.begin_round(round_num, state)
-        state, record = train_round(cfg, clients, client_ids, strategy, state, rng, round_num, participation)
+        try:
+            state, record = train_round(cfg, clients, client_ids, strategy, state, rng, round_num, participation)
+        except TooFewClients as e:
+            raise TooFewClients(f"{e}; the run stopped after round {round_num - 1} (continue with --resume {run_dir})") from None
         if merged is not None:  # clients applied what they were sent; the server evaluates its own
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start

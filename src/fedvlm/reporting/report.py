@@ -279,6 +279,21 @@ def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
     return lines
 
 
+def left_out(metrics: list[dict]) -> list[str]:
+    """Bullets naming, per round, the clients left out of the aggregation and why, and the
+    clients told to attack (``federated.attacks``)."""
+    lines = []
+    for record in metrics:
+        for cid, why in (record.get("failed") or {}).items():
+            lines.append(f"  - round {record['round']}, client {cid}: {why}")
+    attacks = [f"round {r['round']}: " + ", ".join(f"{c} ({k})" for c, k in r["attackers"].items())
+               for r in metrics if r.get("attackers")]
+    out = [f"- **left out** of their round's aggregation: {len(lines)} client updates"] + lines if lines else []
+    if attacks:
+        out.append("- **attackers** (federated.attacks; their updates pass validation): " + "; ".join(attacks))
+    return out
+
+
 def speed(metrics: list[dict]) -> list[str]:
     """The bullet on speed: the share of the clients' training time spent waiting for
     batches, and the pooled evaluation's questions per second (last round)."""
@@ -322,7 +337,7 @@ def render_report(
     parts += ["## Results", ""]
     if metrics:
         metric = (config.get("eval") or {}).get("metric", "accuracy") if isinstance(config, dict) else "accuracy"
-        parts += lead(metrics, metric) + headline(metrics, baselines) + speed(metrics)
+        parts += lead(metrics, metric) + headline(metrics, baselines) + left_out(metrics) + speed(metrics)
         parts += ["", summary_table(metrics, baselines), ""]
     else:
         parts += ["_no metrics recorded yet_", ""]

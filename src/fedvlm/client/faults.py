@@ -1,0 +1,81 @@
+"""What a client told to misbehave sends instead of its honest update: injected faults
+(``federated.faults``) and simulated attacks (``federated.attacks``), for tests, demos and
+``benchmarks/robustness.py``. The server decides who misbehaves in a round
+(`fedvlm.engine.faults`) and says so in the client's round config; nothing here runs unless
+it does.
+
+Faults make an update the server must reject (`fedvlm.core.validate`) or a reply it never
+gets: ``raise`` (the client errors), ``hang`` (no reply before the round deadline), ``nan``,
+``inf``, ``shape``, ``dtype``, ``missing_key``, ``extra_key`` and ``norm`` (the update's
+change times 1e6). Attacks make updates that pass validation: ``sign_flip`` (the change
+reversed, times ``scale``), ``scale`` (the change times ``scale``) and ``noise`` (the change
+plus Gaussian noise of standard deviation ``scale`` times its RMS).
+"""
+
+import time
+
+import numpy as np
+
+from fedvlm.core.types import AdapterState
+
+FAULTS = ("raise", "hang", "nan", "inf", "shape", "dtype", "missing_key", "extra_key", "norm")
+ATTACKS = ("sign_flip", "scale", "noise")
+EXTRA_KEY = "injected.extra_key"
+
+
+class InjectedFault(RuntimeError):
+    """The error a client told to ``raise`` raises."""
+
+
+def before_training(kind: str, client_id: str, hang_seconds: float) -> None:
+    """A ``raise`` client errors; a ``hang`` client sleeps past the round's deadline."""
+    if kind == "raise":
+        raise InjectedFault(f"client {client_id}: injected fault 'raise'")
+    if kind == "hang":
+        time.sleep(hang_seconds)
+
+
+def _first_float_key(state: AdapterState) -> str:
+    return sorted(k for k, v in state.items() if np.issubdtype(v.dtype, np.floating))[0]
+
+
+def corrupt(kind: str, state: AdapterState, start: AdapterState) -> AdapterState:
+    """``state`` (the client's trained arrays) broken as the fault ``kind`` says; ``start``
+    is what the client started the round from (the change is ``state - start``)."""
+    out = dict(state)
+    key = _first_float_key(state)
+    if kind == "nan":
+        out[key] = np.full_like(state[key], np.nan)
+    elif kind == "inf":
+        out[key] = np.full_like(state[key], np.inf)
+    elif kind == "shape":
+        out[key] = state[key].reshape(-1)[:-1].copy()
+    elif kind == "dtype":
+        out[key] = state[key].astype(np.float64)
+    elif kind == "missing_key":
+        del out[key]
+    elif kind == "extra_key":
+        out[EXTRA_KEY] = np.zeros(1, dtype=np.float32)
+    elif kind == "norm":
+        out = {k: (start[k] + 1e6 * (v.astype(np.float64) - start[k])).astype(v.dtype) for k, v in state.items()}
+    elif kind not in ("", "raise", "hang"):
+        raise ValueError(f"unknown fault {kind!r}")
+    return out
+
+
+def attack(kind: str, state: AdapterState, start: AdapterState, scale: float, rng: np.random.Generator) -> AdapterState:
+    """``state`` as the attack ``kind`` rewrites it, from the change ``state - start``."""
+    out = {}
+    for k, v in state.items():
+        change = v.astype(np.float64) - start[k]
+        if kind == "sign_flip":
+            change = -scale * change
+        elif kind == "scale":
+            change = scale * change
+        elif kind == "noise":
+            rms = float(np.sqrt(np.mean(change**2))) if change.size else 0.0
+            change = change + rng.normal(0.0, scale * rms, size=change.shape)
+        else:
+            raise ValueError(f"unknown attack {kind!r}")
+        out[k] = (start[k] + change).astype(v.dtype)
+    return out

@@ -1,0 +1,139 @@
+"""Faults are dropped, not fatal: an update that fails validation, a client that errors or
+answers past the deadline is left out of its round and named with its reason; the round
+aggregates the rest; too few answers stop the run with one line that --resume continues."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from fedvlm.client.faults import ATTACKS, FAULTS
+from fedvlm.config import load_config
+from fedvlm.engine.faults import assigned
+from fedvlm.errors import ConfigError
+from fedvlm.seeds import Stream
+from tiny import TINY_RUN
+
+FINAL = "adapters/final/adapter_model.safetensors"
+# 4 clients, 3 rounds: in each round three clients commit a different fault, one is honest
+FAULTY = [
+    "partition.num_clients=4", "federated.rounds=3", "federated.round_timeout=30",
+    "federated.faults=[{kind: raise, clients: [0], rounds: [1]}, {kind: nan, clients: [1], rounds: [1]},"
+    " {kind: inf, clients: [2], rounds: [1]}, {kind: shape, clients: [0], rounds: [2]},"
+    " {kind: dtype, clients: [1], rounds: [2]}, {kind: missing_key, clients: [2], rounds: [2]},"
+    " {kind: extra_key, clients: [0], rounds: [3]}, {kind: norm, clients: [1], rounds: [3]},"
+    " {kind: hang, clients: [2], rounds: [3]}]",
+]
+REASONS = {
+    (1, "0"): "injected fault 'raise'", (1, "1"): "contains NaN or Inf", (1, "2"): "contains NaN or Inf",
+    (2, "0"): "has shape", (2, "1"): "float64", (2, "2"): "keys differ", (3, "0"): "keys differ",
+    (3, "1"): "times the median", (3, "2"): "no reply before the round deadline",
+}
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_every_fault_kind_is_left_out_with_its_reason(tmp_path):
+    from fedvlm.cli import main
+
+    assert main(["run", *TINY_RUN, *FAULTY, f"run.output_dir={tmp_path}", "run.name=faulty"]) == 0
+    rounds = _metrics(tmp_path / "faulty")[1:]
+    assert len(rounds) == 3
+    for record in rounds:
+        n = record["round"]
+        assert set(record["failed"]) == {"0", "1", "2"}, record["failed"]
+        for cid, reason in record["failed"].items():
+            assert REASONS[n, cid] in reason, (n, cid, reason)
+        assert set(record["clients"]) == {"3"}  # the honest client, aggregated alone
+    final = load_file(str(tmp_path / "faulty" / FINAL))
+    assert all(np.isfinite(a).all() for a in final.values())
+    report = (tmp_path / "faulty" / "report.md").read_text()
+    assert "left out" in report and "no reply before the round deadline" in report
+
+
+def test_too_few_answers_stop_the_run_with_one_line(tmp_path, capsys):
+    from fedvlm.cli import main
+
+    bad = ["federated.min_clients=2", "federated.faults=[{kind: raise, clients: [1], rounds: [2]}]"]
+    assert main(["run", *TINY_RUN, *bad, f"run.output_dir={tmp_path}", "run.name=few"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fedvlm: error: round 2: 1 of 2 clients answered with a valid update, fewer than "
+                          "federated.min_clients (2); left out: 1 (error: ")
+    assert "--resume" in err
+    assert [r["round"] for r in _metrics(tmp_path / "few")] == [0, 1]  # round 1 complete and checkpointed
+
+
+def test_fault_assignment_is_seeded_per_round_and_independent_of_order():
+    entries = [{"kind": "nan", "probability": 0.5}]
+    ids = [str(i) for i in range(8)]
+    first = assigned(entries, Stream.FAULTS, 0, 3, ids)
+    assert first == assigned(entries, Stream.FAULTS, 0, 3, ids)
+    assert 0 < len(first) < 8  # about half
+    assert assigned(entries, Stream.FAULTS, 1, 3, ids) != first or assigned(entries, Stream.FAULTS, 0, 4, ids) != first
+    # an entry limited to clients and rounds applies there only
+    only = assigned([{"kind": "raise", "clients": [2], "rounds": [1]}], Stream.FAULTS, 0, 1, ids)
+    assert only == {"2": {"kind": "raise", "clients": [2], "rounds": [1]}}
+    assert assigned([{"kind": "raise", "clients": [2], "rounds": [1]}], Stream.FAULTS, 0, 2, ids) == {}
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["federated.faults=[{kind: melt}]"], r"'federated.faults\[0\]': unknown kind 'melt' \(valid: " + ", ".join(FAULTS)),
+    (["federated.attacks=[{kind: nan}]"], r"'federated.attacks\[0\]': unknown kind 'nan' \(valid: " + ", ".join(ATTACKS)),
+    (["federated.faults=[{kind: nan, clients: [7]}]"], r"'clients' expected a list of client ids 0..1"),
+    (["federated.faults=[{kind: nan, rounds: [0]}]"], r"'rounds' expected a list of rounds 1..2"),
+    (["federated.faults=[{kind: nan, probability: 2}]"], r"'probability' expected 0 < p <= 1"),
+    (["federated.faults=[{kind: nan, scale: 2}]"], r"unknown field\(s\) \['scale'\]"),
+    (["federated.attacks=[{kind: scale, scale: -1}]"], r"'scale' expected a positive number"),
+    (["federated.faults=[{kind: hang}]"], r"'federated.faults': a hang needs federated.round_timeout"),
+    (["federated.max_norm_ratio=0.5"], r"'federated.max_norm_ratio': expected a ratio > 1 or null"),
+])
+def test_bad_fault_settings_are_one_line(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [*TINY_RUN, *overrides])
+
+
+def test_faults_attacks_and_a_robust_aggregator_on_both_engines(tmp_path, monkeypatch):
+    """The same faults and attacks give the same rounds on Flower's simulation runtime as in
+    process: the same clients left out, the same attackers, the same final adapter."""
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    common = [*TINY_RUN, "partition.num_clients=3", "federated.strategy=median", f"run.output_dir={tmp_path}",
+              "federated.attacks=[{kind: sign_flip, clients: [0], scale: 3.0}]",
+              "federated.faults=[{kind: nan, clients: [1], rounds: [2]}, {kind: raise, clients: [2], rounds: [1]}]"]
+    assert main(["run", *common, "run.name=inproc"]) == 0
+    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
+    ours, theirs = _metrics(tmp_path / "flower")[1:], _metrics(tmp_path / "inproc")[1:]
+    assert [sorted(r["failed"]) for r in ours] == [sorted(r["failed"]) for r in theirs] == [["2"], ["1"]]
+    assert "injected fault 'raise'" in ours[0]["failed"]["2"] and "NaN" in ours[1]["failed"]["1"]
+    assert [r["attackers"] for r in ours] == [r["attackers"] for r in theirs] == [{"0": "sign_flip"}] * 2
+    assert (tmp_path / "flower" / FINAL).read_bytes() == (tmp_path / "inproc" / FINAL).read_bytes()
+
+
+@pytest.mark.parametrize("strategy", ["trimmed_mean", "krum", "norm_bound"])
+def test_each_robust_aggregator_runs_a_job(tmp_path, strategy):
+    from fedvlm.cli import main
+
+    extra = {"trimmed_mean": ["federated.trim_beta=0.34"], "krum": ["federated.krum_f=0"], "norm_bound": []}[strategy]
+    run = ["run", *TINY_RUN, "partition.num_clients=3", "federated.rounds=1", f"federated.strategy={strategy}", *extra,
+           f"run.output_dir={tmp_path}", "run.name=r"]
+    assert main(run) == 0
+    final = load_file(str(tmp_path / "r" / FINAL))
+    assert all(np.isfinite(a).all() for a in final.values())
+
+
+def test_a_node_error_is_named_by_its_cause():
+    from fedvlm.flower.server_app import short_reason
+
+    ray = ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m\n"
+           "Traceback (most recent call last):\n  File \"unit.py\", line 51, in train\n"
+           "fedvlm.client.faults.InjectedFault: client 2: injected fault 'raise'\n\n"
+           "The above exception was the direct cause of the following exception:\n"
+           "flwr.clientapp.client_app.ClientAppException: \n"
+           "Exception ClientAppException occurred. Message: client 2: injected fault 'raise''>")
+    assert short_reason(ray) == "client 2: injected fault 'raise'"
+    plain = "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad row 7 in data.jsonl\n"
+    assert short_reason(plain) == "ValueError: bad row 7 in data.jsonl"
