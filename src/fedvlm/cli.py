@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedvlm.config import Config, load_config, save_config
 from fedvlm.errors import FedvlmError, ModelError
+from fedvlm.fileio import write_atomic
 
 
 def _run_dir(cfg: Config, suffix: str = "") -> Path:
@@ -46,20 +47,27 @@ def cmd_run(args) -> None:
         replace = rundir.check_new_run_dir(run_dir, cfg.run.overwrite)
     fed = build_federation(cfg)
     if args.resume:
+        saved = (run_dir / rundir.CONFIG_FILE).read_text(encoding="utf-8")
         if resume.completed is None:  # stopped before round 1 completed: start again
             rundir.clear_run_outputs(run_dir)
         record_resume(resume)
     else:
         rundir.make_run_dir(run_dir, replace)
     resuming = bool(args.resume and resume.completed is not None)
-    if cfg.run.engine == "flower-sim":
-        from fedvlm.flower.simulation import run_flower_simulation
+    try:
+        if cfg.run.engine == "flower-sim":
+            from fedvlm.flower.simulation import run_flower_simulation
 
-        if not (run_dir / rundir.CONFIG_FILE).exists():
-            save_config(cfg, run_dir / rundir.CONFIG_FILE)
-        run_flower_simulation(cfg, run_dir, resume=resuming)
-    else:
-        run_simulation(cfg, run_dir, resume=resuming, fed=fed)
+            if not (run_dir / rundir.CONFIG_FILE).exists():
+                save_config(cfg, run_dir / rundir.CONFIG_FILE)
+            run_flower_simulation(cfg, run_dir, resume=resuming)
+        else:
+            run_simulation(cfg, run_dir, resume=resuming, fed=fed)
+    except Exception:
+        # A resume that failed before completing a round leaves config.yaml as it found it.
+        if args.resume and (rundir.latest_round(run_dir) or 0) <= (resume.completed or 0):
+            write_atomic(run_dir / rundir.CONFIG_FILE, saved)
+        raise
     run_baselines(cfg, fed, run_dir, cfg.run.baselines)
     _finish(cfg, run_dir)
 
@@ -121,10 +129,16 @@ def cmd_eval(args) -> None:
 
     from fedvlm.tools.inference import evaluate_adapter
 
+    out = Path(args.out) if args.out else None
+    if out is not None:  # checked before the evaluation, which may take long
+        if out.exists():
+            raise FedvlmError(f"--out {out}: already exists (fedvlm eval writes a new file; choose another name)")
+        if not out.parent.is_dir():
+            raise FedvlmError(f"--out {out}: no directory {out.parent} to write it in")
     result = evaluate_adapter(Path(args.adapter), args.config, args.overrides)
     text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    if out is not None:
+        write_atomic(out, text + "\n")
     print(text)
 
 

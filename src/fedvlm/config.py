@@ -6,6 +6,7 @@ A config is a YAML file of sections (``model``, ``data``, ...) overlaid with
 """
 
 import dataclasses
+import math
 import types
 from dataclasses import fields
 from pathlib import Path
@@ -137,6 +138,9 @@ def _check(cfg: Config) -> None:
             raise ConfigError(
                 f"config key '{key}': expected one of {sorted(choices)}, got {flat[key]!r}"
             )
+    for key, value in {**flat, **{f"federated.{k}": v for k, v in cfg.federated.options.items()}}.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}': expected a finite number, got {value}")
     for key in _POSITIVE:
         if flat[key] is not None and flat[key] <= 0:
             raise ConfigError(f"config key '{key}': expected a positive number, got {flat[key]!r}")
@@ -227,8 +231,8 @@ def client_ranks(cfg: Config) -> dict[str, int]:
 
 def _check_misbehaviour(cfg: Config) -> None:
     f = cfg.federated
-    check_entries("federated.faults", f.faults, FAULTS, cfg.partition.num_clients, f.rounds)
-    check_entries("federated.attacks", f.attacks, ATTACKS, cfg.partition.num_clients, f.rounds)
+    check_entries("federated.faults", f.faults, FAULTS, cfg.partition.num_clients)
+    check_entries("federated.attacks", f.attacks, ATTACKS, cfg.partition.num_clients)
     if any(e["kind"] == "hang" for e in f.faults) and f.round_timeout is None:
         raise ConfigError("config key 'federated.faults': a hang needs federated.round_timeout (the deadline it misses)")
     if f.max_norm_ratio is not None and not f.max_norm_ratio > 1:
@@ -353,6 +357,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read ``path`` (YAML; None means the built-in defaults), apply overrides, validate."""
     data: dict[str, Any] = {}
@@ -361,7 +381,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(), Loader=_UniqueKeys) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}")
         if not isinstance(data, dict):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from fedvlm.client import RoundConfig
-from fedvlm.errors import FedvlmError
 from fedvlm.flower import server_app
 from fedvlm.flower.records import pack
 from tiny import TINY_RUN
@@ -58,7 +57,8 @@ class _Grid:
                 content = pack({"w": np.ones(2, np.float32)}, {}, client={"client_id": "a"},
                                metrics={"train_size": 5, "bytes_up": 8, "bytes_down": 8})
                 replies.append(SimpleNamespace(metadata=meta, has_error=lambda: False, content=content))
-            elif node == 12:
+            elif node == 12:  # an error Flower makes for a node may name another source node
+                meta = SimpleNamespace(src_node_id=0, reply_to_message_id=mid)
                 replies.append(SimpleNamespace(metadata=meta, has_error=lambda: True,
                                                error=SimpleNamespace(reason="CUDA out of memory")))
         return replies
@@ -84,12 +84,6 @@ def test_failed_and_late_clients_are_left_out_and_named(plain_messages):
     assert [u.client_id for u in updates] == ["a"] and updates[0].num_examples == 5
     assert updates[0].state["w"].tolist() == [1.0, 1.0]
     assert failed == {"b": "error: CUDA out of memory", "c": "no reply before the round deadline"}
-
-
-def test_a_round_with_fewer_answers_than_min_clients_stops(plain_messages):
-    clients = server_app.FlowerClients(_Grid(), {"a": 11, "b": 12, "c": 13}, timeout=0.5, min_clients=2)
-    with pytest.raises(FedvlmError, match="round 3: 1 of 3 clients answered, fewer than federated.min_clients"):
-        clients.train({cid: ({}, {}, _config()) for cid in "abc"}, 3)
 
 
 @pytest.mark.parametrize("aggregation", ["fedsa", "fedalt"])

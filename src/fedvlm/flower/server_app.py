@@ -33,8 +33,10 @@ POLL_SECONDS = 0.2
 def push(grid: Grid, messages: list[Message], timeout: float | None):
     """Grid.send_and_receive in two halves: push ``messages`` now, and return the function
     that pulls their replies (every `POLL_SECONDS`, until each has one or ``timeout``
-    seconds have passed since the push), so the server can work while the nodes do."""
-    waiting = set(grid.push_messages(messages))
+    seconds have passed since the push), so the server can work while the nodes do. The
+    function's ``ids`` are the pushed messages' ids, in order."""
+    ids = list(grid.push_messages(messages))
+    waiting = set(ids)
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def replies() -> list[Message]:
@@ -49,6 +51,7 @@ def push(grid: Grid, messages: list[Message], timeout: float | None):
                 time.sleep(POLL_SECONDS)
         return pulled_all
 
+    replies.ids = ids
     return replies
 
 
@@ -88,7 +91,6 @@ class FlowerClients:
     def __init__(self, grid: Grid, nodes: dict[str, int], timeout: float | None, min_clients: int, state_key: str = ""):
         self.grid, self.nodes, self.timeout, self.min_clients = grid, nodes, timeout, min_clients
         self.state_key = state_key
-        self.client_of = {node_id: cid for cid, node_id in nodes.items()}
 
     def _send(self, message_type: str, contents: dict) -> tuple[dict, dict[str, str]]:
         return self._push(message_type, contents)()
@@ -100,11 +102,16 @@ class FlowerClients:
             content["run"] = ConfigRecord({"state_key": self.state_key})
         out = [Message(content, dst_node_id=self.nodes[cid], message_type=message_type) for cid, content in contents.items()]
         replies = push(self.grid, out, self.timeout)
+        # a reply is the client's its message went to (an error Flower makes for a dead
+        # node may come from another node id)
+        client_of_message = dict(zip(replies.ids, contents))
 
         def collect() -> tuple[dict, dict[str, str]]:
             answered, failed = {}, {}
             for reply in replies():
-                cid = self.client_of.get(reply.metadata.src_node_id, str(reply.metadata.src_node_id))
+                cid = client_of_message.get(reply.metadata.reply_to_message_id)
+                if cid is None:
+                    continue  # not a reply to this round's messages
                 if reply.has_error():
                     failed[cid] = f"error: {short_reason(reply.error.reason)}"
                 else:
