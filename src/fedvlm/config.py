@@ -22,7 +22,7 @@ from fedvlm.algorithms.base import Algorithm, OptionError
 from fedvlm.algorithms.registry import STRATEGIES, VARIANTS, option_fields
 from fedvlm.core.sharing import TUNINGS
 from fedvlm.errors import ConfigError
-from fedvlm.fileio import write_atomic
+from fedvlm.fileio import is_one_directory_name, write_atomic
 from fedvlm.core.text_metrics import TEXT_METRICS
 from fedvlm.models.families import ATTN_IMPLEMENTATIONS, FAMILIES, FAMILY_ALIASES
 from fedvlm.settings import (  # noqa: F401 - the sections are part of this module's API
@@ -188,12 +188,7 @@ def check_run_name(name: str | None) -> None:
     ``..``, an absolute path or a path with separators, so it cannot reach outside it."""
     if name is None:
         return
-    if (
-        not name.strip()
-        or name in (".", "..")
-        or any(c in name for c in ("/", "\\", "\0"))
-        or name != name.strip()
-    ):
+    if not is_one_directory_name(name):
         raise ConfigError(
             f"config key 'run.name': expected one directory name (no '/', not empty, '.' or '..'), got {name!r}"
         )

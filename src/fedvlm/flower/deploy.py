@@ -10,6 +10,7 @@ SuperNode an EC key pair in the OpenSSH formats ``flower-supernode
 
 import datetime
 import ipaddress
+import os
 from pathlib import Path
 
 from cryptography import x509
@@ -34,11 +35,14 @@ def _san(host: str) -> x509.GeneralName:
 
 
 def _write_new(path: Path, data: bytes, private: bool = False) -> None:
-    if path.exists():
-        raise ConfigError(f"{path} exists; fedvlm never overwrites a certificate or key (remove it first)")
-    path.write_bytes(data)
-    if private:
-        path.chmod(0o600)
+    """Create ``path`` (never replace it) with its final mode from the start: a private key
+    is this user's only (0600) before a byte of it is written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; fedvlm never overwrites a certificate or key (remove it first)") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def make_certificates(out_dir: Path, hosts: list[str]) -> dict[str, Path]:

@@ -13,6 +13,8 @@ the server's state key for the run (new for a fresh run, kept across resumes).
 
 from pathlib import Path
 
+from fedvlm.fileio import is_one_directory_name
+
 from fedvlm.client import EvalRoundConfig, Node, RoundConfig, evaluate, kept, personalized, train
 from fedvlm.engine.federation import LoadedModel
 from fedvlm.flower.messages import Reply, Request
@@ -30,8 +32,9 @@ class NodeHandler:
         if req.node_id not in self.nodes:
             node_config = dict(req.node_config)
             if "state-dir" in node_config:  # a node's own directory, for every run it serves
-                if not req.state_key:
-                    raise ValueError("the server sent no state key for this run's state on the node")
+                if not req.state_key or not is_one_directory_name(req.state_key):
+                    raise ValueError(f"the server's state key {req.state_key!r} is not one directory name; "
+                                     "this node keeps each run's state in one directory inside its own state-dir")
                 node_config["state-dir"] = str(Path(node_config["state-dir"]) / req.state_key)
             else:  # a simulated node: under the run directory, as the in-process simulator
                 node_config["state-dir"] = str(run_dir_of(req.run_config) / "clients")
