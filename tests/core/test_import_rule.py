@@ -82,7 +82,7 @@ def test_the_client_unit_reads_no_run_config_and_no_runner():
 
 
 # The layers of DESIGN.md, top down: a package may import those below it, never above.
-LAYERS = ["fedvlm.cli", "fedvlm.tools", "fedvlm.reporting", "fedvlm.flower", "fedvlm.engine", "fedvlm.client",
+LAYERS = ["fedvlm.cli", "fedvlm.tools", "fedvlm.flower", "fedvlm.reporting", "fedvlm.engine", "fedvlm.client",
           "fedvlm.algorithms", "fedvlm.train", "fedvlm.models", "fedvlm.data", "fedvlm.core"]
 
 
@@ -107,7 +107,7 @@ def test_a_layer_violation_is_caught(tmp_path):
     """The rule's own check: an engine file importing reporting is reported."""
     bad = tmp_path / "simulate.py"
     bad.write_text("from fedvlm.reporting.report import write_report\nimport fedvlm.flower.worker\n")
-    assert _fedvlm_imports(bad) & set(LAYERS[:4]) == {"fedvlm.reporting", "fedvlm.flower"}
+    assert _fedvlm_imports(bad) & set(LAYERS[:LAYERS.index("fedvlm.engine")]) == {"fedvlm.reporting", "fedvlm.flower"}
 
 
 def test_no_library_file_is_over_400_lines():

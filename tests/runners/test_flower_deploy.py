@@ -65,6 +65,8 @@ def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_r
         assert (run_dir / path).read_bytes() == (inproc_dir / path).read_bytes(), path
     deployed, inproc = _records(run_dir), _records(inproc_dir)
     assert [r["eval"] for r in deployed] == [r["eval"] for r in inproc]
+    # the ServerApp leaves a complete run directory: its report and plots too
+    assert (run_dir / "report.md").is_file() and (run_dir / "plots" / "accuracy.png").is_file()
     # each node keeps this run's state in its own directory, apart from the other runs'
     key = (run_dir / "node-state-key").read_text()
     assert all((deployment.root / f"state{i}" / key / str(i)).is_dir() for i in (0, 1))

@@ -22,6 +22,7 @@ from fedvlm.engine.federation import build_federation
 from fedvlm.flower.records import nested_metrics, pack, unpack, update_from_reply
 from fedvlm.flower.run_config import config_from_run_config, run_dir_of
 from fedvlm.engine.simulate import run_rounds
+from fedvlm.reporting.report import write_report
 
 app = ServerApp()
 
@@ -168,7 +169,7 @@ def discover(grid: Grid, expected: int, state_key: str, wait: float = 600.0) -> 
     nodes = {}
     for reply in push(grid, queries, None)():
         if reply.has_error():
-            raise FedvlmError(f"node {reply.metadata.src_node_id} failed to set up: {reply.error.reason[:300]}")
+            raise FedvlmError(f"node {reply.metadata.src_node_id} failed to set up: {short_reason(reply.error.reason)}")
         cid = str(reply.content["client"]["client_id"])
         if cid in nodes:
             raise FedvlmError(f"nodes {nodes[cid]} and {reply.metadata.src_node_id} both call themselves client {cid}")
@@ -182,3 +183,4 @@ def run_on_grid(cfg: Config, grid: Grid, run_dir, resume: bool = False) -> None:
     nodes = discover(grid, cfg.partition.num_clients, state_key)
     clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients, state_key)
     run_rounds(cfg, run_dir, fed, clients, list(nodes), resume)
+    write_report(run_dir)  # a deployment's run directory is complete without `fedvlm report`
