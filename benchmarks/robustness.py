@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=10.0, help="the scale attack's factor")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="run names to run (default: all)")
+    parser.add_argument("--reuse", action="store_true", help="read runs already finished in --out instead of rerunning them")
     args = parser.parse_args()
     common = ["run.progress=false", "run.baselines=[]", "partition.num_clients=8", f"federated.rounds={args.rounds}",
               f"train.local_steps={args.local_steps}", f"run.seed={args.seed}", f"run.output_dir={args.out}",
@@ -80,9 +81,13 @@ def main() -> None:
             continue
         start = time.perf_counter()
         run_name = name.replace("/", "-")
-        code = fedvlm(["run", *common, *overrides, f"run.name={run_name}"])
-        results[name] = {"exit": code, "seconds": round(time.perf_counter() - start, 1),
-                         **(final(args.out / run_name) if code == 0 else {})}
+        done = args.out / run_name / "adapters" / "final"
+        if args.reuse and done.is_dir():  # a finished run of an earlier invocation
+            code, seconds = 0, None
+        else:
+            code = fedvlm(["run", *common, *overrides, f"run.name={run_name}"])
+            seconds = round(time.perf_counter() - start, 1)
+        results[name] = {"exit": code, "seconds": seconds, **(final(args.out / run_name) if code == 0 else {})}
         print(name, results[name], flush=True)
     clean = results.get("clean", {}).get("accuracy")
     lines = ["| run | final accuracy % | vs clean (points) | updates left out | seconds |", "|---|---|---|---|---|"]

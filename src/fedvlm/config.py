@@ -381,6 +381,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}")
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: expected a mapping of sections at the top")
+    return _from_data(data, overrides)
+
+
+def config_from_text(text: str, what: str = "the server's job") -> Config:
+    """A config from YAML ``text`` (what the ServerApp sends its nodes), validated."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeys) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what}: expected a mapping of sections at the top")
+    return _from_data(data, ())
+
+
+def config_text(cfg: Config) -> str:
+    """``cfg`` as the YAML `config_from_text` reads."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _from_data(data: dict[str, Any], overrides) -> Config:
     for text in overrides:
         keys, value = parse_override(text)
         node = data
@@ -396,5 +416,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 def save_config(cfg: Config, path: Path, header: list[str] = ()) -> None:
     """Write ``cfg`` as YAML (atomically), after ``header`` comment lines."""
-    text = "".join(line + "\n" for line in header) + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    text = "".join(line + "\n" for line in header) + config_text(cfg)
     write_atomic(path, text)

@@ -132,3 +132,26 @@ def test_nothing_in_the_package_unpickles():
                 if node.func.attr in ("send", "recv") and getattr(node.func.value, "id", "") == "conn":
                     found.append(f"{where} multiprocessing's pickling {node.func.attr}")
     assert found == []
+
+
+def _job(tmp_path):
+    from fedvlm.config import config_text, load_config
+    from tiny import TINY_RUN
+
+    return config_text(load_config(None, [*TINY_RUN, f"run.output_dir={tmp_path}"]))
+
+
+def test_a_node_takes_the_job_from_the_message_and_its_paths_from_its_own_config(tmp_path):
+    from fedvlm.errors import ModelError
+
+    node = {"state-dir": str(tmp_path / "state"), "partition-id": 1, "num-partitions": 2}
+    # the run config names a YAML file the node does not have: it is never read
+    run_config = {"config": str(tmp_path / "nowhere.yaml"), "run_dir": str(tmp_path / "run")}
+    reply = NodeHandler().handle(Request("query", 1, 7, run_config, node, state_key="k", job=_job(tmp_path)))
+    assert reply.client_id == "1" and reply.metrics["train_size"] > 0
+    # the node's own model-path wins over the job's model.path
+    own = {**node, "model-path": str(tmp_path / "the-nodes-model")}
+    with pytest.raises(ModelError, match="the-nodes-model"):
+        NodeHandler().handle(Request("query", 2, 7, run_config, own, state_key="k", job=_job(tmp_path)))
+    with pytest.raises(ValueError, match="sent no job"):
+        NodeHandler().handle(Request("query", 3, 7, run_config, node, state_key="k"))

@@ -10,10 +10,16 @@ Node config (Flower's ``--node-config``, hyphenated keys):
     ``image-dir`` and ``client-id``, or
   - ``partition-id`` and ``num-partitions`` (demos and tests): the rows the simulator gives
     client ``partition-id`` of the run's ``data.source``, so both engines train on the same
-    splits. ``num-partitions`` must equal ``partition.num_clients``.
+    splits. ``num-partitions`` must equal ``partition.num_clients``;
+- ``model-path`` (optional): the base model this node loads, whatever ``model.path`` the
+  server's job names (the server's path is a path on the server's machine).
+
+What the node reads from its disk is named by its own config only: the job's settings
+(LoRA, training, evaluation) come with the server's messages, never as a file name.
 """
 
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 from fedvlm.client import Node
@@ -31,6 +37,8 @@ def build_node(cfg: Config, node_config: dict, loaded: LoadedModel | None = None
     model, as the in-process simulator's clients do."""
     if "state-dir" not in node_config:
         raise ConfigError("node config: 'state-dir' missing (the node's own directory for its state)")
+    if "model-path" in node_config:
+        cfg = replace(cfg, model=replace(cfg.model, path=str(node_config["model-path"])))
     family = peek_family(cfg)
     if "partition-id" in node_config:
         cid, seed_id, train_ds, train, test = _partition(cfg, family, node_config)
@@ -54,8 +62,6 @@ def _partition(cfg: Config, family, node_config: dict):
 
 
 def _own_data(cfg: Config, family, node_config: dict):
-    from dataclasses import replace
-
     path = Path(node_config["data-path"])
     if not path.exists():
         raise ConfigError(f"node config: 'data-path' {path} does not exist")

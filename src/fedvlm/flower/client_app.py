@@ -39,9 +39,10 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     config = dict(msg.content["config"]) if "config" in msg.content else {}
     options = dict(msg.content["options"]) if "options" in msg.content else {}
     node_config = dict(context.node_config)
-    state_key = str(msg.content["run"]["state_key"]) if "run" in msg.content else ""
+    run = msg.content["run"] if "run" in msg.content else {}
+    state_key, job = str(run.get("state_key", "")), str(run.get("job", ""))
     req = Request(kind, context.run_id, context.node_id, dict(context.run_config), node_config, config, options,
-                  state_key, arrays, extras)
+                  state_key, job, arrays, extras)
     if "worker" in node_config:
         reply = ask(str(node_config["worker"]), req)
     else:

@@ -17,6 +17,7 @@ class Request:
     config: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # the run's algorithms' options (train messages)
     state_key: str = ""  # where a node with its own state-dir keeps this run's state
+    job: str = ""  # the run's config as YAML, sent by the ServerApp with every message
     arrays: AdapterState = field(default_factory=dict)
     extras: dict[str, AdapterState] = field(default_factory=dict)
 

@@ -18,7 +18,8 @@ from fedvlm.fileio import is_one_directory_name
 from fedvlm.client import EvalRoundConfig, Node, RoundConfig, evaluate, kept, personalized, train
 from fedvlm.engine.federation import LoadedModel
 from fedvlm.flower.messages import Reply, Request
-from fedvlm.flower.run_config import config_from_run_config, run_dir_of
+from fedvlm.config import config_from_text
+from fedvlm.flower.run_config import run_dir_of
 from fedvlm.engine.node_setup import build_node
 
 
@@ -38,7 +39,9 @@ class NodeHandler:
                 node_config["state-dir"] = str(Path(node_config["state-dir"]) / req.state_key)
             else:  # a simulated node: under the run directory, as the in-process simulator
                 node_config["state-dir"] = str(run_dir_of(req.run_config) / "clients")
-            node = build_node(config_from_run_config(req.run_config), node_config, self.model)
+            if not req.job:
+                raise ValueError("the server sent no job (the run's config) with its message")
+            node = build_node(config_from_text(req.job), node_config, self.model)
             if self.model is None:
                 self.model = LoadedModel(node.model, None, node.task, node.plan, node.initial_adapter, node.base)
             self.nodes[req.node_id] = node

@@ -14,7 +14,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedvlm.client import EvalRoundConfig
-from fedvlm.config import Config
+from fedvlm.config import Config, config_text
 from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.errors import FedvlmError
 from fedvlm.engine import rundir
@@ -89,9 +89,10 @@ def _order(cid: str):
 class FlowerClients:
     """How the server reaches clients on Flower: one message per sampled client."""
 
-    def __init__(self, grid: Grid, nodes: dict[str, int], timeout: float | None, min_clients: int, state_key: str = ""):
+    def __init__(self, grid: Grid, nodes: dict[str, int], timeout: float | None, min_clients: int, state_key: str = "",
+                 job: str = ""):
         self.grid, self.nodes, self.timeout, self.min_clients = grid, nodes, timeout, min_clients
-        self.state_key = state_key
+        self.state_key, self.job = state_key, job
 
     def _send(self, message_type: str, contents: dict) -> tuple[dict, dict[str, str]]:
         return self._push(message_type, contents)()
@@ -100,7 +101,7 @@ class FlowerClients:
         """Push one message per client; returns the function that collects the replies as
         (client id -> reply content, client id -> why it failed)."""
         for content in contents.values():
-            content["run"] = ConfigRecord({"state_key": self.state_key})
+            content["run"] = ConfigRecord({"state_key": self.state_key, "job": self.job})
         out = [Message(content, dst_node_id=self.nodes[cid], message_type=message_type) for cid, content in contents.items()]
         replies = push(self.grid, out, self.timeout)
         # a reply is the client's its message went to (an error Flower makes for a dead
@@ -157,14 +158,14 @@ class FlowerClients:
         return self._ask("personalized", round_num, shared).items()
 
 
-def discover(grid: Grid, expected: int, state_key: str, wait: float = 600.0) -> dict[str, int]:
+def discover(grid: Grid, expected: int, state_key: str, job: str, wait: float = 600.0) -> dict[str, int]:
     """Client id -> node id of the ``expected`` nodes, once they are all connected."""
     deadline = time.monotonic() + wait
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
             raise FedvlmError(f"{len(node_ids)} of partition.num_clients={expected} nodes connected after {wait:.0f} s")
         time.sleep(1.0)
-    run = {"state_key": state_key}
+    run = {"state_key": state_key, "job": job}
     queries = [Message(pack({}, {}, run=run), dst_node_id=n, message_type="query") for n in node_ids]
     nodes = {}
     for reply in push(grid, queries, None)():
@@ -180,7 +181,8 @@ def discover(grid: Grid, expected: int, state_key: str, wait: float = 600.0) -> 
 def run_on_grid(cfg: Config, grid: Grid, run_dir, resume: bool = False) -> None:
     fed = build_federation(cfg)  # the server's model, pooled test set and initial adapter
     state_key = rundir.node_state_key(run_dir, resume)
-    nodes = discover(grid, cfg.partition.num_clients, state_key)
-    clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients, state_key)
+    job = config_text(cfg)  # the nodes read the job from the messages, never from a file the server names
+    nodes = discover(grid, cfg.partition.num_clients, state_key, job)
+    clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients, state_key, job)
     run_rounds(cfg, run_dir, fed, clients, list(nodes), resume)
     write_report(run_dir)  # a deployment's run directory is complete without `fedvlm report`

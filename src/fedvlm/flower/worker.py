@@ -76,7 +76,7 @@ def ask(socket_path: str, req: Request) -> Reply:
     except OSError as e:
         raise FedvlmError(f"node config 'worker': no fedvlm worker at {socket_path} ({e.strerror})") from None
     with conn:
-        header = {k: getattr(req, k) for k in ("kind", "run_id", "node_id", "run_config", "node_config", "config", "options", "state_key")}
+        header = {k: getattr(req, k) for k in ("kind", "run_id", "node_id", "run_config", "node_config", "config", "options", "state_key", "job")}
         _send(conn, header, _groups(req.arrays, req.extras))
         try:
             header, groups = _receive(conn)
