@@ -137,3 +137,14 @@ def test_a_node_error_is_named_by_its_cause():
     assert short_reason(ray) == "client 2: injected fault 'raise'"
     plain = "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad row 7 in data.jsonl\n"
     assert short_reason(plain) == "ValueError: bad row 7 in data.jsonl"
+
+
+def test_too_few_answers_on_flower_sim_stop_with_the_same_line(tmp_path, capsys):
+    from fedvlm.cli import main
+
+    bad = ["federated.min_clients=2", "federated.faults=[{kind: raise, clients: [1], rounds: [2]}]", "run.engine=flower-sim"]
+    assert main(["run", *TINY_RUN, *bad, f"run.output_dir={tmp_path}", "run.name=few"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fedvlm: error: round 2: 1 of 2 clients answered with a valid update, fewer than "
+                          "federated.min_clients (2); left out: 1 (error: client 1: injected fault 'raise')")
+    assert "the run stopped after round 1 (continue with --resume" in err

@@ -36,10 +36,11 @@ from fedvlm.engine.records import METRICS_FILE
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoint"
+STOPPED_FILE = "stopped.txt"  # why a ServerApp stopped the run early (its one line)
 # Everything a run directory may hold (older versions also wrote checkpoint.tmp / .old).
 RUN_DIR_ENTRIES = {
     CONFIG_FILE, METRICS_FILE, "baselines.json", "adapters", CHECKPOINT_DIR, "checkpoint.tmp",
-    "checkpoint.old", "clients", "report.md", "plots", "flower-superlink.log", "node-state-key",
+    "checkpoint.old", "clients", "report.md", "plots", "flower-superlink.log", "node-state-key", STOPPED_FILE,
 }
 
 

@@ -17,6 +17,7 @@ from fedvlm.client import EvalRoundConfig
 from fedvlm.config import Config, config_text
 from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.errors import FedvlmError
+from fedvlm.fileio import write_atomic
 from fedvlm.engine import rundir
 from fedvlm.engine.federation import build_federation
 from fedvlm.flower.records import nested_metrics, pack, unpack, update_from_reply
@@ -62,7 +63,13 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = run_dir_of(context.run_config)
     run_dir.mkdir(parents=True, exist_ok=True)  # (a run started by hand with `flwr run`)
     resume = bool(context.run_config.get("resume", False)) and rundir.latest_round(run_dir) is not None
-    run_on_grid(cfg, grid, run_dir, resume)
+    stopped = run_dir / rundir.STOPPED_FILE
+    stopped.unlink(missing_ok=True)
+    try:
+        run_on_grid(cfg, grid, run_dir, resume)
+    except FedvlmError as e:  # `flwr run` does not pass it on: leave the one line where fedvlm finds it
+        write_atomic(stopped, f"{e}\n")
+        raise
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -54,6 +54,9 @@ def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> N
             except subprocess.TimeoutExpired:
                 link.kill()
     done = rundir.latest_round(run_dir)
+    stopped = run_dir / rundir.STOPPED_FILE
+    if done != cfg.federated.rounds and stopped.is_file():  # the ServerApp's own one line
+        raise FedvlmError(stopped.read_text(encoding="utf-8").strip())
     if done != cfg.federated.rounds:
         raise FedvlmError(
             f"the Flower run stopped after {done or 0} of {cfg.federated.rounds} rounds; "
