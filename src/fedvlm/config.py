@@ -316,10 +316,10 @@ def server_side(cfg: Config) -> tuple[str, Algorithm]:
     return f.strategy, STRATEGIES[f.strategy]
 
 
-def server_kwargs(cfg: Config, num_clients: int | None = None) -> dict[str, Any]:
+def server_kwargs(cfg: Config, num_clients: int | None = None, client_sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """What the server side's constructor gets: its options (`algorithm_options`) and the
-    run's settings and facts it has a field for (sampling, weighting, client count, LoRA
-    scaling, seed)."""
+    run's settings and facts it has a field for (sampling, weighting, client count, every
+    client's training-set size, LoRA scaling, seed)."""
     f = cfg.federated
     _, algorithm = server_side(cfg)
     facts = {
@@ -329,6 +329,7 @@ def server_kwargs(cfg: Config, num_clients: int | None = None) -> dict[str, Any]
         "num_clients": num_clients or cfg.partition.num_clients,
         "lora_scaling": cfg.lora.alpha / cfg.lora.r,
         "seed": cfg.run.seed,
+        "client_sizes": client_sizes,
     }
     takes = {field.name for field in fields(algorithm.server)}
     kwargs = {k: v for k, v in facts.items() if k in takes}

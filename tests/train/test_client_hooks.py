@@ -85,9 +85,26 @@ def test_scaffold_server_update():
     ]
     new = s.aggregate(1, state, updates)
     np.testing.assert_allclose(new.global_state["w"], [0.25, 1.5])  # example-weighted mean of y
-    np.testing.assert_allclose(new.buffers["c"]["w"], [1.0, 2.0])  # (1/N) sum dc, N = 4
+    np.testing.assert_allclose(new.buffers["c"]["w"], [1.0, 2.0])  # (1/N) sum dc, N = 4 (no sizes: the paper's)
     ins = s.configure(2, new, ["0", "1", "2", "3"], np.random.default_rng(0))
     assert all(np.array_equal(i.extras["c"]["w"], [1.0, 2.0]) for i in ins.values())
+
+
+def test_scaffold_averages_c_with_the_models_weights():
+    # four clients of 10, 30, 20 and 20 rows (80 in all); clients 0 and 1 sampled:
+    # c = 10/80 * [4, 0] + 30/80 * [0, 8] = [0.5, 3.0], with the model's data-size weights
+    sizes = {"0": 10, "1": 30, "2": 20, "3": 20}
+    updates = [
+        ClientUpdate("0", {"w": np.array([1.0, 0.0], np.float32)}, 10, extras={"dc": {"w": np.array([4.0, 0.0], np.float32)}}),
+        ClientUpdate("1", {"w": np.array([0.0, 2.0], np.float32)}, 30, extras={"dc": {"w": np.array([0.0, 8.0], np.float32)}}),
+    ]
+    s = Scaffold(num_clients=4, client_sizes=sizes)
+    new = s.aggregate(1, s.initialize({"w": np.zeros(2, dtype=np.float32)}), updates)
+    np.testing.assert_allclose(new.buffers["c"]["w"], [0.5, 3.0])
+    # uniform weighting: the paper's 1/N, [1, 2]
+    s = Scaffold(num_clients=4, client_sizes=sizes, weighting="uniform")
+    new = s.aggregate(1, s.initialize({"w": np.zeros(2, dtype=np.float32)}), updates)
+    np.testing.assert_allclose(new.buffers["c"]["w"], [1.0, 2.0])
 
 
 def test_fedprox_sends_mu_and_averages_like_fedavg():

@@ -36,8 +36,8 @@ from fedvlm.seeds import Stream, seed_for
 from fedvlm.train.evaluate import evaluate
 
 
-def make_strategy(cfg: Config, num_clients: int) -> Strategy:
-    return server_side(cfg)[1].server(**server_kwargs(cfg, num_clients))
+def make_strategy(cfg: Config, num_clients: int, client_sizes: dict[str, int] | None = None) -> Strategy:
+    return server_side(cfg)[1].server(**server_kwargs(cfg, num_clients, client_sizes))
 
 
 class InProcessClients:
@@ -46,6 +46,7 @@ class InProcessClients:
 
     def __init__(self, cfg: Config, fed: Federation, store):
         self.fed, self.store, self.show = fed, store, cfg.run.progress
+        self.sizes = {cid: len(client.train) for cid, client in fed.clients.items()}  # training-set sizes
 
     def train(self, messages: dict[str, tuple], round_num: int) -> tuple[list[ClientUpdate], dict[str, str]]:
         """``messages``: client id -> (payload, extras, RoundConfig). Returns the updates and
@@ -253,7 +254,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
     """The server's loop, whatever the engine: ``fed`` is what the server holds (the model
     it evaluates, the pooled test set, the initial adapter), ``clients`` how it reaches
     the clients ``client_ids`` (`InProcessClients`, or Flower's)."""
-    strategy = PlannedStrategy(make_strategy(cfg, len(client_ids)), fed.plan, fed.initial_adapter)
+    strategy = PlannedStrategy(make_strategy(cfg, len(client_ids), clients.sizes), fed.plan, fed.initial_adapter)
     show = cfg.run.progress
     aggregation = cfg.federated.aggregation
     merged = None  # the base weights the clients' and the server's merged deltas go into

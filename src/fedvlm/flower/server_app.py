@@ -100,6 +100,7 @@ class FlowerClients:
                  job: str = ""):
         self.grid, self.nodes, self.timeout, self.min_clients = grid, nodes, timeout, min_clients
         self.state_key, self.job = state_key, job
+        self.sizes: dict[str, int] = {}  # each client's training-set size, from its first query
 
     def _send(self, message_type: str, contents: dict) -> tuple[dict, dict[str, str]]:
         return self._push(message_type, contents)()
@@ -165,8 +166,9 @@ class FlowerClients:
         return self._ask("personalized", round_num, shared).items()
 
 
-def discover(grid: Grid, expected: int, state_key: str, job: str, wait: float = 600.0) -> dict[str, int]:
-    """Client id -> node id of the ``expected`` nodes, once they are all connected."""
+def discover(grid: Grid, expected: int, state_key: str, job: str, wait: float = 600.0) -> tuple[dict[str, int], dict[str, int]]:
+    """Client id -> node id of the ``expected`` nodes, once they are all connected, and
+    client id -> its training-set size."""
     deadline = time.monotonic() + wait
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.monotonic() > deadline:
@@ -174,7 +176,7 @@ def discover(grid: Grid, expected: int, state_key: str, job: str, wait: float = 
         time.sleep(1.0)
     run = {"state_key": state_key, "job": job}
     queries = [Message(pack({}, {}, run=run), dst_node_id=n, message_type="query") for n in node_ids]
-    nodes = {}
+    nodes, sizes = {}, {}
     for reply in push(grid, queries, None)():
         if reply.has_error():
             raise FedvlmError(f"node {reply.metadata.src_node_id} failed to set up: {short_reason(reply.error.reason)}")
@@ -182,14 +184,16 @@ def discover(grid: Grid, expected: int, state_key: str, job: str, wait: float = 
         if cid in nodes:
             raise FedvlmError(f"nodes {nodes[cid]} and {reply.metadata.src_node_id} both call themselves client {cid}")
         nodes[cid] = reply.metadata.src_node_id
-    return dict(sorted(nodes.items(), key=lambda item: _order(item[0])))
+        sizes[cid] = int(nested_metrics(dict(reply.content["metrics"]))["train_size"])
+    return dict(sorted(nodes.items(), key=lambda item: _order(item[0]))), sizes
 
 
 def run_on_grid(cfg: Config, grid: Grid, run_dir, resume: bool = False) -> None:
     fed = build_federation(cfg)  # the server's model, pooled test set and initial adapter
     state_key = rundir.node_state_key(run_dir, resume)
     job = config_text(cfg)  # the nodes read the job from the messages, never from a file the server names
-    nodes = discover(grid, cfg.partition.num_clients, state_key, job)
+    nodes, sizes = discover(grid, cfg.partition.num_clients, state_key, job)
     clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients, state_key, job)
+    clients.sizes = sizes
     run_rounds(cfg, run_dir, fed, clients, list(nodes), resume)
     write_report(run_dir)  # a deployment's run directory is complete without `fedvlm report`

@@ -28,15 +28,27 @@ class Scaffold:
     (``fedvlm.algorithms.scaffold.client``) and returns its trained state ``y`` and ``dc = c_i+ - c_i``.
     Server: ``x += server_lr * mean_k(y_k - x)`` (weighted as ``weighting`` says, by
     training-set size by default as every fedvlm aggregation; the paper's mean is
-    unweighted: ``weighting="uniform"``) and ``c += (1/N) sum_k dc_k`` over
-    the sampled clients, with ``N`` all clients, as in the paper.
+    unweighted: ``weighting="uniform"``) and ``c += sum_k q_k dc_k`` over the sampled
+    clients, so that ``c = sum_i q_i c_i`` over all ``N`` clients with the model's own
+    weights (ALGORITHMS.md): ``q_i = n_i / sum_j n_j`` over every client's training-set size
+    (``client_sizes``; with ``weighting="examples"`` too, since a client that was not
+    sampled has no examples this round), or ``q_i = 1/N`` under ``weighting="uniform"``,
+    the paper's ``c += (1/N) sum_k dc_k``. Without ``client_sizes`` it is the paper's 1/N.
     """
 
     fraction: float = 1.0
     min_clients: int = 1
     weighting: str = "data_size"  # core.aggregate.client_weights
     num_clients: int = 1
+    client_sizes: dict[str, int] | None = None  # every client's training-set size (the engine's)
     options: ScaffoldOptions = field(default_factory=ScaffoldOptions)
+
+    def control_weights(self, updates: Sequence[ClientUpdate]) -> dict[str, float]:
+        """``q_k`` of each sampled client in ``c = sum_i q_i c_i`` (see the class doc)."""
+        if self.weighting == "uniform" or not self.client_sizes:
+            return {u.client_id: 1.0 / self.num_clients for u in updates}
+        total = float(sum(self.client_sizes.values()))
+        return {u.client_id: self.client_sizes[u.client_id] / total for u in updates}
 
     def initialize(self, initial: AdapterState) -> ServerState:
         return ServerState(round=0, global_state=dict(initial), buffers={"c": zeros_like_state(initial)})
@@ -52,10 +64,9 @@ class Scaffold:
         new_x = {
             k: (x[k] + self.options.server_lr * (mean_y[k].astype(np.float64) - x[k])).astype(x[k].dtype) for k in x
         }
+        q = self.control_weights(updates)
         new_c = {
-            k: (c[k] + sum(u.extras["dc"][k].astype(np.float64) for u in updates) / self.num_clients).astype(
-                c[k].dtype
-            )
+            k: (c[k] + sum(q[u.client_id] * u.extras["dc"][k].astype(np.float64) for u in updates)).astype(c[k].dtype)
             for k in c
         }
         return state.advance(round_num, new_x, c=new_c)
