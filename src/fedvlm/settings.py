@@ -118,7 +118,8 @@ class FederatedConfig:
     max_norm_ratio: float | None = 100.0
     # Clients told to misbehave, for tests, demos and benchmarks/robustness.py (client/faults.py):
     # faults (rejected updates or none: raise, hang, nan, inf, shape, dtype, missing_key,
-    # extra_key, norm) and attacks (updates that pass validation: sign_flip, scale, noise),
+    # extra_key, norm) and attacks (updates that pass validation: sign_flip, scale, noise,
+    # label_flip),
     # each entry {kind, clients: [ids], rounds: [n], probability, scale (attacks)}.
     faults: list[dict] = field(default_factory=list)
     attacks: list[dict] = field(default_factory=list)

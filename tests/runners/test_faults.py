@@ -148,3 +148,34 @@ def test_too_few_answers_on_flower_sim_stop_with_the_same_line(tmp_path, capsys)
     assert err.startswith("fedvlm: error: round 2: 1 of 2 clients answered with a valid update, fewer than "
                           "federated.min_clients (2); left out: 1 (error: client 1: injected fault 'raise')")
     assert "the run stopped after round 1 (continue with --resume" in err
+
+
+def test_label_flipping_maps_every_answer_to_another_one():
+    from datasets import Dataset
+
+    from fedvlm.client.faults import flip_labels
+
+    ds = Dataset.from_dict({"question": [f"q{i}" for i in range(8)], "answer": ["red", "blue", "red", "green",
+                                                                               "blue", "red", "green", "blue"]})
+    rows = [5, 0, 3, 1]  # red, red, green, blue
+    flipped, new_rows = flip_labels(ds, rows, np.random.default_rng(0))
+    assert new_rows == [0, 1, 2, 3] and flipped["question"] == ["q5", "q0", "q3", "q1"]
+    mapping = dict(zip(ds.select(rows)["answer"], flipped["answer"]))
+    assert set(mapping) == {"red", "green", "blue"} and all(k != v for k, v in mapping.items())
+    assert set(mapping.values()) == {"red", "green", "blue"}  # a permutation of the client's answers
+    assert flipped["answer"][0] == flipped["answer"][1]  # the same answer always maps the same way
+    one, _ = flip_labels(ds, [0, 2], np.random.default_rng(0))  # one answer only: nothing to flip to
+    assert one["answer"] == ["red", "red"]
+
+
+def test_a_label_flipping_client_trains_on_flipped_answers(tmp_path):
+    from fedvlm.cli import main
+
+    attack = "federated.attacks=[{kind: label_flip, clients: [0]}]"
+    for name, extra in (("honest", []), ("flipped", [attack])):
+        assert main(["run", *TINY_RUN, "federated.rounds=1", *extra, f"run.output_dir={tmp_path}", f"run.name={name}"]) == 0
+    honest, flipped = _metrics(tmp_path / "honest")[1], _metrics(tmp_path / "flipped")[1]
+    assert flipped["attackers"] == {"0": "label_flip"}
+    # client 0 trained on other answers (another loss), client 1 exactly as before
+    assert flipped["clients"]["0"]["loss"] != honest["clients"]["0"]["loss"]
+    assert flipped["clients"]["1"]["loss"] == honest["clients"]["1"]["loss"]

@@ -8,8 +8,10 @@ Faults make an update the server must reject (`fedvlm.core.validate`) or a reply
 gets: ``raise`` (the client errors), ``hang`` (no reply before the round deadline), ``nan``,
 ``inf``, ``shape``, ``dtype``, ``missing_key``, ``extra_key`` and ``norm`` (the update's
 change times 1e6). Attacks make updates that pass validation: ``sign_flip`` (the change
-reversed, times ``scale``), ``scale`` (the change times ``scale``) and ``noise`` (the change
-plus Gaussian noise of standard deviation ``scale`` times its RMS).
+reversed, times ``scale``), ``scale`` (the change times ``scale``), ``noise`` (the change
+plus Gaussian noise of standard deviation ``scale`` times its RMS), and ``label_flip``
+(honest training on the client's own rows with every answer mapped to another of its
+answers, the same mapping for every row).
 """
 
 import time
@@ -19,7 +21,8 @@ import numpy as np
 from fedvlm.core.types import AdapterState
 
 FAULTS = ("raise", "hang", "nan", "inf", "shape", "dtype", "missing_key", "extra_key", "norm")
-ATTACKS = ("sign_flip", "scale", "noise")
+ATTACKS = ("sign_flip", "scale", "noise", "label_flip")
+DATA_ATTACKS = ("label_flip",)  # attacks on the client's own data, not on its update
 EXTRA_KEY = "injected.extra_key"
 
 
@@ -79,3 +82,20 @@ def attack(kind: str, state: AdapterState, start: AdapterState, scale: float, rn
             raise ValueError(f"unknown attack {kind!r}")
         out[k] = (start[k] + change).astype(v.dtype)
     return out
+
+
+def flip_labels(train_ds, rows: list[int], rng: np.random.Generator):
+    """The client's rows, as a dataset of their own, with each answer (``answer``, or a
+    classifier's ``label``) mapped to another answer the client has: the distinct answers
+    shuffled and each sent to the next (no answer maps to itself). Returns the dataset and
+    its rows (``0..n-1``, in the order of ``rows``)."""
+    column = "answer" if "answer" in train_ds.column_names else "label"
+    part = train_ds.select(rows)
+    values = part[column]
+    distinct = sorted(set(values), key=str)
+    if len(distinct) < 2:
+        return part, list(range(len(rows)))
+    order = [distinct[i] for i in rng.permutation(len(distinct))]
+    mapping = {a: order[(i + 1) % len(order)] for i, a in enumerate(order)}
+    flipped = part.remove_columns(column).add_column(column, [mapping[v] for v in values])
+    return flipped.cast_column(column, part.features[column]), list(range(len(rows)))

@@ -49,7 +49,10 @@ def train(
     """
     c, round_num = config, config.round
     faults.before_training(c.fault, node.client_id, c.hang_seconds)
-    rows = node.train_rows
+    train_ds, rows = node.train_ds, node.train_rows
+    if c.attack in faults.DATA_ATTACKS:
+        rng = np.random.default_rng(seed_for(c.seed, Stream.ATTACK_NOISE, node.seed_id, round_num))
+        train_ds, rows = faults.flip_labels(train_ds, rows, rng)
     n_steps = c.steps(len(rows))
     first_step = c.rounds_done * n_steps
     total = c.schedule_rounds * n_steps
@@ -63,7 +66,7 @@ def train(
     torch.manual_seed(torch_seed(seed_for(c.seed, Stream.TRAINING, node.seed_id, round_num)))
     steps = iter_steps(
         node.task,
-        node.train_ds,
+        train_ds,
         rows,
         num_steps=n_steps,
         batch_size=c.batch_size,
@@ -95,7 +98,7 @@ def train(
     for side in sides:
         extras_up.update(side.finish(start, state))
     # Only the client's own rank travels; the server sees it zero-padded to full rank.
-    if c.attack:
+    if c.attack and c.attack not in faults.DATA_ATTACKS:
         rng = np.random.default_rng(seed_for(c.seed, Stream.ATTACK_NOISE, node.seed_id, round_num))
         state = faults.attack(c.attack, state, {k: start[k] for k in state}, c.attack_scale, rng)
     own = (lambda x: slice_rank(x, c.rank)) if c.rank < c.full_rank else (lambda x: x)
