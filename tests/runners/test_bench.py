@@ -2,6 +2,7 @@
 summary checked against the runs' own metrics, skipping and resuming on a rerun, and the
 up-front validation of bench files (including the shipped one)."""
 
+import re
 import contextlib
 import csv
 import io
@@ -161,6 +162,11 @@ def test_summarize_only_rebuilds_the_tables_without_running(bench):
     assert code == 0, stderr
     assert "[1/2]" not in stdout and "results:" in stdout
     assert (out / "results.csv").is_file() and (out / "plots" / "accuracy_iid.png").is_file()
+    # the results as one HTML page too, its plots inline
+    page = (out / "results.html").read_text()
+    separators = [line for line in (out / "results.md").read_text().splitlines() if re.match(r"^\|[\s|:-]+\|$", line)]
+    assert page.count("<table>") == len(separators) >= 1
+    assert 'src="data:image/png;base64,' in page and 'src="plots/' not in page
 
 
 def test_changed_settings_are_not_mixed_into_existing_runs(bench, tmp_path):

@@ -1,5 +1,7 @@
 """Tests for fedvlm.reporting.report on small synthetic run directories."""
 
+import base64
+from html.parser import HTMLParser
 import json
 from pathlib import Path
 
@@ -270,3 +272,59 @@ def test_the_speed_line_sums_the_clients_data_wait_and_gives_the_last_evaluation
     # (0.2 + 0.3) / (4 + 6) = 5.0%; the last round's 250 questions/s
     assert report.speed(metrics) == ["- **speed**: training waited for batches 5.0% of its time; evaluation 250 questions/s"]
     assert report.speed(METRICS) == []  # older records: no line
+
+
+class _Page(HTMLParser):
+    """What a browser would show of report.html: its tables' cells and its images."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.images, self.links, self._cell = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+        elif tag == "img":
+            self.images.append((attrs.get("alt"), attrs.get("src", "")))
+        elif tag in ("link", "script") or (tag == "a" and attrs.get("href", "").startswith("http")):
+            self.links.append(tag)
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append(self._cell.strip())
+            self._cell = None
+
+
+def test_report_html_holds_every_table_and_plot_of_the_report(tmp_path):
+    run = _write_run(tmp_path / "run", METRICS, BASELINES)
+    text = report.write_report(run).read_text()
+    page = _Page()
+    page.feed((run / "report.html").read_text())
+    # every markdown table, row for row and cell for cell (markup stripped)
+    md_tables, current = [], None
+    for line in text.splitlines():
+        if line.startswith("|") and not set(line) <= set("|-: "):
+            if current is None:
+                current = []
+                md_tables.append(current)
+            current.append([c.strip().replace("**", "").replace("`", "") for c in line.strip().strip("|").split("|")])
+        elif not line.startswith("|"):
+            current = None
+    assert len(page.tables) == len(md_tables) >= 1
+    assert page.tables == md_tables
+    # every plot inline as a PNG, nothing fetched from elsewhere
+    plots = [line for line in text.splitlines() if line.startswith("![")]
+    assert len(page.images) == len(plots) == 4
+    for _, src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.links == []

@@ -40,7 +40,7 @@ STOPPED_FILE = "stopped.txt"  # why a ServerApp stopped the run early (its one l
 # Everything a run directory may hold (older versions also wrote checkpoint.tmp / .old).
 RUN_DIR_ENTRIES = {
     CONFIG_FILE, METRICS_FILE, "baselines.json", "adapters", CHECKPOINT_DIR, "checkpoint.tmp",
-    "checkpoint.old", "clients", "report.md", "plots", "flower-superlink.log", "node-state-key", STOPPED_FILE,
+    "checkpoint.old", "clients", "report.md", "report.html", "plots", "flower-superlink.log", "node-state-key", STOPPED_FILE,
 }
 
 

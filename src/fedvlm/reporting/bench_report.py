@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fedvlm.reporting.html import write_html
 from fedvlm.errors import DataError
 from fedvlm.reporting.bench_spec import Bench, BenchRun, bench_runs, load_bench
 from fedvlm.reporting.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
@@ -251,4 +252,4 @@ def summarize_bench(out_dir: str | Path, bench: Bench | str | Path) -> dict[str,
     csv_path = write_results_csv(rows, out_dir / RESULTS_CSV)
     md_path = out_dir / RESULTS_MD
     md_path.write_text(render_results(bench, rows, plots, collect_baselines(bench, runs)), encoding="utf-8")
-    return {"csv": csv_path, "markdown": md_path, **plots}
+    return {"csv": csv_path, "markdown": md_path, "html": write_html(md_path), **plots}

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from fedvlm.reporting.html import write_html
 from fedvlm.algorithms.registry import VARIANTS
 from fedvlm.errors import DataError
 from fedvlm.fileio import write_atomic
@@ -353,7 +354,8 @@ def render_report(
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.md`` and ``run_dir/plots/*.png``; return the report path.
+    """Write ``run_dir/report.md``, ``run_dir/report.html`` and ``run_dir/plots/*.png``;
+    return the markdown report's path.
 
     Works on partial runs: plots without data are skipped and the report says so.
     """
@@ -368,4 +370,5 @@ def write_report(run_dir: Path) -> Path:
     text = render_report(name or run_dir.name, config, metrics, baselines, plots)
     path = run_dir / REPORT_FILE
     write_atomic(path, text)
+    write_html(path)  # report.html beside it: the same, plots inline, one file
     return path
