@@ -109,7 +109,8 @@ def test_scaffold_averages_c_with_the_models_weights():
 
 def test_fedprox_sends_mu_and_averages_like_fedavg():
     from fedvlm.algorithms.fedprox.server import FedProxOptions
-    from fedvlm.config import load_config, options_record
+    from fedvlm.algorithm_config import options_record
+    from fedvlm.config import load_config
 
     s = FedProx(options=FedProxOptions(mu=0.1))
     state = s.initialize({"w": np.zeros(1, dtype=np.float32)})

@@ -3,7 +3,8 @@ round config each sampled client receives (built from the run's config on the se
 
 from fedvlm.client import Node, RoundConfig
 from fedvlm.client.round_config import local_steps
-from fedvlm.config import Config, client_ranks, options_record
+from fedvlm.algorithm_config import options_record
+from fedvlm.config import Config, client_ranks
 from fedvlm.core.types import Instruction
 from fedvlm.engine.federation import node_view
 

@@ -15,7 +15,8 @@ from fedvlm.client import EvalRoundConfig, kept, personalized
 from fedvlm.client import evaluate as client_evaluate
 from fedvlm.client import train as client_train
 from fedvlm.algorithms.flora.client import MergedBase
-from fedvlm.config import Config, save_config, server_kwargs, server_side
+from fedvlm.algorithm_config import server_kwargs, server_side
+from fedvlm.config import Config, save_config
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sharing import PlannedStrategy
 from fedvlm.core.sampling import expected_participation
