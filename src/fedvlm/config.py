@@ -108,10 +108,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     known = {f.name for f in fields(cls)}
     kwargs = {}
     if cls is FederatedConfig:  # the algorithms' options are keys of this section too
-        data = dict(data)
-        options = {k: data.pop(k) for k in list(data) if k in option_fields()}
-        kwargs["options"] = {k: _coerce(prefix + k, v, option_fields()[k]) for k, v in options.items() if v is not None}
-        known = (known - {"options"}) | set(option_fields())
+        data, hints_of = dict(data), option_fields()
+        options = {k: data.pop(k) for k in list(data) if k in hints_of}
+        kwargs["options"] = {k: _coerce(prefix + k, v, hints_of[k]) for k, v in options.items() if v is not None}
+        known = (known - {"options"}) | set(hints_of)
     for key in data:
         if key not in known:
             raise ConfigError(

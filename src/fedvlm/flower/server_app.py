@@ -22,7 +22,7 @@ from fedvlm.engine import rundir
 from fedvlm.engine.federation import build_federation
 from fedvlm.flower.records import nested_metrics, pack, unpack, update_from_reply
 from fedvlm.flower.run_config import config_from_run_config, run_dir_of
-from fedvlm.engine.simulate import run_rounds
+from fedvlm.engine.simulate import LATE, run_rounds
 from fedvlm.reporting.report import write_report
 
 app = ServerApp()
@@ -128,7 +128,7 @@ class FlowerClients:
                     answered[cid] = reply.content
             for cid in contents:
                 if cid not in answered and cid not in failed:
-                    failed[cid] = "no reply before the round deadline"
+                    failed[cid] = LATE
             return answered, failed
 
         return collect
