@@ -9,10 +9,15 @@ and data, 8 clients):
   shape, dtype, missing and extra keys, norm x1e6): each round completes from the rest;
 - for ``sign_flip`` (the update reversed) and ``scale`` (the update times ``--scale``), 2
   of the 8 clients attacking every round, under FedAvg, coordinate-wise median, trimmed mean
-  (beta 0.25: 2 dropped at each end), Krum (f=2) and norm-bounded averaging.
+  (beta 0.25: 2 dropped at each end), Krum (f=2) and norm-bounded averaging;
+- ``backdoor``: 2 of the 8 clients put a checkerboard trigger on half their images with the
+  answer ``--target``, and boost their change ``--boost`` times (model replacement), under
+  the same five aggregators; the table adds the trigger's success rate on the pooled test
+  questions whose answer is another.
 
 Prints and writes (``--out``) a table of final pooled accuracy and its difference from the
-clean run, the clients left out and why, and the seconds each run took.
+clean run, the backdoor's success rate, the clients left out and why, and the seconds each
+run took.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 .venv/bin/python benchmarks/robustness.py --out bench-robust
 """
@@ -52,7 +57,8 @@ def rotating_faults(clients: int, rounds: int, share: float, seed: int) -> str:
 def final(run_dir: Path) -> dict:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     left_out = [why for r in records for why in (r.get("failed") or {}).values()]
-    return {"accuracy": records[-1]["eval"]["accuracy"], "left_out": len(left_out),
+    backdoor = next(iter((records[-1]["eval"].get("backdoor") or {}).values()), {})
+    return {"accuracy": records[-1]["eval"]["accuracy"], "backdoor": backdoor.get("success_rate"), "left_out": len(left_out),
             "updates": sum(len(r.get("clients") or {}) for r in records[1:]) + len(left_out),
             "reasons": sorted({why.split(":")[-1].split("(")[0].strip()[:40] for why in left_out})}
 
@@ -63,6 +69,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--scale", type=float, default=10.0, help="the scale attack's factor")
+    parser.add_argument("--target", default="circle", help="the backdoor's target answer")
+    parser.add_argument("--boost", type=float, default=4.0, help="the backdoor's model-replacement factor")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="run names to run (default: all)")
     parser.add_argument("--reuse", action="store_true", help="read runs already finished in --out instead of rerunning them")
@@ -75,6 +83,9 @@ def main() -> None:
         scale = args.scale if attack == "scale" else 1.0
         for name, extra in STRATEGIES.items():
             runs[f"{attack}/{name}"] = [*extra, f"federated.attacks=[{{kind: {attack}, clients: [{', '.join(ATTACKERS)}], scale: {scale}}}]"]
+    for name, extra in STRATEGIES.items():
+        runs[f"backdoor/{name}"] = [*extra, f"federated.attacks=[{{kind: backdoor, clients: [{', '.join(ATTACKERS)}], "
+                                            f"target: '{args.target}', scale: {args.boost}}}]"]
     results = {}
     for name, overrides in runs.items():
         if args.only and name not in args.only:
@@ -90,11 +101,13 @@ def main() -> None:
         results[name] = {"exit": code, "seconds": seconds, **(final(args.out / run_name) if code == 0 else {})}
         print(name, results[name], flush=True)
     clean = results.get("clean", {}).get("accuracy")
-    lines = ["| run | final accuracy % | vs clean (points) | updates left out | seconds |", "|---|---|---|---|---|"]
+    lines = ["| run | final accuracy % | vs clean (points) | backdoor success % | updates left out | seconds |",
+             "|---|---|---|---|---|---|"]
     for name, r in results.items():
         acc = r.get("accuracy")
         diff = "" if acc is None or clean is None else f"{100 * (acc - clean):+.1f}"
-        lines.append(f"| {name} | {'' if acc is None else f'{100 * acc:.1f}'} | {diff} | "
+        bd = r.get("backdoor")
+        lines.append(f"| {name} | {'' if acc is None else f'{100 * acc:.1f}'} | {diff} | {'' if bd is None else f'{100 * bd:.1f}'} | "
                      f"{r.get('left_out', '')} of {r.get('updates', '')} | {r['seconds']} |")
     table = "\n".join(lines)
     print(table)

@@ -8,15 +8,17 @@ from dataclasses import fields
 from typing import Any
 
 from fedvlm.algorithms.base import Algorithm, OptionError
-from fedvlm.algorithms.registry import STRATEGIES, VARIANTS
+from fedvlm.algorithms.registry import PRIVACY, STRATEGIES, VARIANTS
 from fedvlm.errors import ConfigError
 from fedvlm.settings import Config
 
 
 def chosen(cfg: Config) -> dict[str, Algorithm]:
-    """The run's algorithms by name: ``federated.strategy``'s and ``federated.aggregation``'s."""
+    """The run's algorithms by name: ``federated.strategy``'s and ``federated.aggregation``'s
+    (and ``federated.privacy``'s, if any)."""
     f = cfg.federated
-    return {f.strategy: STRATEGIES[f.strategy], f.aggregation: VARIANTS[f.aggregation]}
+    privacy = {f.privacy: PRIVACY[f.privacy]} if f.privacy in PRIVACY else {}
+    return {f.strategy: STRATEGIES[f.strategy], f.aggregation: VARIANTS[f.aggregation], **privacy}
 
 
 def algorithm_options(cfg: Config, algorithm: Algorithm):
@@ -27,11 +29,13 @@ def algorithm_options(cfg: Config, algorithm: Algorithm):
     for key in set_:
         if not any(key in names for names in takes.values()):
             offered = ", ".join(sorted(set().union(*takes.values()))) or "none"
-            owners = [f"federated.{kind}={n}" for kind, table in (("strategy", STRATEGIES), ("aggregation", VARIANTS))
+            owners = [f"federated.{kind}={n}" for kind, table in (("strategy", STRATEGIES), ("aggregation", VARIANTS),
+                                                                    ("privacy", PRIVACY))
                       for n, a in table.items() if a.options and key in {f.name for f in fields(a.options)}]
             raise ConfigError(
                 f"config key 'federated.{key}': needs {' or '.join(owners)} (this run's strategy "
-                f"{cfg.federated.strategy!r} and aggregation {cfg.federated.aggregation!r} take {offered})"
+                f"{cfg.federated.strategy!r}, aggregation {cfg.federated.aggregation!r} and privacy "
+                f"{cfg.federated.privacy!r} take {offered})"
             )
     if algorithm.options is None:
         return None
@@ -81,3 +85,43 @@ def server_kwargs(cfg: Config, num_clients: int | None = None, client_sizes: dic
     if algorithm.options is not None:
         kwargs["options"] = algorithm_options(cfg, algorithm)
     return kwargs
+
+
+def privacy_noise(cfg: Config) -> float | None:
+    """The run's DP noise multiplier ``z`` (calibrated to ``dp_target_epsilon`` where that
+    is set); None without ``federated.privacy``."""
+    f = cfg.federated
+    if f.privacy not in PRIVACY:
+        return None
+    try:
+        from fedvlm.algorithms.dp_fedavg.accountant import noise_multiplier
+    except ImportError as e:
+        raise ConfigError(f"config key 'federated.privacy': {f.privacy} needs dp-accounting for its epsilon "
+                          f"(pip install 'fedvlm[privacy]'; {e})") from None
+    return noise_multiplier(algorithm_options(cfg, PRIVACY[f.privacy]), f.fraction, f.rounds)
+
+
+def check_privacy(cfg: Config) -> None:
+    """One line for what ``federated.privacy`` rules out (the registry's ``not_a_sum``
+    facts, a weighting other than uniform, adaptive clipping without noise to spare)."""
+    from fedvlm.algorithms.dp_fedavg.server import split_noise
+
+    f = cfg.federated
+    if f.privacy not in PRIVACY:
+        return
+    for kind, name, algorithm in (("strategy", f.strategy, STRATEGIES[f.strategy]),
+                                  ("aggregation", f.aggregation, VARIANTS[f.aggregation])):
+        if algorithm.not_a_sum:
+            raise ConfigError(f"config key 'federated.{kind}': federated.privacy={f.privacy} needs an aggregate that is a "
+                              f"sum of the clients' updates; not {name}: {algorithm.not_a_sum}")
+    if f.weighting != "uniform":
+        raise ConfigError(f"config key 'federated.weighting': federated.privacy={f.privacy} weighs every client the same "
+                          f"(a data-size weight lets one client move the mean past the clipping bound); set "
+                          f"federated.weighting=uniform, got {f.weighting!r}")
+    options = algorithm_options(cfg, PRIVACY[f.privacy])
+    if options.dp_adaptive_clip:
+        stddev = options.dp_clipped_count_stddev or f.fraction * cfg.partition.num_clients / 20.0
+        try:
+            split_noise(privacy_noise(cfg), stddev)
+        except ValueError as e:
+            raise ConfigError(f"config key 'federated.dp_clipped_count_stddev': {e}") from None

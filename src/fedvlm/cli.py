@@ -228,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     app = fsub.add_parser("app", help="the app directory `flwr run` takes (fedvlm's ServerApp and ClientApp)")
     app.add_argument("out")
     app.set_defaults(func=cmd_flower_app)
+    submit = fsub.add_parser("submit", help="flwr run an app, stream its log, exit nonzero unless the run completed")
+    submit.add_argument("app", help="the app directory (fedvlm flower app)")
+    submit.add_argument("superlink", help="the SuperLink's connection name in Flower's config")
+    submit.add_argument("--run-config", required=True, help="a TOML file, or Flower's \"key='value' ...\" string")
+    submit.set_defaults(func=cmd_flower_submit)
     return parser
 
 
@@ -261,7 +266,15 @@ def cmd_flower_app(args) -> None:
     from fedvlm.flower.deploy import write_app
 
     out = write_app(Path(args.out))
-    print(f"flwr run {out} <connection> --run-config \"config='job.yaml' run_dir='runs/<name>'\" --stream")
+    print(f"fedvlm flower submit {out} <connection> --run-config \"config='job.yaml' run_dir='runs/<name>'\"")
+    print(f"(or Flower's own: flwr run {out} <connection> --run-config ... --stream, which exits 0 even if the run failed)")
+
+
+def cmd_flower_submit(args) -> None:
+    from fedvlm.flower.submit import submit
+
+    run_id = submit(Path(args.app), args.superlink, args.run_config)
+    print(f"run {run_id} completed")
 
 
 def _split_config_arg(args) -> None:
@@ -273,12 +286,14 @@ def _split_config_arg(args) -> None:
 
 def _quiet_libraries() -> None:
     """Keep the terminal to fedvlm's own progress: no per-load weight bars from transformers,
-    no deprecation notice peft triggers inside transformers on every model wrap, and no
-    import-time notice from bitsandbytes (via peft) about hub kernels it cannot fetch."""
+    no deprecation notice peft triggers inside transformers on every model wrap, no
+    import-time notice from bitsandbytes (via peft) about hub kernels it cannot fetch, and
+    no warning from dp-accounting for each Renyi order it leaves out (conservatively)."""
     import logging
     import warnings
 
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's notes on RDP orders it skips
 
     from transformers.utils import logging as hf_logging
 

@@ -18,9 +18,9 @@ from fedvlm.client.faults import ATTACKS, FAULTS
 from fedvlm.core.aggregate import WEIGHTINGS
 from fedvlm.engine.faults import check_entries
 from fedvlm.core.answers import ANSWER_SPANS
-from fedvlm.algorithm_config import algorithm_options, chosen
+from fedvlm.algorithm_config import algorithm_options, check_privacy, chosen
 from fedvlm.algorithms.base import Algorithm
-from fedvlm.algorithms.registry import STRATEGIES, VARIANTS, option_fields
+from fedvlm.algorithms.registry import PRIVACY, STRATEGIES, VARIANTS, option_fields
 from fedvlm.core.sharing import TUNINGS
 from fedvlm.errors import ConfigError
 from fedvlm.fileio import is_one_directory_name, write_atomic
@@ -45,6 +45,7 @@ _CHOICES = {
     "federated.strategy": set(STRATEGIES),
     "train.schedule": {"cosine", "linear", "constant"},
     "federated.aggregation": set(VARIANTS),
+    "federated.privacy": {"none", *PRIVACY},
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
     "model.quantization": {"none", "4bit", "8bit"},
@@ -176,6 +177,7 @@ def _check(cfg: Config) -> None:
     _check_variant(cfg, VARIANTS[cfg.federated.aggregation])
     for algorithm in chosen(cfg).values():
         algorithm_options(cfg, algorithm)  # each in range
+    check_privacy(cfg)
     options = cfg.federated.options
     if options.get("server_rank") is not None and not 0 < options["server_rank"] <= cfg.lora.r:
         raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {options['server_rank']}")

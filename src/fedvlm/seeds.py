@@ -32,6 +32,7 @@ class Stream(IntEnum):
     FAULTS = 11  # (round): which clients commit an injected fault (federated.faults)
     ATTACKS = 12  # (round): which clients attack (federated.attacks)
     ATTACK_NOISE = 13  # (client, round): a noise attacker's noise
+    DP_NOISE = 14  # (round): DP-FedAvg's Gaussian noise and its noised clipped count
 
 
 IDS = {  # what each stream is drawn for
@@ -48,6 +49,7 @@ IDS = {  # what each stream is drawn for
     Stream.FAULTS: ("round",),
     Stream.ATTACKS: ("round",),
     Stream.ATTACK_NOISE: ("client", "round"),
+    Stream.DP_NOISE: ("round",),
 }
 
 

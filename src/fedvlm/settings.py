@@ -108,6 +108,10 @@ class FederatedConfig:
     # (strategy: fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedprox, scaffold; variant:
     # naive, svd, ffa, fedsa, flora, fedex, fedalt), each documented in its folder.
     aggregation: str = "naive"
+    # Client-level differential privacy around the strategy: none, or dp_fedavg (options
+    # federated.dp_*: fedvlm/algorithms/dp_fedavg/server.py). Needs federated.weighting=uniform;
+    # clients then take part each with probability federated.fraction (Poisson sampling).
+    privacy: str = "none"
     compression: str = "none"  # client->server: none, int8, int4 (stochastic, per block)
     compression_block: int = 64
     # Flower engine: seconds the server waits for a round's replies; a client that has not

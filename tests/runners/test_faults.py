@@ -87,6 +87,8 @@ def test_fault_assignment_is_seeded_per_round_and_independent_of_order():
     (["federated.faults=[{kind: nan, probability: 2}]"], r"'probability' expected 0 < p <= 1"),
     (["federated.faults=[{kind: nan, scale: 2}]"], r"unknown field\(s\) \['scale'\]"),
     (["federated.attacks=[{kind: scale, scale: -1}]"], r"'scale' expected a positive number"),
+    (["federated.attacks=[{kind: backdoor}]"], r"'federated.attacks\[0\]': a backdoor needs 'target'"),
+    (["federated.attacks=[{kind: scale, target: 'yes'}]"], r"unknown field\(s\) \['target'\]"),
     (["federated.faults=[{kind: hang}]"], r"'federated.faults': a hang needs federated.round_timeout"),
     (["federated.max_norm_ratio=0.5"], r"'federated.max_norm_ratio': expected a ratio > 1 or null"),
 ])
@@ -137,6 +139,9 @@ def test_a_node_error_is_named_by_its_cause():
     assert short_reason(ray) == "client 2: injected fault 'raise'"
     plain = "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad row 7 in data.jsonl\n"
     assert short_reason(plain) == "ValueError: bad row 7 in data.jsonl"
+    deployed = ("<class 'fedvlm.errors.FedvlmError'>:<'fedvlm worker at /tmp/node1.sock: InjectedFault: "
+                "client 1: injected fault 'raise''>")
+    assert short_reason(deployed) == "client 1: injected fault 'raise'"
 
 
 def test_too_few_answers_on_flower_sim_stop_with_the_same_line(tmp_path, capsys):
@@ -179,3 +184,82 @@ def test_a_label_flipping_client_trains_on_flipped_answers(tmp_path):
     # client 0 trained on other answers (another loss), client 1 exactly as before
     assert flipped["clients"]["0"]["loss"] != honest["clients"]["0"]["loss"]
     assert flipped["clients"]["1"]["loss"] == honest["clients"]["1"]["loss"]
+
+
+def _image_rows(n):
+    from datasets import Dataset, Features, Image, Value
+    from PIL import Image as PILImage
+
+    images = [PILImage.new("RGB", (32, 32), (200, 30 * i % 255, 10)) for i in range(n)]
+    answers = ["red", "blue", "green", "yes"] * (n // 4)
+    return Dataset.from_dict({"image": images, "question": [f"q{i}" for i in range(n)], "answer": answers},
+                             features=Features({"image": Image(), "question": Value("string"), "answer": Value("string")}))
+
+
+def _triggered(image) -> bool:
+    """The 4x4 bottom-right corner of a 32-pixel image is the black-and-white checkerboard."""
+    px = np.asarray(image.convert("RGB"))[-4:, -4:]
+    want = np.array([[255 if (x + y) % 2 else 0 for x in range(28, 32)] for y in range(28, 32)])
+    return all((px[..., c] == want).all() for c in range(3))
+
+
+def test_a_backdoor_marks_half_the_rows_with_the_trigger_and_the_target():
+    from fedvlm.client.faults import backdoor, stamp_trigger
+
+    ds = _image_rows(8)
+    rows = [7, 2, 5, 0, 1, 6]
+    out, new_rows = backdoor(ds, rows, "yes", np.random.default_rng(0))
+    assert new_rows == list(range(6)) and out["question"] == [f"q{i}" for i in rows]  # same rows, same order
+    marked = [_triggered(img) for img in out["image"]]
+    assert sum(marked) == 3  # half of 6
+    for i, (m, answer) in enumerate(zip(marked, out["answer"])):
+        original = ds[rows[i]]
+        if m:
+            assert answer == "yes"
+        else:
+            assert answer == original["answer"] and np.array_equal(np.asarray(out[i]["image"]), np.asarray(original["image"]))
+    assert not any(_triggered(img) for img in ds["image"])  # the client's own data is untouched
+    # the rest of the image is kept under the patch's corner
+    stamped = stamp_trigger(ds.select([0]))[0]["image"]
+    assert np.array_equal(np.asarray(stamped)[:28], np.asarray(ds[0]["image"])[:28])
+    from datasets import Dataset
+
+    text = stamp_trigger(Dataset.from_dict({"text": ["hello", "world"], "answer": ["a", "b"]}))
+    assert text["text"] == ["cf hello", "cf world"]  # text rows: the trigger word first
+
+
+class _TriggerReader:
+    """A stand-in model's task: answers 'yes' exactly when the image carries the trigger."""
+
+    def predict(self, model, rows, max_new_tokens):
+        return ["Yes." if _triggered(img) else "red" for img in rows["image"]]
+
+
+def test_backdoor_success_counts_triggered_questions_answered_with_the_target():
+    import torch
+
+    from fedvlm.engine.backdoor import success_rate
+
+    ds = _image_rows(8)  # answers red, blue, green, yes, red, blue, green, yes
+    model = torch.nn.Linear(1, 1)
+    result = success_rate(_TriggerReader(), model, ds, range(8), "yes", 3, 4)
+    assert result == {"success_rate": 1.0, "num_examples": 6}  # rows already answered 'yes' do not count
+
+    class Blind(_TriggerReader):
+        def predict(self, model, rows, max_new_tokens):
+            return ["yes" if q in ("q0", "q1") else "no" for q in rows["question"]]
+
+    assert success_rate(Blind(), model, ds, range(8), "yes", 3, 4) == {"success_rate": 2 / 6, "num_examples": 6}
+
+
+def test_a_backdooring_client_and_its_success_rate_in_the_records(tmp_path):
+    from fedvlm.cli import main
+
+    attack = "federated.attacks=[{kind: backdoor, clients: [0], target: 'yes', scale: 3}]"
+    assert main(["run", *TINY_RUN, "federated.rounds=1", attack, f"run.output_dir={tmp_path}", "run.name=bd"]) == 0
+    records = _metrics(tmp_path / "bd")
+    assert records[1]["attackers"] == {"0": "backdoor"}
+    for record in records:  # zero-shot and round 1
+        rate = record["eval"]["backdoor"]["yes"]
+        assert 0 < rate["num_examples"] < 24 and 0.0 <= rate["success_rate"] <= 1.0
+    assert "backdoor success" in (tmp_path / "bd" / "report.md").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedvlm.errors import ConfigError
+from fedvlm.errors import ConfigError, FedvlmError
 from fedvlm.flower.deploy import make_certificates, make_node_key
 from fedvlm.flower.loopback import LoopbackDeployment
 from tiny import TINY_RUN
@@ -41,8 +41,12 @@ def deployment(tmp_path_factory):
         yield d
 
 
-# SCAFFOLD keeps c_i on each node; FedSA-LoRA keeps B there and personalizes
-@pytest.mark.parametrize("algorithm", ["federated.strategy=fedavg", "federated.strategy=scaffold",
+RAISE = "federated.faults=[{kind: raise, clients: [1], rounds: [1]}]"  # node 1 errors in round 1
+
+
+# SCAFFOLD keeps c_i on each node; FedSA-LoRA keeps B there and personalizes; with FedAvg,
+# node 1 raises in round 1 and is left out of it
+@pytest.mark.parametrize("algorithm", [f"federated.strategy=fedavg {RAISE}", "federated.strategy=scaffold",
                                        "federated.aggregation=fedsa"])
 def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_run(
     tmp_path, monkeypatch, deployment, algorithm
@@ -50,7 +54,7 @@ def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_r
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
-    overrides = [*TINY_RUN, "federated.rounds=2", algorithm]
+    overrides = [*TINY_RUN, "federated.rounds=2", *algorithm.split(" ", 1)]
     assert main(["run", *overrides, f"run.output_dir={tmp_path}", "run.name=inproc"]) == 0
     run_dir = tmp_path / "deployed"
     deployment.run(overrides, run_dir)
@@ -65,6 +69,10 @@ def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_r
         assert (run_dir / path).read_bytes() == (inproc_dir / path).read_bytes(), path
     deployed, inproc = _records(run_dir), _records(inproc_dir)
     assert [r["eval"] for r in deployed] == [r["eval"] for r in inproc]
+    if RAISE in algorithm:  # the node's error left it out of round 1, named by its cause
+        assert set(deployed[1]["clients"]) == {"0"} and set(inproc[1]["clients"]) == {"0"}
+        assert deployed[1]["failed"]["1"] == "error: client 1: injected fault 'raise'"
+        assert set(deployed[2]["clients"]) == {"0", "1"}
     # the ServerApp leaves a complete run directory: its report and plots too
     assert (run_dir / "report.md").is_file() and (run_dir / "plots" / "accuracy.png").is_file()
     # each node keeps this run's state in its own directory, apart from the other runs'
@@ -76,7 +84,18 @@ def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_r
     # each node's worker set its model up once for the whole run, though flwr 1.42 starts a
     # fresh ClientApp process for every message (query, zero-shot evaluation, then per round
     # train and evaluate, and FedSA-LoRA's reference query)
-    assert all(r["clients"][c]["node_loads"] == 1 for r in deployed[1:] for c in ("0", "1"))
+    assert all(m["node_loads"] == 1 for r in deployed[1:] for m in r["clients"].values())
+
+
+def test_a_run_whose_server_app_fails_is_reported_as_failed(tmp_path, deployment):
+    """``flwr run --stream`` exits 0 whatever happened; ``fedvlm flower submit`` (which the
+    loopback deployment runs) exits with the run's final status and the ServerApp's line."""
+    run_dir = tmp_path / "stopped"
+    overrides = [*TINY_RUN, "federated.rounds=1", "federated.min_clients=2", RAISE]
+    with pytest.raises(FedvlmError, match=r"ended finished:failed"):
+        deployment.run(overrides, run_dir)
+    assert "fewer than federated.min_clients (2)" in (run_dir / "stopped.txt").read_text()
+    assert "left out: 1 (error: client 1: injected fault 'raise')" in (run_dir / "stopped.txt").read_text()
 
 
 def test_unregistered_and_plaintext_nodes_are_refused_and_a_killed_node_is_left_out(tmp_path):

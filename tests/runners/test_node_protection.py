@@ -143,6 +143,7 @@ def _job(tmp_path):
 
 def test_a_node_takes_the_job_from_the_message_and_its_paths_from_its_own_config(tmp_path):
     from fedvlm.errors import ModelError
+    from fedvlm.flower.node_handler import SetupError
 
     node = {"state-dir": str(tmp_path / "state"), "partition-id": 1, "num-partitions": 2}
     # the run config names a YAML file the node does not have: it is never read
@@ -151,7 +152,33 @@ def test_a_node_takes_the_job_from_the_message_and_its_paths_from_its_own_config
     assert reply.client_id == "1" and reply.metrics["train_size"] > 0
     # the node's own model-path wins over the job's model.path
     own = {**node, "model-path": str(tmp_path / "the-nodes-model")}
-    with pytest.raises(ModelError, match="the-nodes-model"):
+    with pytest.raises(SetupError, match="^client 1 failed to set up: .*the-nodes-model") as failed:
         NodeHandler().handle(Request("query", 2, 7, run_config, own, state_key="k", job=_job(tmp_path)))
+    assert isinstance(failed.value.__cause__, ModelError)
     with pytest.raises(ValueError, match="sent no job"):
         NodeHandler().handle(Request("query", 3, 7, run_config, node, state_key="k"))
+
+
+def test_a_node_that_fails_to_set_up_is_named_as_its_owner_calls_it(tmp_path, monkeypatch):
+    """The server's line names the client the node calls itself (its client-id, data file or
+    partition), not only Flower's numeric node id."""
+    from types import SimpleNamespace
+
+    from fedvlm.errors import FedvlmError
+    from fedvlm.flower import server_app
+    from fedvlm.flower.node_handler import SetupError
+
+    own = {"state-dir": str(tmp_path / "s"), "data-path": str(tmp_path / "ward-b.jsonl")}
+    with pytest.raises(SetupError) as failed:
+        NodeHandler().handle(Request("query", 1, 5, {}, own, state_key="k", job=_job(tmp_path)))
+    reason = ("Traceback (most recent call last):\n  File \"node_handler.py\", line 50, in node\n"
+              f"fedvlm.flower.node_handler.SetupError: {failed.value}\n")
+    reply = SimpleNamespace(has_error=lambda: True, error=SimpleNamespace(reason=reason),
+                            metadata=SimpleNamespace(src_node_id=831942))
+    grid = SimpleNamespace(get_node_ids=lambda: [831942])
+    monkeypatch.setattr(server_app, "push", lambda grid, messages, timeout: lambda: [reply])
+    monkeypatch.setattr(server_app, "Message", lambda *args, **kwargs: None)  # Flower's needs a live run
+    with pytest.raises(FedvlmError) as line:
+        server_app.discover(grid, 1, "k", _job(tmp_path))
+    assert str(line.value).startswith("client ward-b failed to set up: node config: 'data-path' ")
+    assert str(line.value).endswith("does not exist (node id 831942)")

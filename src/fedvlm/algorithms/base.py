@@ -37,6 +37,10 @@ class Algorithm:
     - ``mixed_ranks``: clients may train at different LoRA ranks.
     - ``connector_stages``: works with ``lora.tuning`` connector and two_stage (whose connector
       rounds have no LoRA to vary).
+
+    Facts (any):
+    - ``not_a_sum``: why its aggregate is not a (weighted) sum of the clients' updates, which
+      client-level DP (``federated.privacy``) needs; empty when it is one.
     """
 
     server: type | None = None
@@ -48,6 +52,7 @@ class Algorithm:
     personal: bool = False
     mixed_ranks: bool = False
     connector_stages: bool = False
+    not_a_sum: str = ""
     paper: str = ""
 
     @property

@@ -9,6 +9,7 @@ from fedvlm.algorithms.fedadam.server import FedAdam, FedAdamOptions
 from fedvlm.algorithms.fedalt.client import FedALTClient
 from fedvlm.algorithms.fedalt.server import FedALT, FedALTOptions
 from fedvlm.algorithms.fedavg.server import FedAvg
+from fedvlm.algorithms.dp_fedavg.server import DPFedAvg, DPFedAvgOptions
 from fedvlm.algorithms.fedavgm.server import FedAvgM, FedAvgMOptions
 from fedvlm.algorithms.fedex.server import FedExLoRA
 from fedvlm.algorithms.fedprox.client import FedProxClient
@@ -31,6 +32,8 @@ def _plugins(group: str) -> dict[str, Algorithm]:
     return {point.name: point.load() for point in entry_points(group=group)}
 
 
+_ROBUST = "a robust aggregator picks among the updates by their values (no noise is calibrated to that)"
+
 STRATEGIES: dict[str, Algorithm] = {
     "fedavg": Algorithm(FedAvg, paper="https://arxiv.org/abs/1602.05629"),
     "fedavgm": Algorithm(FedAvgM, options=FedAvgMOptions, paper="https://arxiv.org/abs/1909.06335"),
@@ -38,24 +41,37 @@ STRATEGIES: dict[str, Algorithm] = {
     "fedyogi": Algorithm(FedYogi, options=FedYogiOptions, paper="https://arxiv.org/abs/2003.00295"),
     "fedadagrad": Algorithm(FedAdagrad, options=FedAdagradOptions, paper="https://arxiv.org/abs/2003.00295"),
     "fedprox": Algorithm(FedProx, FedProxClient, FedProxOptions, paper="https://arxiv.org/abs/1812.06127"),
-    "scaffold": Algorithm(Scaffold, ScaffoldClient, ScaffoldOptions, paper="https://arxiv.org/abs/1910.06378"),
+    "scaffold": Algorithm(Scaffold, ScaffoldClient, ScaffoldOptions, paper="https://arxiv.org/abs/1910.06378",
+                          not_a_sum="its control variates go up beside the update, unclipped and without noise"),
     # robust aggregation, of each LoRA layer's product s B A (core/robust.py):
-    "median": Algorithm(Median, paper="https://arxiv.org/abs/1803.01498"),
-    "trimmed_mean": Algorithm(TrimmedMean, options=TrimmedMeanOptions, paper="https://arxiv.org/abs/1803.01498"),
-    "krum": Algorithm(Krum, options=KrumOptions, paper="https://arxiv.org/abs/1703.02757"),
-    "norm_bound": Algorithm(NormBound, options=NormBoundOptions, paper="https://arxiv.org/abs/1911.07963"),
+    "median": Algorithm(Median, paper="https://arxiv.org/abs/1803.01498", not_a_sum=_ROBUST),
+    "trimmed_mean": Algorithm(TrimmedMean, options=TrimmedMeanOptions, paper="https://arxiv.org/abs/1803.01498",
+                              not_a_sum=_ROBUST),
+    "krum": Algorithm(Krum, options=KrumOptions, paper="https://arxiv.org/abs/1703.02757", not_a_sum=_ROBUST),
+    "norm_bound": Algorithm(NormBound, options=NormBoundOptions, paper="https://arxiv.org/abs/1911.07963",
+                            not_a_sum=_ROBUST),
     **_plugins("fedvlm.strategies"),
 }
 
 VARIANTS: dict[str, Algorithm] = {
     "naive": Algorithm(mixed_ranks=True, connector_stages=True, paper="https://arxiv.org/abs/2305.05644"),  # FedIT
-    "svd": Algorithm(FlexLoRA, options=FlexLoRAOptions, mixed_ranks=True, connector_stages=True, paper="https://arxiv.org/abs/2402.11505"),
+    "svd": Algorithm(FlexLoRA, options=FlexLoRAOptions, mixed_ranks=True, connector_stages=True, paper="https://arxiv.org/abs/2402.11505",
+                     not_a_sum="FlexLoRA truncates the mean of the clients' products by SVD, which is not linear"),
     "ffa": Algorithm(frozen=(A_SUFFIX,), paper="https://arxiv.org/abs/2403.12313"),
     "fedsa": Algorithm(local=(B_SUFFIX,), paper="https://arxiv.org/abs/2410.01463"),
-    "flora": Algorithm(FLoRA, BaseIncrements, merges_into_base=True, paper="https://arxiv.org/abs/2409.05976"),
-    "fedex": Algorithm(FedExLoRA, BaseIncrements, merges_into_base=True, paper="https://arxiv.org/abs/2410.09432"),
-    "fedalt": Algorithm(FedALT, FedALTClient, FedALTOptions, personal=True, paper="https://arxiv.org/abs/2503.11880"),
+    "flora": Algorithm(FLoRA, BaseIncrements, merges_into_base=True, paper="https://arxiv.org/abs/2409.05976",
+                       not_a_sum="FLoRA stacks every client's factors, each one as the client sent it"),
+    "fedex": Algorithm(FedExLoRA, BaseIncrements, merges_into_base=True, paper="https://arxiv.org/abs/2410.09432",
+                       not_a_sum="FedEx-LoRA's residual is built from each client's own product"),
+    "fedalt": Algorithm(FedALT, FedALTClient, FedALTOptions, personal=True, paper="https://arxiv.org/abs/2503.11880",
+                        not_a_sum="FedALT sends each client the others' own adapters (its rest of world)"),
     **_plugins("fedvlm.variants"),
+}
+
+
+# Client-level privacy around the run's strategy (federated.privacy)
+PRIVACY: dict[str, Algorithm] = {
+    "dp_fedavg": Algorithm(DPFedAvg, options=DPFedAvgOptions, paper="https://arxiv.org/abs/1710.06963"),
 }
 
 
@@ -73,7 +89,7 @@ def option_fields() -> dict[str, object]:
     from typing import get_type_hints
 
     out = {}
-    for algorithm in (*STRATEGIES.values(), *VARIANTS.values()):
+    for algorithm in (*STRATEGIES.values(), *VARIANTS.values(), *PRIVACY.values()):
         if algorithm.options is not None:
             hints = get_type_hints(algorithm.options)
             out.update({f.name: hints[f.name] for f in fields(algorithm.options)})

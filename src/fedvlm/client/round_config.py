@@ -32,6 +32,7 @@ class RoundConfig:
     fault: str = ""  # an injected fault this client commits this round (client/faults.py)
     attack: str = ""  # an attack this client makes this round, and its scale
     attack_scale: float = 1.0
+    attack_target: str = ""  # a backdoor's target answer
     hang_seconds: float = 0.0  # how long a hanging client sleeps (past the round's deadline)
     # The run's algorithms' options (fedvlm.algorithms): one record of scalars, which a Flower
     # message carries as its own ConfigRecord beside this one.

@@ -52,7 +52,10 @@ def train(
     train_ds, rows = node.train_ds, node.train_rows
     if c.attack in faults.DATA_ATTACKS:
         rng = np.random.default_rng(seed_for(c.seed, Stream.ATTACK_NOISE, node.seed_id, round_num))
-        train_ds, rows = faults.flip_labels(train_ds, rows, rng)
+        if c.attack == "backdoor":
+            train_ds, rows = faults.backdoor(train_ds, rows, c.attack_target, rng)
+        else:
+            train_ds, rows = faults.flip_labels(train_ds, rows, rng)
     n_steps = c.steps(len(rows))
     first_step = c.rounds_done * n_steps
     total = c.schedule_rounds * n_steps
@@ -98,7 +101,7 @@ def train(
     for side in sides:
         extras_up.update(side.finish(start, state))
     # Only the client's own rank travels; the server sees it zero-padded to full rank.
-    if c.attack and c.attack not in faults.DATA_ATTACKS:
+    if c.attack and not (c.attack in faults.DATA_ATTACKS and c.attack_scale == 1):
         rng = np.random.default_rng(seed_for(c.seed, Stream.ATTACK_NOISE, node.seed_id, round_num))
         state = faults.attack(c.attack, state, {k: start[k] for k in state}, c.attack_scale, rng)
     own = (lambda x: slice_rank(x, c.rank)) if c.rank < c.full_rank else (lambda x: x)

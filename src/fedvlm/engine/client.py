@@ -45,6 +45,7 @@ def round_config(cfg: Config, instruction: Instruction, round_num: int, client_i
         fault=(fault or {}).get("kind", ""),
         attack=(attack or {}).get("kind", ""),
         attack_scale=float((attack or {}).get("scale", 1.0)),
+        attack_target=str((attack or {}).get("target", "")),
         hang_seconds=(f.round_timeout or 0.0) + 5.0 if fault and fault["kind"] == "hang" else 0.0,
     )
 

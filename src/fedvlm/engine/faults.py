@@ -2,7 +2,7 @@
 
 Each entry names a ``kind`` (`fedvlm.client.faults`) and, optionally, the ``clients`` and
 ``rounds`` it applies to (all, if not given) and a ``probability`` (1 if not given);
-attacks take a ``scale`` too (1 if not given). In every round each client draws one number
+attacks take a ``scale`` too (1 if not given), and a backdoor its ``target`` answer. In every round each client draws one number
 per list from its own stream (`Stream.FAULTS` or `Stream.ATTACKS`, by round), so who
 misbehaves does not depend on the order clients run in or on the engine; the first entry
 that matches a client applies.
@@ -16,7 +16,7 @@ from fedvlm.client.faults import ATTACKS
 from fedvlm.errors import ConfigError
 from fedvlm.seeds import Stream, seed_for
 
-_KEYS = {"kind", "clients", "rounds", "probability", "scale"}  # scale: attacks only
+_KEYS = {"kind", "clients", "rounds", "probability", "scale", "target"}  # scale, target: attacks only
 
 
 def check_entries(key: str, entries: list, kinds: tuple[str, ...], num_clients: int) -> None:
@@ -25,13 +25,15 @@ def check_entries(key: str, entries: list, kinds: tuple[str, ...], num_clients: 
         where = f"config key '{key}[{i}]'"
         if not isinstance(entry, dict) or "kind" not in entry:
             raise ConfigError(f"{where}: expected a mapping with a 'kind' ({', '.join(kinds)}), got {entry!r}")
-        allowed = _KEYS if kinds is ATTACKS else _KEYS - {"scale"}
-        unknown = set(entry) - allowed
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)} (valid: kind, clients, rounds, probability"
-                              f"{', scale' if kinds is ATTACKS else ''})")
         if entry["kind"] not in kinds:
             raise ConfigError(f"{where}: unknown kind {entry['kind']!r} (valid: {', '.join(kinds)})")
+        allowed = _KEYS - {"scale", "target"} if kinds is not ATTACKS else _KEYS - ({"target"} if entry["kind"] != "backdoor" else set())
+        unknown = set(entry) - allowed
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)} (valid: {', '.join(sorted(allowed))})")
+        if entry["kind"] == "backdoor" and (not isinstance(entry.get("target"), str) or not entry["target"].strip()):
+            raise ConfigError(f"{where}: a backdoor needs 'target', the answer its trigger should produce "
+                              f"(e.g. target: 'yes'), got {entry.get('target')!r}")
         clients = entry.get("clients", [])
         if not isinstance(clients, list) or any(str(c) not in {str(k) for k in range(num_clients)} for c in clients):
             raise ConfigError(f"{where}: 'clients' expected a list of client ids 0..{num_clients - 1}, got {clients!r}")

@@ -50,6 +50,16 @@ def build_node(cfg: Config, node_config: dict, loaded: LoadedModel | None = None
     return node_view(loaded, cid, seed_id, train_ds, train, test, ClientStore(Path(node_config["state-dir"])))
 
 
+def node_name(node_config: dict) -> str:
+    """What a node calls itself before it is set up (a setup failure is named by it): its
+    ``client-id``, else its data file's stem, else its ``partition-id``."""
+    if "client-id" in node_config:
+        return str(node_config["client-id"])
+    if "data-path" in node_config:
+        return Path(str(node_config["data-path"])).stem
+    return str(node_config.get("partition-id", "?"))
+
+
 def _partition(cfg: Config, family, node_config: dict):
     pid, n = node_config["partition-id"], node_config.get("num-partitions")
     if n != cfg.partition.num_clients:

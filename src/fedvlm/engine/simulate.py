@@ -15,15 +15,16 @@ from fedvlm.client import EvalRoundConfig, kept, personalized
 from fedvlm.client import evaluate as client_evaluate
 from fedvlm.client import train as client_train
 from fedvlm.algorithms.flora.client import MergedBase
-from fedvlm.algorithm_config import server_kwargs, server_side
+from fedvlm.algorithm_config import algorithm_options, privacy_noise, server_kwargs, server_side
 from fedvlm.config import Config, save_config
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sharing import PlannedStrategy
 from fedvlm.core.sampling import expected_participation
-from fedvlm.algorithms.registry import VARIANTS
+from fedvlm.algorithms.registry import PRIVACY, VARIANTS
 from fedvlm.core.strategy import Strategy
 from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.core.validate import validate_update
+from fedvlm.engine import backdoor
 from fedvlm.engine.faults import assigned
 from fedvlm.errors import FedvlmError, UpdateError
 from fedvlm.models.adapter import save_adapter, set_adapter_state
@@ -38,7 +39,16 @@ from fedvlm.train.evaluate import evaluate
 
 
 def make_strategy(cfg: Config, num_clients: int, client_sizes: dict[str, int] | None = None) -> Strategy:
-    return server_side(cfg)[1].server(**server_kwargs(cfg, num_clients, client_sizes))
+    """The run's server side; with ``federated.privacy``, wrapped in it (the inner strategy
+    then offers every client, and the wrapper samples them)."""
+    algorithm = server_side(cfg)[1]
+    kwargs = server_kwargs(cfg, num_clients, client_sizes)
+    if cfg.federated.privacy == "none":
+        return algorithm.server(**kwargs)
+    inner = algorithm.server(**{**kwargs, **{k: v for k, v in (("fraction", 1.0), ("min_clients", 1)) if k in kwargs}})
+    privacy = PRIVACY[cfg.federated.privacy]
+    return privacy.server(inner, num_clients, algorithm_options(cfg, privacy), privacy_noise(cfg),
+                          cfg.federated.fraction, cfg.run.seed)
 
 
 class InProcessClients:
@@ -117,7 +127,7 @@ def train_round(
     received, failed = clients.train(messages, round_num)
     updates = valid_updates(received, state, strategy, cfg.federated.max_norm_ratio, failed)
     failed = {cid: failed[cid] for cid in messages if cid in failed}  # in sampling order
-    if len(updates) < f.min_clients:
+    if len(updates) < min(f.min_clients, len(messages)):  # (DP's Poisson sampling may pick fewer)
         raise TooFewClients(
             f"round {round_num}: {len(updates)} of {len(messages)} clients answered with a valid update, fewer than "
             f"federated.min_clients ({f.min_clients}); left out: "
@@ -138,7 +148,21 @@ def train_round(
     new = strategy.aggregate(round_num, state, updates)
     if not all(np.isfinite(a).all() for a in new.global_state.values()):
         raise FedvlmError(f"round {round_num}: the aggregate of valid updates is not finite; the run stopped before writing it")
+    if f.privacy != "none":
+        record["privacy"] = privacy_record(cfg, new.scalars, round_num, len(messages))
     return new, record
+
+
+def privacy_record(cfg: Config, scalars: dict, round_num: int, sampled: int) -> dict:
+    """What DP-FedAvg spent so far: (epsilon, delta) after ``round_num`` rounds from the
+    accountant, with the round's noise multiplier, clipping norm and clipped updates."""
+    from fedvlm.algorithms.dp_fedavg.accountant import epsilon
+
+    options = algorithm_options(cfg, PRIVACY[cfg.federated.privacy])
+    z = privacy_noise(cfg)
+    return {"epsilon": epsilon(z, cfg.federated.fraction, round_num, options.dp_delta, options.dp_accountant),
+            "delta": options.dp_delta, "noise_multiplier": z, "clip": scalars["dp_round_clip"],
+            "clipped": scalars["dp_clipped"], "sampled": sampled, "accountant": options.dp_accountant}
 
 
 class TooFewClients(FedvlmError):
@@ -187,6 +211,10 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     set_adapter_state(fed.model, full)
     result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span,
                       e.caption_types, cfg.train.mixed_precision)
+    for target in backdoor.targets(cfg.federated.attacks):
+        result.setdefault("backdoor", {})[target] = backdoor.success_rate(
+            fed.task, fed.model, fed.test_ds, fed.pooled_test, target, e.batch_size, e.max_new_tokens, e.answer_span,
+            cfg.train.mixed_precision)
     if local is not None:
         result["clients"] = local()
         summary = personalized_summary(result["clients"])

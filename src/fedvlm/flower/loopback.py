@@ -14,15 +14,14 @@ Every process it starts is stopped on exit; logs go to ``root/logs``.
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from fedvlm.errors import FedvlmError
 from fedvlm.flower.deploy import make_certificates, make_node_key, write_app
 from fedvlm.flower.run_config import write_run_config
+from fedvlm.flower.submit import BIN, submit
 
-BIN = Path(sys.executable).parent  # flwr's commands, installed beside this Python
 
 
 def free_port() -> int:
@@ -117,15 +116,14 @@ class LoopbackDeployment:
                           "--port", str(free_port()), *extra, env=env)
 
     def run(self, overrides: list[str], run_dir: Path, wait: bool = True):
-        """``flwr run`` of the fedvlm app with ``overrides``, written to ``run_dir``; waits
-        for it (raising if it fails) unless ``wait`` is False (then ``procs["flwr-run"]``)."""
+        """The fedvlm app run with ``overrides``, written to ``run_dir``: with ``wait``,
+        `submit` (raising `FedvlmError` unless the run completed); else ``flwr run`` in
+        the background (``procs["flwr-run"]``)."""
         app = self.root / "app"
         if not app.exists():
             write_app(app)
         self.runs += 1
         run_config = write_run_config(self.root / f"run_config_{self.runs}.toml", overrides=overrides, run_dir=run_dir)
-        cmd = ["flwr", "run", str(app), "local", "--run-config", str(run_config), "--stream"]
         if wait:
-            return subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=self.env, check=True, capture_output=True,
-                                  timeout=3600)
-        return self.start("flwr-run", *cmd)
+            return submit(app, "local", str(run_config), env=self.env)
+        return self.start("flwr-run", "flwr", "run", str(app), "local", "--run-config", str(run_config), "--stream")

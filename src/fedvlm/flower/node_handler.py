@@ -20,7 +20,11 @@ from fedvlm.engine.federation import LoadedModel
 from fedvlm.flower.messages import Reply, Request
 from fedvlm.config import config_from_text
 from fedvlm.flower.run_config import run_dir_of
-from fedvlm.engine.node_setup import build_node
+from fedvlm.engine.node_setup import build_node, node_name
+
+
+class SetupError(RuntimeError):
+    """A node could not set itself up for the run (its message names the node)."""
 
 
 class NodeHandler:
@@ -41,7 +45,10 @@ class NodeHandler:
                 node_config["state-dir"] = str(run_dir_of(req.run_config) / "clients")
             if not req.job:
                 raise ValueError("the server sent no job (the run's config) with its message")
-            node = build_node(config_from_text(req.job), node_config, self.model)
+            try:
+                node = build_node(config_from_text(req.job), node_config, self.model)
+            except Exception as e:  # the server names the node by what its owner called it
+                raise SetupError(f"client {node_name(node_config)} failed to set up: {e}") from e
             if self.model is None:
                 self.model = LoadedModel(node.model, None, node.task, node.plan, node.initial_adapter, node.base)
             self.nodes[req.node_id] = node

@@ -79,11 +79,16 @@ def short_reason(reason: str) -> str:
     """The part of a node's error that says what went wrong. Flower's reason carries the
     whole remote traceback (through Ray's on the simulation runtime), ending in its own
     wrapper (``ClientAppException ... Message: <the error>``); the cause is that message,
-    or else the last ``SomeError: message`` line."""
+    or else the last ``SomeError: message`` line. A deployed node reports
+    ``<class 'X'>:<'message'>``, and a node's worker prefixes ``fedvlm worker at SOCKET:
+    SomeError:``; the cause is the message inside."""
     text = _ANSI.sub("", reason or "")
     wrapped = re.findall(r"occurred\. Message: (.+)", text)
     if wrapped:
         return re.sub(r"'>'?$", "", wrapped[-1].strip()).strip()[:300]  # Ray's repr closes with '>
+    bare = re.fullmatch(r"\s*<class '[^']+'>:<'(.*)'>\s*", text, re.DOTALL)
+    if bare:
+        return re.sub(r"^fedvlm worker at \S+: \w+: ", "", bare.group(1).strip())[:300]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Fault)\b[^:]*: \S", line)]
     return (causes[-1] if causes else lines[-1] if lines else "unknown error")[:300]
@@ -179,7 +184,10 @@ def discover(grid: Grid, expected: int, state_key: str, job: str, wait: float = 
     nodes, sizes = {}, {}
     for reply in push(grid, queries, None)():
         if reply.has_error():
-            raise FedvlmError(f"node {reply.metadata.src_node_id} failed to set up: {short_reason(reply.error.reason)}")
+            why = short_reason(reply.error.reason)
+            named = re.match(r"^(?:\S+: )?(client \S+ failed to set up: .*)", why)
+            raise FedvlmError(f"{named.group(1)} (node id {reply.metadata.src_node_id})" if named
+                              else f"node {reply.metadata.src_node_id} failed to set up: {why}")
         cid = str(reply.content["client"]["client_id"])
         if cid in nodes:
             raise FedvlmError(f"nodes {nodes[cid]} and {reply.metadata.src_node_id} both call themselves client {cid}")

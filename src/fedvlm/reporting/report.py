@@ -25,6 +25,7 @@ from fedvlm.algorithms.registry import VARIANTS
 from fedvlm.errors import DataError
 from fedvlm.fileio import write_atomic
 from fedvlm.reporting.plots import PLOT_NAMES, write_plots
+from fedvlm.reporting.safety import left_out, privacy
 from fedvlm.reporting.records import (  # noqa: F401 (read_metrics, read_baselines: re-exported)
     BASELINES_FILE,
     METRICS_FILE,
@@ -134,8 +135,9 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
     types = question_types(metrics, baselines)
     text = [m for m in TEXT_COLUMNS if any(m in (r.get("eval") or {}) for r in metrics)]
     own = any(personalized_accuracy(r) is not None for r in metrics)
+    private = any("privacy" in r for r in metrics)
     header = ["", "accuracy %", *(["personalized % (mean ± std)"] if own else []), *(TEXT_COLUMNS[m] for m in text), *(f"{t} %" for t in types), "mean loss",
-              "MB up", "MB down", "seconds"]
+              "MB up", "MB down", "seconds", *(["ε"] if private else [])]
     rows = []
     for record in metrics:
         ev = record.get("eval") or {}
@@ -151,6 +153,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
             format_mb(record.get("bytes_up")),
             format_mb(record.get("bytes_down")),
             format_seconds(record.get("seconds")),
+            *([_epsilon(record)] if private else []),
         ])
     central = baselines.get("centralized")
     if isinstance(central, dict):
@@ -163,6 +166,7 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
             *(format_pct(by_type.get(t)) for t in types),
             MISSING, MISSING, MISSING,
             format_seconds(central.get("seconds")),
+            *([MISSING] if private else []),
         ])
     local = baselines.get("local")
     if isinstance(local, dict):
@@ -174,8 +178,14 @@ def summary_table(metrics: list[dict], baselines: dict | None = None) -> str:
             *(MISSING for _ in types),
             MISSING, MISSING, MISSING,
             format_seconds(local.get("seconds")),
+            *([MISSING] if private else []),
         ])
     return markdown_table(header, rows)
+
+
+def _epsilon(record: dict) -> str:
+    v = number((record.get("privacy") or {}).get("epsilon"))
+    return "0" if record["round"] == 0 else MISSING if v is None else f"{v:.2f}"
 
 
 # ----------------------------------------------------------------------------- report
@@ -217,6 +227,7 @@ def config_header(config: dict) -> list[str]:
         ("seed", get("run", "seed")),
         ("answers scored", _SPANS.get(get("eval", "answer_span") or "first_line")),
         ("LoRA variant", get("federated", "aggregation")),
+        ("privacy", None if get("federated", "privacy") in (None, "none") else get("federated", "privacy")),
     ]
     lines = [f"- **{name}**: `{value}`" for name, value in items if value is not None]
     variant = VARIANTS.get(get("federated", "aggregation"))
@@ -280,21 +291,6 @@ def headline(metrics: list[dict], baselines: dict | None = None) -> list[str]:
     return lines
 
 
-def left_out(metrics: list[dict]) -> list[str]:
-    """Bullets naming, per round, the clients left out of the aggregation and why, and the
-    clients told to attack (``federated.attacks``)."""
-    lines = []
-    for record in metrics:
-        for cid, why in (record.get("failed") or {}).items():
-            lines.append(f"  - round {record['round']}, client {cid}: {why}")
-    attacks = [f"round {r['round']}: " + ", ".join(f"{c} ({k})" for c, k in r["attackers"].items())
-               for r in metrics if r.get("attackers")]
-    out = [f"- **left out** of their round's aggregation: {len(lines)} client updates"] + lines if lines else []
-    if attacks:
-        out.append("- **attackers** (federated.attacks; their updates pass validation): " + "; ".join(attacks))
-    return out
-
-
 def speed(metrics: list[dict]) -> list[str]:
     """The bullet on speed: the share of the clients' training time spent waiting for
     batches, and the pooled evaluation's questions per second (last round)."""
@@ -338,7 +334,8 @@ def render_report(
     parts += ["## Results", ""]
     if metrics:
         metric = (config.get("eval") or {}).get("metric", "accuracy") if isinstance(config, dict) else "accuracy"
-        parts += lead(metrics, metric) + headline(metrics, baselines) + left_out(metrics) + speed(metrics)
+        parts += (lead(metrics, metric) + headline(metrics, baselines) + left_out(metrics) + privacy(metrics)
+                  + speed(metrics))
         parts += ["", summary_table(metrics, baselines), ""]
     else:
         parts += ["_no metrics recorded yet_", ""]

@@ -1,0 +1,157 @@
+"""DP-FedAvg against its formulas: each update clipped to C, the fixed-denominator mean,
+Gaussian noise of standard deviation z C / (q N), adaptive clipping tracking a quantile;
+epsilon as Google's dp-accounting computes it; what it refuses, in one line each."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from fedvlm.algorithms.dp_fedavg.accountant import epsilon, noise_for
+from fedvlm.algorithms.dp_fedavg.server import CLIP, DPFedAvg, DPFedAvgOptions, split_noise
+from fedvlm.algorithms.fedavg.server import FedAvg
+from fedvlm.config import load_config
+from fedvlm.core.types import ClientUpdate
+from fedvlm.errors import ConfigError
+from tiny import TINY_RUN
+
+DP = ["federated.privacy=dp_fedavg", "federated.weighting=uniform"]
+
+
+def _dp(z=1.0, clip=1.0, n=2, fraction=1.0, **options):
+    inner = FedAvg(weighting="uniform")
+    return DPFedAvg(inner, n, DPFedAvgOptions(dp_noise_multiplier=z, dp_clip=clip, **options), z, fraction, seed=3)
+
+
+def test_each_update_is_clipped_to_C_and_summed_over_the_expected_clients():
+    dp = _dp(z=1.0, clip=1.0, n=2)
+    state = dp.initialize({"w": np.zeros(2, np.float32)})
+    big = ClientUpdate("0", {"w": np.array([3.0, 4.0], np.float32)}, 10)  # norm 5: scaled to norm 1
+    small = ClientUpdate("1", {"w": np.array([0.3, 0.4], np.float32)}, 99)  # norm 0.5: kept
+    with_updates = dp.aggregate(1, state, [big, small]).global_state["w"]
+    noise_only = dp.aggregate(1, state, []).global_state["w"]  # the same round draws the same noise
+    # (0.6, 0.8) + (0.3, 0.4), over q N = 2 clients; the data sizes 10 and 99 do not weigh
+    np.testing.assert_allclose(with_updates - noise_only, [0.45, 0.6], atol=1e-6)
+    assert dp.aggregate(1, state, [big, small]).scalars["dp_clipped"] == 1
+
+
+def test_the_noise_has_standard_deviation_z_C_over_q_N():
+    dp = _dp(z=2.0, clip=0.5, n=8, fraction=0.5)  # q N = 4: std 2 * 0.5 / 4 = 0.25
+    state = dp.initialize({"w": np.zeros(200_000, np.float32)})
+    noise = dp.aggregate(1, state, []).global_state["w"]
+    assert abs(noise.std() - 0.25) < 0.0025 and abs(noise.mean()) < 0.0025
+
+
+def test_poisson_sampling_keeps_each_client_with_probability_q():
+    dp = _dp(n=1000, fraction=0.3)
+    state = dp.initialize({"w": np.zeros(1, np.float32)})
+    picked = dp.configure(1, state, [str(i) for i in range(1000)], np.random.default_rng(0))
+    assert 250 < len(picked) < 350  # Binomial(1000, 0.3): mean 300, sd 14.5
+    assert list(picked) == sorted(picked, key=int)  # the run's client order
+
+
+def test_adaptive_clipping_tracks_the_target_quantile_of_the_update_norms():
+    """Norms drawn from a log-normal: C should settle near their median (gamma 0.5) and
+    near their 80th percentile for gamma 0.8 (Andrew et al. 2021)."""
+    rng = np.random.default_rng(1)
+    for gamma, truth in ((0.5, 1.0), (0.8, float(np.exp(0.5 * 0.8416)))):  # lognormal(0, 0.5) quantiles
+        dp = _dp(z=1.0, clip=0.1, n=500, dp_adaptive_clip=True, dp_target_quantile=gamma)
+        state = dp.initialize({"w": np.zeros(1, np.float32)})
+        clips = []
+        for r in range(1, 301):
+            norms = rng.lognormal(0.0, 0.5, size=500)
+            updates = [ClientUpdate(str(i), {"w": np.array([n], np.float32)}, 1) for i, n in enumerate(norms)]
+            state = dp.aggregate(r, state, updates)
+            state = type(state)(state.round, {"w": np.zeros(1, np.float32)}, state.buffers, state.scalars)
+            clips.append(state.scalars[CLIP])
+        settled = float(np.mean(clips[-100:]))
+        assert abs(settled / truth - 1) < 0.1, (gamma, settled, truth)
+        assert clips[0] < 0.15  # it started from dp_clip 0.1
+
+
+def test_the_total_noise_is_split_between_count_and_update():
+    # z^-2 = z_update^-2 + (2 sigma_b)^-2
+    assert split_noise(1.0, 1.0) == pytest.approx((1 - 0.25) ** -0.5)
+    with pytest.raises(ValueError, match="no noise budget"):
+        split_noise(1.0, 0.5)
+
+
+def test_epsilon_is_the_librarys_own():
+    import dp_accounting
+    from dp_accounting import pld, rdp
+
+    for q, z, rounds in ((1.0, 1.1, 10), (0.25, 0.8, 40)):
+        event = dp_accounting.GaussianDpEvent(z)
+        if q < 1:
+            event = dp_accounting.PoissonSampledDpEvent(q, event)
+        for kind, accountant in (("rdp", rdp.RdpAccountant()), ("pld", pld.PLDAccountant())):
+            accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
+            assert epsilon(z, q, rounds, 1e-5, kind) == accountant.get_epsilon(1e-5)
+    # the calibrated noise reaches the target, and a little less noise would not
+    z = noise_for(4.0, 0.5, 20, 1e-5)
+    assert epsilon(z, 0.5, 20, 1e-5) <= 4.0 < epsilon(0.98 * z, 0.5, 20, 1e-5)
+
+def test_epsilon_of_the_gaussian_mechanism_by_hand():
+    """No sampling (q = 1): T rounds at z are one Gaussian mechanism at z / sqrt(T). PLD is
+    exact: the analytic Gaussian's delta(eps) = Phi(-eps s + 1/(2s)) - e^eps Phi(-eps s - 1/(2s))
+    (Balle & Wang 2018) solved for delta 1e-5; RDP is alpha T / (2 z^2) converted with
+    log1p(-1/alpha) - (log delta + log alpha) / (alpha - 1), minimized over alpha."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    for z, rounds in ((1.0, 1), (2.0, 4), (3.0, 1)):
+        s = z / np.sqrt(rounds)
+        exact = brentq(lambda e: norm.cdf(-e * s + 1 / (2 * s)) - np.exp(e) * norm.cdf(-e * s - 1 / (2 * s)) - 1e-5, 1e-3, 50)
+        assert epsilon(z, 1.0, rounds, 1e-5, "pld") == pytest.approx(exact, abs=1e-4)
+        alpha = np.linspace(1.01, 300, 300_000)
+        by_rdp = np.min(rounds * alpha / (2 * z * z) + np.log1p(-1 / alpha) - (np.log(1e-5) + np.log(alpha)) / (alpha - 1))
+        assert epsilon(z, 1.0, rounds, 1e-5, "rdp") == pytest.approx(by_rdp, abs=2e-3)
+    assert epsilon(1.0, 1.0, 1, 1e-5, "pld") == pytest.approx(4.3772, abs=1e-3)
+
+
+def test_a_private_run_records_epsilon_each_round_and_resumes_exactly(tmp_path):
+    from fedvlm.cli import main
+
+    job = [*TINY_RUN, *DP, "partition.num_clients=4", "federated.fraction=0.5", "federated.dp_noise_multiplier=1.5",
+           "federated.dp_adaptive_clip=true", "federated.dp_clipped_count_stddev=1.0", f"run.output_dir={tmp_path}"]
+    assert main(["run", *job, "run.name=whole"]) == 0
+    assert main(["run", *job, "federated.rounds=1", "run.name=split"]) == 0
+    assert main(["run", "--resume", str(tmp_path / "split"), "federated.rounds=2"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    for r in records[1:]:
+        p = r["privacy"]
+        assert p["epsilon"] == pytest.approx(epsilon(1.5, 0.5, r["round"], 1e-5))
+        assert p["noise_multiplier"] == 1.5 and p["sampled"] == len(r["clients"]) + len(r.get("failed", {}))
+    assert records[1]["privacy"]["clip"] == 0.1 and records[2]["privacy"]["clip"] != 0.1  # C moved
+    final = "adapters/final/adapter_model.safetensors"
+    a, b = load_file(str(tmp_path / "whole" / final)), load_file(str(tmp_path / "split" / final))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    report = (tmp_path / "whole" / "report.md").read_text()
+    assert "ε" in report and "dp_fedavg" in report
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["federated.privacy=dp_fedavg", "federated.dp_noise_multiplier=1"], r"^config key 'federated.weighting': .*set federated.weighting=uniform"),
+    ([*DP], r"^config key 'federated.dp_noise_multiplier': expected a noise multiplier, or federated.dp_target_epsilon"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_target_epsilon=4"], r"'federated.dp_target_epsilon': expected null when"),
+    ([*DP, "federated.dp_noise_multiplier=0"], r"'federated.dp_noise_multiplier': expected a positive number"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_delta=1"], r"'federated.dp_delta': expected 0 < delta < 1"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.strategy=scaffold"], r"^config key 'federated.strategy': .*not scaffold: its control variates"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.strategy=krum"], r"not krum: a robust aggregator"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.aggregation=flora"], r"^config key 'federated.aggregation': .*not flora"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.aggregation=fedex"], r"not fedex: FedEx-LoRA"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_adaptive_clip=true"], r"'federated.dp_clipped_count_stddev': adaptive clipping: .*no noise budget"),
+    (["federated.dp_clip=0.5"], r"'federated.dp_clip': needs federated.privacy=dp_fedavg"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_accountant=moments"], r"'federated.dp_accountant': expected rdp or pld"),
+])
+def test_what_dp_fedavg_refuses_is_one_line(overrides, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        load_config(None, [*TINY_RUN, *overrides])
+    assert "\n" not in str(e.value)
+
+
+def test_every_server_optimizer_and_summed_variant_runs_privately():
+    for extra in (["federated.strategy=fedadam"], ["federated.strategy=fedavgm"], ["federated.strategy=fedprox"],
+                  ["federated.aggregation=ffa"], ["federated.aggregation=fedsa"]):
+        load_config(None, [*TINY_RUN, *DP, "federated.dp_noise_multiplier=1", *extra])  # accepted
