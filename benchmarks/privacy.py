@@ -35,6 +35,7 @@ def main() -> None:
     # about the norm of one round's mean update in the default job (4.4, measured): clipping bites a little
     parser.add_argument("--clip", type=float, default=5.0, help="federated.dp_clip")
     parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument("--reuse", action="store_true", help="read runs already finished in --out instead of rerunning them")
     parser.add_argument("overrides", nargs="*", help="more section.key=value overrides for every run")
     args = parser.parse_args()
     common = [*([args.config] if args.config else []), "run.progress=false", "run.baselines=[]", "federated.weighting=uniform",
@@ -49,7 +50,10 @@ def main() -> None:
         for seed in args.seeds:
             run_name = f"{name.replace('ε=', 'eps').replace(' ', '-')}-seed{seed}"
             start = time.perf_counter()
-            code = fedvlm(["run", *common, *extra, f"run.seed={seed}", f"run.name={run_name}"])
+            if args.reuse and (args.out / run_name / "adapters" / "final").is_dir():  # an earlier invocation's
+                code = 0
+            else:
+                code = fedvlm(["run", *common, *extra, f"run.seed={seed}", f"run.name={run_name}"])
             runs.append({"exit": code, "seconds": round(time.perf_counter() - start, 1),
                          **(final(args.out / run_name) if code == 0 else {})})
             print(name, seed, runs[-1], flush=True)

@@ -47,9 +47,12 @@ def algorithm_options(cfg: Config, algorithm: Algorithm):
 
 def options_record(cfg: Config) -> dict[str, Any]:
     """What the run's algorithms' client sides receive each round (``RoundConfig.options``):
-    the options of the strategy and of the LoRA variant, every field, as one record."""
+    the options of those of the run's algorithms that have a client side, every field, as
+    one record (a server-only algorithm's options stay on the server)."""
     out = {}
     for algorithm in chosen(cfg).values():
+        if algorithm.client is None:
+            continue
         options = algorithm_options(cfg, algorithm)
         if options is not None:
             out |= dataclasses.asdict(options)

@@ -155,3 +155,21 @@ def test_every_server_optimizer_and_summed_variant_runs_privately():
     for extra in (["federated.strategy=fedadam"], ["federated.strategy=fedavgm"], ["federated.strategy=fedprox"],
                   ["federated.aggregation=ffa"], ["federated.aggregation=fedsa"]):
         load_config(None, [*TINY_RUN, *DP, "federated.dp_noise_multiplier=1", *extra])  # accepted
+
+
+def test_a_private_run_is_the_same_on_flower(tmp_path, monkeypatch):
+    """DP-FedAvg sits in the server's strategy: on Flower's simulation runtime the same
+    clients are sampled, the same noise is drawn and the same epsilon is spent."""
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    common = [*TINY_RUN, *DP, "partition.num_clients=3", "federated.fraction=0.67", "federated.strategy=fedadam",
+              "federated.dp_target_epsilon=20", f"run.output_dir={tmp_path}"]
+    assert main(["run", *common, "run.name=inproc"]) == 0
+    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
+    ours = [json.loads(line) for line in (tmp_path / "flower" / "metrics.jsonl").read_text().splitlines()][1:]
+    theirs = [json.loads(line) for line in (tmp_path / "inproc" / "metrics.jsonl").read_text().splitlines()][1:]
+    assert [r["privacy"] for r in ours] == [r["privacy"] for r in theirs]
+    assert [sorted(r["clients"]) for r in ours] == [sorted(r["clients"]) for r in theirs]
+    final = "adapters/final/adapter_model.safetensors"
+    assert (tmp_path / "flower" / final).read_bytes() == (tmp_path / "inproc" / final).read_bytes()
