@@ -26,6 +26,15 @@ def final(run_dir: Path) -> dict:
     return {"accuracy": last["eval"]["accuracy"], **{k: last.get("privacy", {}).get(k) for k in ("epsilon", "noise_multiplier")}}
 
 
+def stopped(run_dir: Path) -> dict:
+    """A run that stopped early: its last complete round and what its records say."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").exists() else []
+    last = records[-1] if records else {}
+    return {"stopped": f"after round {last.get('round', 0)}",
+            **{k: last.get("privacy", {}).get(k) for k in ("epsilon", "noise_multiplier")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="a job YAML (default: the embedded VQA job)")
@@ -55,7 +64,7 @@ def main() -> None:
             else:
                 code = fedvlm(["run", *common, *extra, f"run.seed={seed}", f"run.name={run_name}"])
             runs.append({"exit": code, "seconds": round(time.perf_counter() - start, 1),
-                         **(final(args.out / run_name) if code == 0 else {})})
+                         **(final(args.out / run_name) if code == 0 else stopped(args.out / run_name))})
             print(name, seed, runs[-1], flush=True)
         results[name] = runs
     lines = ["| setting | accuracy % (mean of seeds) | per seed | noise multiplier z | epsilon spent | seconds per run |",
@@ -64,7 +73,9 @@ def main() -> None:
         accs = [r["accuracy"] for r in runs if "accuracy" in r]
         z = runs[0].get("noise_multiplier")
         spent = runs[0].get("epsilon")
-        lines.append(f"| {name} | {100 * statistics.mean(accs):.1f} | {', '.join(f'{100 * a:.1f}' for a in accs)} | "
+        mean = f"{100 * statistics.mean(accs):.1f}" if accs else "stopped"
+        per_seed = ", ".join(f"{100 * r['accuracy']:.1f}" if "accuracy" in r else f"stopped ({r.get('stopped', '')})" for r in runs)
+        lines.append(f"| {name} | {mean} | {per_seed} | "
                      f"{'' if z is None else f'{z:.3g}'} | {'' if spent is None else f'{spent:.2f}'} | "
                      f"{statistics.mean(r['seconds'] for r in runs):.0f} |")
     table = "\n".join(lines)

@@ -128,3 +128,38 @@ def check_privacy(cfg: Config) -> None:
             split_noise(privacy_noise(cfg), stddev)
         except ValueError as e:
             raise ConfigError(f"config key 'federated.dp_clipped_count_stddev': {e}") from None
+
+
+def check_dp_sgd(cfg: Config) -> None:
+    """One line for a DP-SGD setting (``train.dp_sgd*``) that cannot run as asked."""
+    t = cfg.train
+    if not t.dp_sgd:
+        set_ = [k for k in ("dp_sgd_noise_multiplier", "dp_sgd_target_epsilon", "dp_sgd_clients") if getattr(t, k) is not None]
+        if set_:
+            raise ConfigError(f"config key 'train.{set_[0]}': needs train.dp_sgd=true")
+        return
+    z, eps = t.dp_sgd_noise_multiplier, t.dp_sgd_target_epsilon
+    if (z is None) == (eps is None):
+        raise ConfigError("config key 'train.dp_sgd_noise_multiplier': expected a noise multiplier or "
+                          f"train.dp_sgd_target_epsilon (one of them), got {z!r} and {eps!r}")
+    for key, value in (("dp_sgd_noise_multiplier", z), ("dp_sgd_target_epsilon", eps), ("dp_sgd_max_grad_norm", t.dp_sgd_max_grad_norm)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"config key 'train.{key}': expected a positive number, got {value!r}")
+    if not 0 < t.dp_sgd_delta < 1:
+        raise ConfigError(f"config key 'train.dp_sgd_delta': expected 0 < delta < 1, got {t.dp_sgd_delta!r}")
+    if t.grad_accum != 1 or t.mixed_precision != "no":
+        key = "grad_accum" if t.grad_accum != 1 else "mixed_precision"
+        raise ConfigError(f"config key 'train.{key}': DP-SGD steps on one Poisson batch in float32 "
+                          "(train.grad_accum=1, train.mixed_precision=no)")
+    ids = {str(i) for i in range(cfg.partition.num_clients)}
+    if t.dp_sgd_clients is not None and (not isinstance(t.dp_sgd_clients, list) or not {str(c) for c in t.dp_sgd_clients} <= ids):
+        raise ConfigError(f"config key 'train.dp_sgd_clients': expected a list of client ids 0..{len(ids) - 1} or null, "
+                          f"got {t.dp_sgd_clients!r}")
+    for kind, name in (("strategy", cfg.federated.strategy), ("aggregation", cfg.federated.aggregation)):
+        if chosen(cfg)[name].loss_term:
+            raise ConfigError(f"config key 'federated.{kind}': {name} adds a term to the client's loss, which DP-SGD's "
+                              "per-example gradients would not carry (train.dp_sgd works with the others)")
+    try:
+        import opacus  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"config key 'train.dp_sgd': needs opacus (pip install 'fedvlm[privacy]'; {e})") from None

@@ -18,7 +18,7 @@ from fedvlm.client.faults import ATTACKS, FAULTS
 from fedvlm.core.aggregate import WEIGHTINGS
 from fedvlm.engine.faults import check_entries
 from fedvlm.core.answers import ANSWER_SPANS
-from fedvlm.algorithm_config import algorithm_options, check_privacy, chosen
+from fedvlm.algorithm_config import algorithm_options, check_dp_sgd, check_privacy, chosen
 from fedvlm.algorithms.base import Algorithm
 from fedvlm.algorithms.registry import PRIVACY, STRATEGIES, VARIANTS, option_fields
 from fedvlm.core.sharing import TUNINGS
@@ -178,6 +178,7 @@ def _check(cfg: Config) -> None:
     for algorithm in chosen(cfg).values():
         algorithm_options(cfg, algorithm)  # each in range
     check_privacy(cfg)
+    check_dp_sgd(cfg)
     options = cfg.federated.options
     if options.get("server_rank") is not None and not 0 < options["server_rank"] <= cfg.lora.r:
         raise ConfigError(f"config key 'federated.server_rank': expected 1..lora.r ({cfg.lora.r}), got {options['server_rank']}")

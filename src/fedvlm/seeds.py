@@ -33,6 +33,8 @@ class Stream(IntEnum):
     ATTACKS = 12  # (round): which clients attack (federated.attacks)
     ATTACK_NOISE = 13  # (client, round): a noise attacker's noise
     DP_NOISE = 14  # (round): DP-FedAvg's Gaussian noise and its noised clipped count
+    DP_SGD_BATCHES = 15  # (client): DP-SGD's Poisson batches (the step is appended)
+    DP_SGD_NOISE = 16  # (client, round): DP-SGD's gradient noise
 
 
 IDS = {  # what each stream is drawn for
@@ -50,6 +52,8 @@ IDS = {  # what each stream is drawn for
     Stream.ATTACKS: ("round",),
     Stream.ATTACK_NOISE: ("client", "round"),
     Stream.DP_NOISE: ("round",),
+    Stream.DP_SGD_BATCHES: ("client",),
+    Stream.DP_SGD_NOISE: ("client", "round"),
 }
 
 

@@ -156,6 +156,17 @@ class TrainConfig:
     dataloader_num_workers: int = 0
     dataloader_prefetch_factor: int = 2
     dataloader_pin_memory: bool = True
+    # Sample-level DP on the clients (DP-SGD through opacus, fedvlm/train/dp_sgd.py): each
+    # example's gradient clipped to dp_sgd_max_grad_norm and Gaussian noise of
+    # dp_sgd_noise_multiplier times that (or the multiplier that spends dp_sgd_target_epsilon
+    # over the client's schedule); Poisson batches of expected size batch_size. Every
+    # client, or only those listed in dp_sgd_clients.
+    dp_sgd: bool = False
+    dp_sgd_noise_multiplier: float | None = None
+    dp_sgd_target_epsilon: float | None = None
+    dp_sgd_max_grad_norm: float = 1.0
+    dp_sgd_delta: float = 1e-5
+    dp_sgd_clients: list[str] | None = None
 
 
 @dataclass

@@ -41,6 +41,8 @@ class Algorithm:
     Facts (any):
     - ``not_a_sum``: why its aggregate is not a (weighted) sum of the clients' updates, which
       client-level DP (``federated.privacy``) needs; empty when it is one.
+    - ``loss_term``: its client side adds a term to the training loss (FedProx, FedALT),
+      which DP-SGD's per-example gradients (``train.dp_sgd``) would not carry.
     """
 
     server: type | None = None
@@ -53,6 +55,7 @@ class Algorithm:
     mixed_ranks: bool = False
     connector_stages: bool = False
     not_a_sum: str = ""
+    loss_term: bool = False
     paper: str = ""
 
     @property

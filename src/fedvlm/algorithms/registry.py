@@ -40,7 +40,7 @@ STRATEGIES: dict[str, Algorithm] = {
     "fedadam": Algorithm(FedAdam, options=FedAdamOptions, paper="https://arxiv.org/abs/2003.00295"),
     "fedyogi": Algorithm(FedYogi, options=FedYogiOptions, paper="https://arxiv.org/abs/2003.00295"),
     "fedadagrad": Algorithm(FedAdagrad, options=FedAdagradOptions, paper="https://arxiv.org/abs/2003.00295"),
-    "fedprox": Algorithm(FedProx, FedProxClient, FedProxOptions, paper="https://arxiv.org/abs/1812.06127"),
+    "fedprox": Algorithm(FedProx, FedProxClient, FedProxOptions, loss_term=True, paper="https://arxiv.org/abs/1812.06127"),
     "scaffold": Algorithm(Scaffold, ScaffoldClient, ScaffoldOptions, paper="https://arxiv.org/abs/1910.06378",
                           not_a_sum="its control variates go up beside the update, unclipped and without noise"),
     # robust aggregation, of each LoRA layer's product s B A (core/robust.py):
@@ -63,7 +63,7 @@ VARIANTS: dict[str, Algorithm] = {
                        not_a_sum="FLoRA stacks every client's factors, each one as the client sent it"),
     "fedex": Algorithm(FedExLoRA, BaseIncrements, merges_into_base=True, paper="https://arxiv.org/abs/2410.09432",
                        not_a_sum="FedEx-LoRA's residual is built from each client's own product"),
-    "fedalt": Algorithm(FedALT, FedALTClient, FedALTOptions, personal=True, paper="https://arxiv.org/abs/2503.11880",
+    "fedalt": Algorithm(FedALT, FedALTClient, FedALTOptions, personal=True, loss_term=True, paper="https://arxiv.org/abs/2503.11880",
                         not_a_sum="FedALT sends each client the others' own adapters (its rest of world)"),
     **_plugins("fedvlm.variants"),
 }

@@ -34,6 +34,13 @@ class RoundConfig:
     attack_scale: float = 1.0
     attack_target: str = ""  # a backdoor's target answer
     hang_seconds: float = 0.0  # how long a hanging client sleeps (past the round's deadline)
+    # DP-SGD on this client (train.dp_sgd): its noise multiplier, or 0 with a target epsilon
+    # over its schedule instead; each example's gradient bound; delta
+    dp_sgd: bool = False
+    dp_sgd_noise_multiplier: float = 0.0
+    dp_sgd_target_epsilon: float = 0.0
+    dp_sgd_max_grad_norm: float = 1.0
+    dp_sgd_delta: float = 1e-5
     # The run's algorithms' options (fedvlm.algorithms): one record of scalars, which a Flower
     # message carries as its own ConfigRecord beside this one.
     options: dict[str, Any] = field(default_factory=dict)

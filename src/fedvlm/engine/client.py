@@ -47,7 +47,18 @@ def round_config(cfg: Config, instruction: Instruction, round_num: int, client_i
         attack_scale=float((attack or {}).get("scale", 1.0)),
         attack_target=str((attack or {}).get("target", "")),
         hang_seconds=(f.round_timeout or 0.0) + 5.0 if fault and fault["kind"] == "hang" else 0.0,
+        **dp_sgd_fields(cfg, client_id),
     )
+
+
+def dp_sgd_fields(cfg: Config, client_id: str) -> dict:
+    """The round config's DP-SGD fields for ``client_id`` (none unless train.dp_sgd names it)."""
+    t = cfg.train
+    if not t.dp_sgd or (t.dp_sgd_clients is not None and client_id not in {str(c) for c in t.dp_sgd_clients}):
+        return {}
+    return {"dp_sgd": True, "dp_sgd_noise_multiplier": t.dp_sgd_noise_multiplier or 0.0,
+            "dp_sgd_target_epsilon": t.dp_sgd_target_epsilon or 0.0, "dp_sgd_max_grad_norm": t.dp_sgd_max_grad_norm,
+            "dp_sgd_delta": t.dp_sgd_delta}
 
 
 def node_of(fed, client_id: str, store) -> Node:

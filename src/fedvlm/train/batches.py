@@ -64,3 +64,23 @@ class StepBatches:
 
     def __getitem__(self, s: int) -> list[dict]:
         return [self.task.training_batch(self.dataset[rows]) for rows in self.plan[s]]
+
+
+def poisson_plan(indices: Sequence[int], rate: float, num_steps: int, first_step: int,
+                 seed: Sequence[int]) -> list[list[list[int]]]:
+    """DP-SGD's batches (`fedvlm.train.dp_sgd`): at each step every index is kept with
+    probability ``rate``, drawn from ``(seed, step)``, so a round's batches are a pure
+    function of where it starts. One micro-batch per step, or none when nothing was drawn."""
+    indices = np.asarray(indices)
+    plan = []
+    for step in range(first_step, first_step + num_steps):
+        rows = indices[np.random.default_rng([*seed, step]).random(len(indices)) < rate].tolist()
+        plan.append([rows] if rows else [])
+    return plan
+
+
+def iter_poisson_steps(task, dataset, indices: Sequence[int], *, num_steps: int, rate: float, first_step: int,
+                       seed: Sequence[int], loading: Loading = Loading(prefetch_factor=0), device=None):
+    """`iter_steps` for DP-SGD: each step one Poisson batch (`poisson_plan`)."""
+    plan = poisson_plan(indices, rate, num_steps, first_step, seed)
+    return collated(StepBatches(task, dataset, plan), loading, device)
