@@ -17,7 +17,7 @@ import yaml
 from fedvlm.client.faults import ATTACKS, FAULTS
 from fedvlm.core.aggregate import WEIGHTINGS
 from fedvlm.engine.faults import check_entries
-from fedvlm.core.answers import ANSWER_SPANS
+from fedvlm.core.answers import ANSWER_SPANS, REFERENCES
 from fedvlm.algorithm_config import algorithm_options, check_dp_sgd, check_privacy, chosen
 from fedvlm.algorithms.base import Algorithm
 from fedvlm.algorithms.registry import PRIVACY, STRATEGIES, VARIANTS, option_fields
@@ -57,6 +57,7 @@ _CHOICES = {
     "lora.tuning": {"auto", *TUNINGS},
     "federated.weighting": set(WEIGHTINGS),
     "eval.answer_span": set(ANSWER_SPANS),
+    "eval.references": set(REFERENCES),
     "run.engine": {"simulator", "flower-sim"},
 }
 _POSITIVE = {

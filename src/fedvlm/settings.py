@@ -175,10 +175,12 @@ class EvalConfig:
     max_new_tokens: int = 4
     local: bool = True
     keep_last: int = 2
-    # The part of a generated answer that is scored: first_line (the official VQA
-    # processing of the whole first line) or first_clause (looser: cut at the first
-    # . , ; : ! ? too; reports name it, it is not the official metric).
-    answer_span: str = "first_line"
+    # How answers are scored (fedvlm/core/answers.py): the official VQA evaluation's
+    # vqaEval.py by default (answer_span whole, references official); fedvlm's friendlier
+    # readings, which reports name: answer_span first_line or first_clause, references
+    # processed (both processing steps on every reference, like the prediction).
+    answer_span: str = "whole"
+    references: str = "official"
     # What reports lead with: accuracy (the VQA evaluation's), or for generated free text
     # exact_match, rouge_l, bleu, or loss (on the held-out responses).
     metric: str = "accuracy"

@@ -40,10 +40,11 @@ def test_article_inside_word_is_kept():
     assert process_answer("banana") == "banana"
 
 
-def test_first_line_is_scored_whole():
-    assert answer_span("red\nThe shape is red") == "red"
-    assert answer_span("  red, no blue\nmore") == "red, no blue"
-    assert answer_span("") == ""
+def test_spans_whole_first_line_and_first_clause():
+    assert answer_span("red\nThe shape is red") == "red\nThe shape is red"  # official: all of it
+    assert answer_span("red\nThe shape is red", "first_line") == "red"
+    assert answer_span("  red, no blue\nmore", "first_line") == "red, no blue"
+    assert answer_span("", "first_line") == ""
     assert answer_span("yes, it is", "first_clause") == "yes"
     with pytest.raises(ValueError, match="answer span"):
         answer_span("x", "first_word")
@@ -58,19 +59,50 @@ def test_first_line_is_scored_whole():
         ("yes, no", ["yes"], 0.0),
         ("no: yes", ["no"], 0.0),
         ("1", ["1,000"], 0.0),
-        ("1000", ["1,000"], 1.0),
+        ("1000", ["1000"], 1.0),
+        ("1000", ["1,000"], 0.0),  # a reference is read as given unless annotators disagree
         ("red", ["red, white, and blue"], 0.0),
         ("two", ["2"], 1.0),
-        ("red\nthe circle is red", ["red"], 1.0),
+        ("red\nthe circle is red", ["red"], 0.0),  # the whole answer: "red the circle is red"
     ],
 )
-def test_single_reference_is_exact_match_of_processed_strings(prediction, references, expected):
+def test_single_reference_is_exact_match_of_the_processed_prediction(prediction, references, expected):
     assert vqa_accuracy(prediction, references) == expected
+
+
+def test_the_friendlier_readings_are_options():
+    assert vqa_accuracy("red\nthe circle is red", ["red"], span="first_line") == 1.0
+    assert vqa_accuracy("1000", ["1,000"], references_mode="processed") == 1.0
+    assert vqa_accuracy("yes\nno", ["yes"] * 10) == 0.0  # official: "yes no"
+    assert vqa_accuracy("yes\nno", ["yes"] * 10, span="first_line") == 1.0
+
+
+# vqaEval.py by hand: the prediction gets both steps; references, only when the annotators
+# disagree, only punctuation. "two" -> "2" matches the two "2" annotators, not the two "two":
+# each "2" annotator sees 1 match (1/3), each "two" and each other sees 2 (2/3):
+# (2/3 + 2 * 2/3 + 6 * 2/3) / 10 = 0.6; with processed references all four match: 1.0.
+# "a dog" -> "dog" matches 2 x "dog" but not "a dog": 0.6 (processed: 3 match, 0.9).
+@pytest.mark.parametrize("prediction,references,official,processed", [
+    ("two", ["2", "2", "two", "two"] + [f"x{i}" for i in range(6)], 0.6, 1.0),
+    ("a dog", ["dog", "dog", "a dog"] + [f"x{i}" for i in range(7)], 0.6, 0.9),
+    ("Light-blue!", ["light blue", "light-blue", "light-blue"] + ["red"] * 7, 0.9, 0.9),  # punctuation on both sides
+    ("yes", ["Yes"] * 10, 0.0, 1.0),  # unanimous: the references are not processed at all
+])
+def test_references_as_vqa_eval_reads_them(prediction, references, official, processed):
+    assert vqa_accuracy(prediction, references) == pytest.approx(official)
+    assert vqa_accuracy(prediction, references, references_mode="processed") == pytest.approx(processed)
+
+
+def test_the_period_rule_stops_after_32_as_the_script_does():
+    from fedvlm.core.answers import process_punctuation
+
+    assert process_punctuation("a." * 40) == "a" * 32 + "a." * 8
 
 
 def test_first_clause_is_the_looser_option():
     assert vqa_accuracy("yes, no", ["yes"], span="first_clause") == 1.0
     assert vqa_accuracy("yes, no", ["yes"]) == 0.0
+    assert vqa_accuracy("yes, no", ["yes"], span="first_line") == 0.0
 
 
 # Official: mean over the 10 leave-one-out subsets of min(#matching others / 3, 1).
@@ -83,7 +115,9 @@ def test_soft_accuracy_over_ten_annotators(agree, expected):
     assert vqa_accuracy("Yes", refs) == pytest.approx(expected)
 
 
-def test_references_are_processed_like_the_prediction():
-    # Three annotators wrote the same answer three ways; all match "2 dogs".
+def test_processed_references_are_processed_like_the_prediction():
+    # Three annotators wrote the same answer three ways; all match "2 dogs" when processed,
+    # only "2 dogs." (punctuation) as vqaEval.py reads them: 0.3
     refs = ["Two dogs", "2 dogs.", "two  dogs"] + ["cat"] * 7
-    assert vqa_accuracy("2 dogs", refs) == pytest.approx(0.9)
+    assert vqa_accuracy("2 dogs", refs, references_mode="processed") == pytest.approx(0.9)
+    assert vqa_accuracy("2 dogs", refs) == pytest.approx(0.3)

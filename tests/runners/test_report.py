@@ -215,7 +215,12 @@ def test_write_report_full_run(tmp_path):
         _assert_png(run / "plots" / f"{name}.png")
     assert "| round 3 " in text
     assert "best round" not in text  # a round picked on the test set is not reported
-    assert "answers scored**: `official VQA answer processing" in text
+    # a config from before eval.references (and with no eval section): fedvlm's old reading, named as such
+    assert "answers scored**: `each generated answer's first line (eval.answer_span=first_line), references processed" in text
+    assert "not the official VQA evaluation" in text
+    official = _write_run(tmp_path / "official", METRICS, BASELINES,
+                          config=CONFIG + "eval: {answer_span: whole, references: official}\n")
+    assert "answers scored**: `the official VQA evaluation (vqaEval.py)" in report.write_report(official).read_text()
     assert "final accuracy**: 81.3%" in text
     assert "`embedded`" in text and "dirichlet (alpha 0.5)" in text
     assert text.startswith("# Run report: demo")

@@ -27,7 +27,7 @@ def evaluate(payload: AdapterState, config: EvalRoundConfig, node: Node) -> dict
                 layers.enter_context(side.personal_layers(node, config.round + 1))
         result = evaluate_rows(
             node.task, node.model, node.train_ds, node.test_rows, config.batch_size, config.max_new_tokens,
-            config.answer_span, config.caption_types, config.mixed_precision,
+            config.answer_span, config.caption_types, config.mixed_precision, config.references,
         )
     return {k: result[k] for k in ("accuracy", "num_examples", "by_type", "captions") if k in result}
 

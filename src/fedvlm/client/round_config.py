@@ -72,9 +72,10 @@ class EvalRoundConfig:
     round: int  # the round just completed: the client's own arrays as of it
     batch_size: int
     max_new_tokens: int
-    answer_span: str = "first_line"  # core.answers.answer_span
+    answer_span: str = "whole"  # core.answers.answer_span
     caption_types: list[str] = field(default_factory=lambda: ["caption"])  # a config record holds lists
     mixed_precision: str = "no"  # autocast of the forward pass: no, bf16, fp16
+    references: str = "official"  # core.answers.vqa_accuracy's references_mode
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

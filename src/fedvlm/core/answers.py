@@ -13,26 +13,34 @@ processes an answer in two steps, reproduced here rule for rule:
 
 Then `vqa_accuracy` averages, over the ten leave-one-annotator-out subsets of the
 references, ``min(#annotators in the subset who gave the answer / 3, 1)``: one matching
-annotator of ten scores 0.3, two 0.6, three 0.9, four or more 1.0. A single reference is
-an exact match.
+annotator of ten scores 0.3, two 0.6, three 0.9, four or more 1.0.
 
-Where fedvlm differs from the script, and why:
-- The prediction is the generated text up to the end of its first line (the script
-  scores a whole submitted answer; a generative model may run on past its answer onto
-  new lines). `ANSWER_SPANS` also offers ``first_clause`` (cut at the first ``. , ; : ! ?``
-  too), a looser reading that scores "yes, no" as "yes": it is not the official metric,
-  and reports name it when used.
-- References get the same two steps as the prediction, always (ALGORITHMS.md). The script
-  applies only step 1 to references, and only when the annotators disagree; on references
-  that are already in processed form (VQA's are collected lower case) both agree.
-- The script's period rule stops after 32 replacements (a misplaced ``re.UNICODE``
-  argument); no answer comes near that.
+By default (``span="whole"``, ``references="official"``) this is the script exactly:
+- the prediction is the whole generated answer, newlines and tabs made spaces, then both
+  steps;
+- the references are compared as given, except that when the annotators disagree (more
+  than one distinct answer) each gets step 1 only (so "two" against {2 x "2", 2 x "two",
+  6 others} scores 0.6: the prediction becomes "2", the references "two" stay);
+- the period rule stops after 32 replacements, as the script's (a ``re.UNICODE`` passed
+  where ``re.sub`` takes its count).
+
+fedvlm's friendlier readings, which reports name when used (they are not the official
+metric):
+- ``span="first_line"``: only the generated text up to the end of its first line (a
+  generative model may run on past its answer onto new lines); ``span="first_clause"``: also
+  cut at the first ``. , ; : ! ?`` (scores "yes, no" as "yes").
+- ``references="processed"``: references get both steps, always, like the prediction.
+
+A single reference, for which the script is undefined (it has no other annotator to
+compare with and scores 0), is an exact match of the processed prediction with the
+reference (as given, or processed with ``references="processed"``).
 """
 
 import re
 from collections.abc import Sequence
 
-ANSWER_SPANS = ("first_line", "first_clause")
+ANSWER_SPANS = ("whole", "first_line", "first_clause")
+REFERENCES = ("official", "processed")
 
 _PUNCTUATION = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
 _COMMA_BETWEEN_DIGITS = re.compile(r"\d,\d")
@@ -78,7 +86,7 @@ def process_punctuation(text: str) -> str:
         # The test looks at the original text, as the script does.
         joined = p + " " in text or " " + p in text or digits_comma
         out = out.replace(p, "" if joined else " ")
-    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out)
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=32)  # the script's count (its re.UNICODE)
 
 
 def process_words(text: str) -> str:
@@ -100,11 +108,13 @@ def process_answer(text: str) -> str:
     return process_words(process_punctuation(text))
 
 
-def answer_span(generated: str, span: str = "first_line") -> str:
-    """The part of a generated text that is scored: up to the end of its first line, or
-    (``first_clause``, not the official metric) also cut at the first clause mark."""
+def answer_span(generated: str, span: str = "whole") -> str:
+    """The part of a generated text that is scored: all of it (the official evaluation),
+    up to the end of its first line, or (``first_clause``) also cut at the first clause mark."""
     if span not in ANSWER_SPANS:
         raise ValueError(f"answer span {span!r}: expected one of {', '.join(ANSWER_SPANS)}")
+    if span == "whole":
+        return generated
     lines = generated.strip().splitlines()
     text = lines[0] if lines else ""
     if span == "first_clause":
@@ -112,16 +122,24 @@ def answer_span(generated: str, span: str = "first_line") -> str:
     return text
 
 
-def vqa_accuracy(prediction: str, references: Sequence[str], span: str = "first_line") -> float:
-    """Score one generated answer against its references.
+def vqa_accuracy(prediction: str, references: Sequence[str], span: str = "whole", references_mode: str = "official") -> float:
+    """Score one generated answer against its references (the module docstring says how).
 
-    One reference: 1.0 on an exact match of the processed strings, else 0.0. Several
-    (annotators): the mean over leaving each annotator out of ``min(#others matching / 3, 1)``.
+    One reference: 1.0 on an exact match, else 0.0. Several (annotators): the mean over
+    leaving each annotator out of ``min(#others matching / 3, 1)``.
     """
     if not references:
         raise ValueError("vqa_accuracy needs at least one reference answer")
+    if references_mode not in REFERENCES:
+        raise ValueError(f"references {references_mode!r}: expected one of {', '.join(REFERENCES)}")
     pred = process_answer(answer_span(prediction, span))
-    matches = [process_answer(r) == pred for r in references]
+    if references_mode == "processed":
+        refs = [process_answer(r) for r in references]
+    elif len(set(references)) > 1:
+        refs = [process_punctuation(r) for r in references]
+    else:
+        refs = list(references)
+    matches = [r == pred for r in refs]
     if len(matches) == 1:
         return float(matches[0])
     total = sum(matches)

@@ -16,7 +16,7 @@ def targets(attacks: list[dict]) -> list[str]:
 
 
 def success_rate(task, model, dataset, indices: Sequence[int], target: str, batch_size: int, max_new_tokens: int,
-                 span: str = "first_line", mixed_precision: str = "no") -> dict:
+                 span: str = "whole", mixed_precision: str = "no") -> dict:
     """``success_rate``: the share of rows ``indices`` not already answered ``target`` whose
     triggered input the model answers ``target`` (the VQA answer processing decides a
     match, of the generation's ``span``); ``num_examples``: how many such rows there were."""

@@ -95,7 +95,7 @@ def federated_steps(cfg: Config, fed: Federation, run_dir: Path | None = None) -
 def _evaluate(cfg: Config, fed: Federation, ds, rows) -> dict:
     e = cfg.eval
     return evaluate(fed.task, fed.model, ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types,
-                    cfg.train.mixed_precision)
+                    cfg.train.mixed_precision, e.references)
 
 
 def _local_view(ev: dict) -> dict:

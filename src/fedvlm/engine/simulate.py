@@ -206,11 +206,11 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
     as FedSA-LoRA the client's own."""
     e = cfg.eval
     config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span, list(e.caption_types),
-                             cfg.train.mixed_precision)
+                             cfg.train.mixed_precision, e.references)
     local = clients.evaluate(shared, config) if e.local else None
     set_adapter_state(fed.model, full)
     result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span,
-                      e.caption_types, cfg.train.mixed_precision)
+                      e.caption_types, cfg.train.mixed_precision, e.references)
     for target in backdoor.targets(cfg.federated.attacks):
         result.setdefault("backdoor", {})[target] = backdoor.success_rate(
             fed.task, fed.model, fed.test_ds, fed.pooled_test, target, e.batch_size, e.max_new_tokens, e.answer_span,

@@ -225,7 +225,7 @@ def config_header(config: dict) -> list[str]:
         ("learning rate", get("train", "lr")),
         ("client weights", get("federated", "weighting")),
         ("seed", get("run", "seed")),
-        ("answers scored", _SPANS.get(get("eval", "answer_span") or "first_line")),
+        ("answers scored", scoring(get("eval", "answer_span"), get("eval", "references"))),
         ("LoRA variant", get("federated", "aggregation")),
         ("privacy", None if get("federated", "privacy") in (None, "none") else get("federated", "privacy")),
     ]
@@ -306,11 +306,17 @@ def speed(metrics: list[dict]) -> list[str]:
     return [f"- **speed**: {'; '.join(parts)}"] if parts else []
 
 
-_SPANS = {
-    "first_line": "official VQA answer processing of each generated answer's first line",
-    "first_clause": "first clause of each generated answer (eval.answer_span=first_clause: looser than, "
-    "and not comparable to, the official VQA evaluation)",
-}
+def scoring(span: str | None, references: str | None) -> str:
+    """How the run scored answers, in words: the official VQA evaluation, or which of
+    fedvlm's friendlier readings (not comparable to it)."""
+    span, references = span or "first_line", references or "processed"  # (runs before both options existed)
+    if (span, references) == ("whole", "official"):
+        return "the official VQA evaluation (vqaEval.py) of each whole generated answer"
+    parts = {"whole": "each whole generated answer", "first_line": "each generated answer's first line (eval.answer_span=first_line)",
+             "first_clause": "each generated answer's first clause (eval.answer_span=first_clause)"}[span]
+    refs = "references processed like the prediction (eval.references=processed)" if references == "processed" \
+        else "references as vqaEval.py reads them"
+    return f"{parts}, {refs}: not the official VQA evaluation, not comparable to it"
 _PLOT_TITLES = {
     "accuracy": "Global accuracy (pooled test)",
     "client_accuracy": "Per-client accuracy (local test sets)",

@@ -79,7 +79,7 @@ def evaluate_adapter(adapter: Path, config: str | None, overrides: list[str]) ->
     rows = pooled_rows(cfg, len(test_ds))
     e = cfg.eval
     result = evaluate(task, model, test_ds, rows, e.batch_size, e.max_new_tokens, e.answer_span, e.caption_types,
-                      cfg.train.mixed_precision)
+                      cfg.train.mixed_precision, e.references)
     return {"adapter": str(adapter), "model": cfg.model.path, "data": cfg.data.source, "split": cfg.data.test_split,
             **result}
 

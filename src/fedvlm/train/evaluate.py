@@ -28,16 +28,17 @@ def predict_rows(
     return answers
 
 
-def score_answers(predictions: Sequence[str], rows: dict, span: str = "first_line") -> dict:
+def score_answers(predictions: Sequence[str], rows: dict, span: str = "whole", references: str = "official") -> dict:
     """Accuracy overall and per question type.
 
     ``rows`` holds columns ``answer`` and ``question_type`` and optionally ``answers``
     (several references per question, scored with VQA soft accuracy); ``span`` is the part
-    of each generated answer that is scored (`fedvlm.core.answers.answer_span`).
+    of each generated answer that is scored (`fedvlm.core.answers.answer_span`) and
+    ``references`` how the references are read (`fedvlm.core.answers.vqa_accuracy`).
     """
-    references = rows.get("answers") or [[a] for a in rows["answer"]]
+    refs_of = rows.get("answers") or [[a] for a in rows["answer"]]
     types = rows.get("question_type") or ["all"] * len(predictions)
-    scores = [vqa_accuracy(p, refs, span) for p, refs in zip(predictions, references)]
+    scores = [vqa_accuracy(p, refs, span, references) for p, refs in zip(predictions, refs_of)]
     by_type: dict[str, list[float]] = defaultdict(list)
     for t, s in zip(types, scores):
         by_type[t].append(s)
@@ -49,8 +50,8 @@ def score_answers(predictions: Sequence[str], rows: dict, span: str = "first_lin
 
 
 def evaluate(
-    task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, span: str = "first_line",
-    caption_types: Sequence[str] = (), mixed_precision: str = "no",
+    task, model, dataset, indices: Sequence[int], batch_size: int, max_new_tokens: int, span: str = "whole",
+    caption_types: Sequence[str] = (), mixed_precision: str = "no", references: str = "official",
 ) -> dict:
     """Predict ``indices`` and score them against the dataset's references; rows of the
     question types ``caption_types`` are also scored as captions (CIDEr-D, BLEU-4,
@@ -61,7 +62,7 @@ def evaluate(
     seconds = time.perf_counter() - start
     columns = [c for c in ("answer", "answers", "question_type") if c in dataset.column_names]
     rows = dataset.select_columns(columns)[list(indices)]
-    result = score_answers(preds, rows, span)
+    result = score_answers(preds, rows, span, references)
     types = rows.get("question_type") or ["all"] * len(preds)
     captions = {}
     for kind in sorted(set(types) & set(caption_types)):
