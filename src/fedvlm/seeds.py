@@ -35,6 +35,7 @@ class Stream(IntEnum):
     DP_NOISE = 14  # (round): DP-FedAvg's Gaussian noise and its noised clipped count
     DP_SGD_BATCHES = 15  # (client): DP-SGD's Poisson batches (the step is appended)
     DP_SGD_NOISE = 16  # (client, round): DP-SGD's gradient noise
+    FEDALT_MIXER = 17  # (client): FedALT's fresh mixer (nn.Linear's default initialization)
 
 
 IDS = {  # what each stream is drawn for
@@ -54,6 +55,7 @@ IDS = {  # what each stream is drawn for
     Stream.DP_NOISE: ("round",),
     Stream.DP_SGD_BATCHES: ("client",),
     Stream.DP_SGD_NOISE: ("client", "round"),
+    Stream.FEDALT_MIXER: ("client",),
 }
 
 

@@ -122,3 +122,23 @@ def test_fixed_mixing_is_half_and_half_and_the_penalty_is_the_absolute_cosine():
     empty = MixedLoRA(model, {f"{name}.lora_A.weight": a_row, f"{name}.lora_B.weight": 0 * b_row})
     assert empty.orthogonality().item() == 0.0
     empty.remove()
+
+
+def test_a_fresh_mixer_starts_as_nn_linears_default_from_the_clients_seed():
+    """The reference code's mixer is a plain nn.Linear: Kaiming-uniform with a = sqrt(5),
+    i.e. each weight uniform in +-1/sqrt(d_in); not zeros (an exact half-and-half split)."""
+    model = _peft_layer()
+    name = next(n for n, m in model.named_modules() if m is model.base_model.model.m)
+    row = {f"{name}.lora_A.weight": np.ones((2, 4), np.float32), f"{name}.lora_B.weight": np.ones((3, 2), np.float32)}
+    first = MixedLoRA(model, row, init_seed=11)
+    w = first.mixer_state()[f"{name}.fedalt_gate.weight"]
+    first.remove()
+    assert w.shape == (2, 4) and np.abs(w).max() <= 1 / np.sqrt(4) and np.abs(w).min() > 0
+    expected = torch.empty(2, 4)
+    torch.nn.init.uniform_(expected, -0.5, 0.5, generator=torch.Generator().manual_seed(11))  # kaiming_uniform_(a=sqrt 5), fan_in 4
+    np.testing.assert_allclose(w, expected.numpy(), atol=1e-7)
+    again = MixedLoRA(model, row, init_seed=11)
+    assert np.array_equal(again.mixer_state()[f"{name}.fedalt_gate.weight"], w)  # the same seed, the same start
+    x = torch.tensor([[[1.0, 2.0, 0.0, -1.0]]])
+    assert not torch.allclose(again.gates(name, x), torch.full((1, 1, 2), 0.5))
+    again.remove()

@@ -64,7 +64,7 @@ def test_own_lora_and_mixer_persist_between_rounds(learned):
     for cid in ("0", "1"):
         m1, m2 = _store(run_dir, cid, "fedalt_mixer", 1), _store(run_dir, cid, "fedalt_mixer", 2)
         assert m1.keys() == m2.keys() and all(k.endswith(".fedalt_gate.weight") for k in m1)
-        assert any(m1[k].any() for k in m1), "the mixer trained in round 1 (it starts at zero)"
+        assert all(m1[k].any() for k in m1)  # a mixer (nn.Linear's default start, then trained)
         assert any(not np.array_equal(m1[k], m2[k]) for k in m1)
     # round 2's rest of world for client 0 is client 1's round-1 own LoRA (two clients)
     row = _store(run_dir, "0", "fedalt_row", 2)

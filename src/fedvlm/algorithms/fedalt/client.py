@@ -15,6 +15,7 @@ from fedvlm.algorithms.fedalt.layers import MixedLoRA
 from fedvlm.algorithms.fedalt.server import FedALTOptions
 from fedvlm.core.sharing import LOCAL
 from fedvlm.core.types import AdapterState
+from fedvlm.seeds import Stream, seed_for, torch_seed
 
 ROW, MIXER = "fedalt_row", "fedalt_mixer"
 
@@ -29,7 +30,8 @@ class FedALTClient:
         fixed = options.fedalt_mixer == "fixed"
         mixer = None if fixed else node.store.load(MIXER, before_round=config.round)
         self.row = extras["row"]
-        self.layers = MixedLoRA(node.model, self.row, mixer, fixed)
+        self.layers = MixedLoRA(node.model, self.row, mixer, fixed,
+                                torch_seed(seed_for(config.seed, Stream.FEDALT_MIXER, node.seed_id)))
         self.weight = options.fedalt_ortho
         self.hooks = [self]
         self.node, self.round = node, config.round

@@ -11,8 +11,10 @@ layer adds the mixed term while that layer's own scaling is held at zero (PEFT s
 computes the plain ``s B A x``, times zero), and the mixers are attached to the model (a
 ``fedalt_gates`` module dict beside PEFT's tuner layers, so PEFT's adapter state never
 holds them) so that the one training loop optimizes them with the own LoRA.
-``fixed=True`` is the paper's ablation: ``g = (0.5, 0.5)``, no mixer. The mixers start at
-zero, i.e. at the fixed mixing, and learn from there. Where a layer's input dropout is
+``fixed=True`` is the paper's ablation: ``g = (0.5, 0.5)``, no mixer. A fresh mixer starts
+as the reference code's (``nn.Linear``'s default initialization, Kaiming-uniform with
+``a = sqrt(5)``: each weight uniform in +-1/sqrt(d_in)), drawn from the client's own seed
+so that every engine and a resumed run start it alike, and learns from there. Where a layer's input dropout is
 active, both LoRAs see the same dropped input.
 """
 
@@ -37,9 +39,11 @@ def _tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 class MixedLoRA:
     """The mixing installed on ``model``'s LoRA layers until `remove`: ``row`` the
     rest-of-world arrays (adapter-state keys), ``mixer`` the gates' weights
-    (``<layer>.fedalt_gate.weight``; None: fresh, at zero)."""
+    (``<layer>.fedalt_gate.weight``; None: fresh, drawn from ``init_seed``, layer by layer
+    in the model's order)."""
 
-    def __init__(self, model, row: AdapterState, mixer: AdapterState | None = None, fixed: bool = False):
+    def __init__(self, model, row: AdapterState, mixer: AdapterState | None = None, fixed: bool = False,
+                 init_seed: int = 0):
         self.fixed = fixed
         self.model = model
         self.layers: dict[str, LoraLayer] = {}
@@ -47,6 +51,7 @@ class MixedLoRA:
         self.row: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._handles, self._scaling = [], {}
         pairs = lora_pairs(row)
+        fresh = torch.Generator().manual_seed(init_seed)
         for name, module in model.named_modules():
             if not isinstance(module, LoraLayer) or name not in pairs:
                 continue
@@ -58,7 +63,12 @@ class MixedLoRA:
                 gate = torch.nn.Linear(a_own.shape[1], 2, bias=False, device=a_own.device, dtype=a_own.dtype)
                 key = f"{name}.{GATE}.weight"
                 with torch.no_grad():
-                    gate.weight.copy_(_tensor(mixer[key], a_own) if mixer and key in mixer else torch.zeros_like(gate.weight))
+                    if mixer and key in mixer:
+                        gate.weight.copy_(_tensor(mixer[key], a_own))
+                    else:  # nn.Linear's own initialization, from the client's seed
+                        init = torch.empty(gate.weight.shape, dtype=torch.float32)
+                        torch.nn.init.kaiming_uniform_(init, a=5**0.5, generator=fresh)
+                        gate.weight.copy_(init.to(gate.weight))
                 self.mixers[name] = gate
             self._scaling[name] = module.scaling[ADAPTER]
             module.scaling[ADAPTER] = 0.0
