@@ -121,3 +121,82 @@ def test_processed_references_are_processed_like_the_prediction():
     refs = ["Two dogs", "2 dogs.", "two  dogs"] + ["cat"] * 7
     assert vqa_accuracy("2 dogs", refs, references_mode="processed") == pytest.approx(0.9)
     assert vqa_accuracy("2 dogs", refs) == pytest.approx(0.3)
+
+
+class _VqaEval:
+    """vqaEval.py's accuracy loop for one question, rewritten here from the official script
+    (GT-Vision-Lab/VQA, as LAVIS ships it) to check fedvlm's against: the prediction's
+    whitespace, punctuation and digit/article steps; references punctuated only when they
+    disagree; leave-one-out over answer records (each its own dict, as the script's have
+    answer ids)."""
+
+    import re as _re
+
+    contractions = {"dont": "don't", "isnt": "isn't", "whats": "what's", "cant": "can't"}
+    manual_map = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+                  "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+    articles = ["a", "an", "the"]
+    period_strip = _re.compile(r"(?!<=\d)(\.)(?!\d)")
+    comma_strip = _re.compile(r"(\d)(,)(\d)")
+    punct = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+
+    def punctuation(self, text):
+        out = text
+        for p in self.punct:
+            if (p + " " in text or " " + p in text) or (self._re.search(self.comma_strip, text) is not None):
+                out = out.replace(p, "")
+            else:
+                out = out.replace(p, " ")
+        return self.period_strip.sub("", out, self._re.UNICODE)
+
+    def digit_article(self, text):
+        words = [self.manual_map.setdefault(w, w) for w in text.lower().split()]
+        words = [w for w in words if w not in self.articles]
+        return " ".join(self.contractions.get(w, w) for w in words)
+
+    def accuracy(self, answer, references):
+        res = answer.replace("\n", " ").replace("\t", " ").strip()
+        res = self.digit_article(self.punctuation(res))
+        gts = [{"answer": r, "answer_id": i} for i, r in enumerate(references)]
+        if len(set(references)) > 1:
+            for g in gts:
+                g["answer"] = self.punctuation(g["answer"])
+        accs = []
+        for g in gts:
+            others = [o for o in gts if o != g]
+            accs.append(min(1, len([o for o in others if o["answer"] == res]) / 3))
+        return sum(accs) / len(accs)
+
+
+TEN_ANNOTATOR_CASES = [
+    ("two", ["2", "2", "two", "two", "3", "3", "3", "4", "4", "5"]),
+    ("a dog", ["dog", "dog", "a dog", "cat", "cat", "cat", "cat", "cat", "cat", "cat"]),
+    ("Yes", ["yes"] * 10),
+    ("Yes", ["Yes"] * 10),
+    ("yes\nno", ["yes"] * 7 + ["no"] * 3),
+    ("no", ["yes"] * 7 + ["no"] * 3),
+    ("light-blue", ["light blue", "light-blue", "blue", "blue", "blue", "sky blue", "light blue", "teal", "cyan", "blue"]),
+    ("1,000", ["1000", "1,000", "1000", "one thousand", "1000", "999", "1000", "1000", "1001", "many"]),
+    ("The red one.", ["red", "red", "red one", "the red one", "red", "maroon", "red", "red", "crimson", "red"]),
+    ("dont know", ["don't know", "dont know", "unknown", "unknown", "no idea", "don't know", "?", "unsure", "unknown", "no"]),
+    ("3.5", ["3.5", "3.5", "3,5", "three and a half", "3.5", "4", "3", "3.5", "3.50", "3.5"]),
+    ("left!", ["left", "left", "left", "right", "left", "left.", "Left", "left", "left side", "left"]),
+    ("Ten", ["10", "10", "ten", "10", "ten", "10", "10", "10", "11", "10"]),
+    ("an apple", ["apple", "apples", "apple", "an apple", "fruit", "apple", "apple", "red apple", "apple", "apple"]),
+]
+
+
+@pytest.mark.parametrize("prediction,references", TEN_ANNOTATOR_CASES)
+def test_ten_annotator_accuracy_equals_vqa_evals(prediction, references):
+    assert vqa_accuracy(prediction, references) == pytest.approx(_VqaEval().accuracy(prediction, references))
+
+
+def test_random_ten_annotator_cases_equal_vqa_evals():
+    import random
+
+    rng = random.Random(0)
+    pool = ["yes", "Yes", "no", "2", "two", "a dog", "dog", "dog.", "red", "light-blue", "light blue", "1,000", "1000"]
+    for _ in range(300):
+        refs = [rng.choice(pool) for _ in range(10)]
+        pred = rng.choice(pool) + rng.choice(["", "\n", " ", "!", ".\nmore"])
+        assert vqa_accuracy(pred, refs) == pytest.approx(_VqaEval().accuracy(pred, refs)), (pred, refs)
