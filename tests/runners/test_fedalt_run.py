@@ -46,6 +46,26 @@ def _store(run_dir, cid, name, round_num):
     return load_file(str(run_dir / "clients" / cid / f"{name}.round_{round_num:04d}.safetensors"))
 
 
+def _fresh_row(run_dir, cid, round_num):
+    """With two clients, a client's rest of world after ``round_num`` is, by hand, the other
+    client's own LoRA factors of that round: (S - own_k) / (K - 1) = own_other."""
+    other = _store(run_dir, "1" if cid == "0" else "0", "local", round_num)
+    return {k: v for k, v in other.items() if k.endswith((A_SUFFIX, B_SUFFIX))}
+
+
+def test_clients_evaluate_and_export_with_the_freshly_aggregated_rest_of_world(learned):
+    """As the reference code: after round 2 a client's model mixes the rest of world made of
+    round 2's own LoRAs, not the one it trained against (made of round 1's)."""
+    cfg, _, run_dir, _ = learned
+    rounds = cfg.federated.rounds
+    for cid in ("0", "1"):
+        exported = load_file(str(run_dir / "adapters" / "personalized" / cid / "fedalt" / "rest_of_world.safetensors"))
+        fresh, trained_against = _fresh_row(run_dir, cid, rounds), _store(run_dir, cid, "fedalt_row", rounds)
+        assert exported.keys() == fresh.keys()
+        assert all(np.array_equal(exported[k], fresh[k]) for k in fresh)
+        assert any(not np.array_equal(exported[k], trained_against[k]) for k in fresh)
+
+
 def test_only_the_own_lora_goes_up_and_only_the_rest_of_world_comes_down(learned):
     _, fed, run_dir, records = learned
     lora = {k: v for k, v in fed.initial_adapter.items() if k.endswith((A_SUFFIX, B_SUFFIX))}
@@ -91,7 +111,7 @@ def test_the_exported_personalized_model_reproduces_the_clients_logits(learned):
     node = node_of(fed, "1", rundir.ClientStore(run_dir / "clients"))
     batch = to_device(fed.task.training_batch(fed.train_ds[node.test_rows[:4]]), "cpu")
     set_adapter_state(fed.model, start_state(node, cfg.federated.rounds + 1))
-    with personal_layers(node, cfg.federated.rounds + 1), torch.no_grad():
+    with personal_layers(node, cfg.federated.rounds + 1, _fresh_row(run_dir, "1", cfg.federated.rounds)), torch.no_grad():
         expected = fed.model(**batch).logits
     base, _, _ = load_base(cfg.model.path, seed=cfg.run.seed)
     model = PeftModel.from_pretrained(base, str(run_dir / "adapters" / "personalized" / "1"))

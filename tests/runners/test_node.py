@@ -61,6 +61,11 @@ def test_a_round_config_with_a_missing_or_mistyped_field_is_refused(cfg):
         RoundConfig.from_record({k: v for k, v in record.items() if k != "lr"})
     with pytest.raises(ConfigError, match="field 'rank' expected int, got '8'"):
         RoundConfig.from_record({**record, "rank": "8"})
+    # booleans travel as booleans, and only booleans pass as one
+    for flag in (False, True):
+        assert RoundConfig.from_record({**record, "dp_sgd": flag}).dp_sgd is flag
+    with pytest.raises(ConfigError, match="field 'dp_sgd' expected bool, got 1"):
+        RoundConfig.from_record({**record, "dp_sgd": 1})
 
 
 def test_a_node_trains_on_its_own_data_file(cfg, tmp_path, monkeypatch):

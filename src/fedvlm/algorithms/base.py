@@ -19,9 +19,11 @@ class Algorithm:
       local loop, and ``finish(start, sent) -> extras`` after it (what goes up beside the
       update, after saving what the client keeps). Optional static methods for an algorithm
       whose client model is more than its adapter (FedALT): ``personal_layers(node,
-      before_round)``, a context that installs it for evaluation, and
-      ``personal_arrays(node, before_round)``, the arrays its personalized export adds; each
-      a no-op where the node holds none of the algorithm's state.
+      before_round, extras)``, a context that installs it for evaluation, and
+      ``personal_arrays(node, before_round, extras)``, the arrays its personalized export
+      adds; each a no-op where the node holds none of the algorithm's state. ``extras`` is
+      what the server side's optional ``evaluation_extras(state, client_ids)`` sent the
+      client for it (FedALT: its fresh rest of world), or None.
     - ``options``: its options dataclass, or None. Each field is a config key under
       ``federated`` (default: the field's); the server side gets the instance as its
       ``options`` and sends it to its client side as a record (``RoundConfig.options``).

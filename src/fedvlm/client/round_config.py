@@ -106,5 +106,8 @@ def from_record(cls, record: dict[str, Any]):
 
 
 def _is(value, kind: type) -> bool:
-    """``value`` is of the scalar ``kind`` (an int passes as a float; a bool is neither)."""
+    """``value`` is of the scalar ``kind`` (an int passes as a float; a bool is neither, and
+    only a bool is a bool)."""
+    if kind is bool:
+        return isinstance(value, bool)
     return not isinstance(value, bool) and isinstance(value, {int: int, float: (int, float), str: str}[kind])

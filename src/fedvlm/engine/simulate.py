@@ -84,19 +84,20 @@ class InProcessClients:
         """Client id -> the trained arrays it keeps to itself, as of after ``round_num``."""
         return {cid: kept(round_num, node_of(self.fed, cid, self.store)) for cid in self.fed.clients}
 
-    def personalized(self, shared: AdapterState, round_num: int):
-        """(client id, its own model after ``round_num``: ``shared`` over what it keeps),
-        one client at a time."""
+    def personalized(self, shared: AdapterState, round_num: int, extras: dict | None = None):
+        """(client id, its own model after ``round_num``: ``shared`` over what it keeps, with
+        what the server sends it, ``extras[client id]``), one client at a time."""
         for cid in self.fed.clients:
-            yield cid, personalized(shared, round_num, node_of(self.fed, cid, self.store))
+            yield cid, personalized(shared, round_num, node_of(self.fed, cid, self.store), (extras or {}).get(cid))
 
-    def evaluate(self, shared: AdapterState, config: EvalRoundConfig):
+    def evaluate(self, shared: AdapterState, config: EvalRoundConfig, extras: dict | None = None):
         """The function that evaluates each client's own model on its local test split
         (clients without one left out). Here it runs when called; another engine starts
         its clients' evaluations at once and collects them when called."""
 
         def results() -> dict[str, dict]:
-            local = {cid: client_evaluate(shared, config, node_of(self.fed, cid, self.store)) for cid in self.fed.clients}
+            local = {cid: client_evaluate(shared, config, node_of(self.fed, cid, self.store), (extras or {}).get(cid))
+                     for cid in self.fed.clients}
             return {cid: m for cid, m in local.items() if m}
 
         return results
@@ -199,15 +200,16 @@ def valid_updates(received: list[ClientUpdate], state, strategy, max_norm_ratio:
     return kept
 
 
-def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: AdapterState, round_num: int, clients) -> dict:
+def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: AdapterState, round_num: int, clients,
+                    extras: dict | None = None) -> dict:
     """The global adapter ``full`` on the pooled test set (the server holds it), and each
     client's own model on its local test split, evaluated by the client unit from what the
-    server sends down (``shared``): the global model, or for a personalized method such
-    as FedSA-LoRA the client's own."""
+    server sends down (``shared``, and per client ``extras``): the global model, or for a
+    personalized method such as FedSA-LoRA the client's own."""
     e = cfg.eval
     config = EvalRoundConfig(round_num, e.batch_size, e.max_new_tokens, e.answer_span, list(e.caption_types),
                              cfg.train.mixed_precision, e.references)
-    local = clients.evaluate(shared, config) if e.local else None
+    local = clients.evaluate(shared, config, extras) if e.local else None
     set_adapter_state(fed.model, full)
     result = evaluate(fed.task, fed.model, fed.test_ds, fed.pooled_test, e.batch_size, e.max_new_tokens, e.answer_span,
                       e.caption_types, cfg.train.mixed_precision, e.references)
@@ -221,6 +223,12 @@ def evaluate_global(cfg: Config, fed: Federation, full: AdapterState, shared: Ad
         if summary is not None:
             result["personalized"] = summary
     return result
+
+
+def evaluation_extras(strategy, state, client_ids: list[str]) -> dict:
+    """What the strategy sends each client to evaluate (and export) its own model with
+    after a round (FedALT: its fresh rest of world); none for most."""
+    return strategy.evaluation_extras(state, client_ids) if hasattr(strategy, "evaluation_extras") else {}
 
 
 def server_arrays(state) -> AdapterState:
@@ -318,7 +326,8 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
             merged.apply(state.buffers["base_delta"])
         train_seconds = time.perf_counter() - start
         full = full_states(cfg, fed, state, clients, round_num)
-        result = evaluate_global(cfg, fed, full, shared_state(state, aggregation), round_num, clients)
+        result = evaluate_global(cfg, fed, full, shared_state(state, aggregation), round_num, clients,
+                                 evaluation_extras(strategy, state, client_ids))
         if state.scalars.get("truncation_error") is not None:
             record["truncation_error"] = state.scalars["truncation_error"]
         rounds.set_postfix(acc=f"{result['accuracy']:.3f}")
@@ -339,7 +348,8 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
     full = full_states(cfg, fed, state, clients, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
     if VARIANTS[aggregation].personalized:  # each client reports its own model
-        for cid, adapter in clients.personalized(shared_state(state, aggregation), cfg.federated.rounds):
+        fresh = evaluation_extras(strategy, state, client_ids)
+        for cid, adapter in clients.personalized(shared_state(state, aggregation), cfg.federated.rounds, fresh):
             save_personalized(fed.model, adapter, run_dir / "adapters" / "personalized" / cid)
     if merged is not None:
         merged.apply({})  # give the shared model its original base back (for baselines)

@@ -63,7 +63,7 @@ class NodeHandler:
             if ask == "kept":
                 return Reply(node.client_id, loads, kept(int(req.config["round"]), node))
             if ask == "personalized":
-                return Reply(node.client_id, loads, personalized(req.arrays, int(req.config["round"]), node))
+                return Reply(node.client_id, loads, personalized(req.arrays, int(req.config["round"]), node, req.extras))
             if ask != "client":
                 raise ValueError(f"unknown query {ask!r}")
             return Reply(node.client_id, {"train_size": len(node.train_rows), **loads})
@@ -71,5 +71,5 @@ class NodeHandler:
             update = train(req.arrays, req.extras, RoundConfig.from_record(req.config, req.options), node)
             return Reply(node.client_id, {**update.metrics, **loads}, update.state, update.extras)
         if req.kind == "evaluate":
-            return Reply(node.client_id, evaluate(req.arrays, EvalRoundConfig.from_record(req.config), node))
+            return Reply(node.client_id, evaluate(req.arrays, EvalRoundConfig.from_record(req.config), node, req.extras))
         raise ValueError(f"unknown message kind {req.kind!r}")

@@ -145,10 +145,12 @@ class FlowerClients:
         updates = [update_from_reply(answered[cid]) for cid in messages if cid in answered]
         return updates, failed
 
-    def evaluate(self, shared: AdapterState, config: EvalRoundConfig):
-        """Start every node's local evaluation; returns the function that collects the
-        results (the nodes evaluate while the server evaluates its own)."""
-        collect = self._push("evaluate", {cid: pack(shared, {}, config=config.to_record()) for cid in self.nodes})
+    def evaluate(self, shared: AdapterState, config: EvalRoundConfig, extras: dict | None = None):
+        """Start every node's local evaluation (``extras[client id]``: what it evaluates its
+        own model with); returns the function that collects the results (the nodes evaluate
+        while the server evaluates its own)."""
+        collect = self._push("evaluate", {cid: pack(shared, (extras or {}).get(cid, {}), config=config.to_record())
+                                          for cid in self.nodes})
 
         def results() -> dict[str, dict]:
             answered, _ = collect()
@@ -156,9 +158,11 @@ class FlowerClients:
 
         return results
 
-    def _ask(self, ask: str, round_num: int, shared: AdapterState | None = None) -> dict[str, AdapterState]:
+    def _ask(self, ask: str, round_num: int, shared: AdapterState | None = None,
+             extras: dict | None = None) -> dict[str, AdapterState]:
         """Every node's arrays in reply to a query (nodes that fail are left out)."""
-        contents = {cid: pack(shared or {}, {}, config={"ask": ask, "round": round_num}) for cid in self.nodes}
+        contents = {cid: pack(shared or {}, (extras or {}).get(cid, {}), config={"ask": ask, "round": round_num})
+                    for cid in self.nodes}
         answered, _ = self._send("query", contents)
         return {cid: unpack(answered[cid])[0] for cid in sorted(answered, key=_order)}
 
@@ -166,9 +170,10 @@ class FlowerClients:
         """Client id -> the trained arrays it keeps to itself, as of after ``round_num``."""
         return self._ask("kept", round_num)
 
-    def personalized(self, shared: AdapterState, round_num: int):
-        """(client id, its own model after ``round_num``) for every node that answers."""
-        return self._ask("personalized", round_num, shared).items()
+    def personalized(self, shared: AdapterState, round_num: int, extras: dict | None = None):
+        """(client id, its own model after ``round_num``, with ``extras[client id]``) for
+        every node that answers."""
+        return self._ask("personalized", round_num, shared, extras).items()
 
 
 def discover(grid: Grid, expected: int, state_key: str, job: str, wait: float = 600.0) -> tuple[dict[str, int], dict[str, int]]:

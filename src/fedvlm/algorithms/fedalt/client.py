@@ -37,12 +37,12 @@ class FedALTClient:
         self.node, self.round = node, config.round
 
     @staticmethod
-    def personal_layers(node, before_round: int):
-        return personal_layers(node, before_round)
+    def personal_layers(node, before_round: int, extras: dict | None = None):
+        return personal_layers(node, before_round, (extras or {}).get("row"))
 
     @staticmethod
-    def personal_arrays(node, before_round: int) -> AdapterState:
-        return personal_arrays(node, before_round)
+    def personal_arrays(node, before_round: int, extras: dict | None = None) -> AdapterState:
+        return personal_arrays(node, before_round, (extras or {}).get("row"))
 
     def extra_loss(self, model):
         return self.weight * self.layers.orthogonality() if self.weight > 0 else None
@@ -65,24 +65,26 @@ def held(node, before_round: int) -> tuple[AdapterState | None, AdapterState | N
     return node.store.load(ROW, before_round=before_round), node.store.load(MIXER, before_round=before_round)
 
 
-def personal_arrays(node, before_round: int) -> AdapterState:
+def personal_arrays(node, before_round: int, fresh_row: AdapterState | None = None) -> AdapterState:
     """What the node adds to its own adapter for its personalized export: its rest of
-    world (keys under ``rest_of_world.``) and its mixer; empty without FedALT state."""
+    world (keys under ``rest_of_world.``; ``fresh_row``, the server's latest, where given)
+    and its mixer; empty without FedALT state."""
     row, mixer = held(node, before_round)
     if row is None:
         return {}
-    return {**{"rest_of_world." + k: v for k, v in row.items()}, **(mixer or {})}
+    return {**{"rest_of_world." + k: v for k, v in (fresh_row or row).items()}, **(mixer or {})}
 
 
 @contextmanager
-def personal_layers(node, before_round: int):
+def personal_layers(node, before_round: int, fresh_row: AdapterState | None = None):
     """The node's model with its FedALT mixing as of before ``before_round`` installed,
-    if it has any (otherwise the model as it is)."""
+    if it has any (otherwise the model as it is), with ``fresh_row`` (the server's latest
+    rest of world) in place of the one it trained against, where given."""
     row, mixer = held(node, before_round)
     if row is None:
         yield
         return
-    layers = MixedLoRA(node.model, row, mixer, fixed=mixer is None)
+    layers = MixedLoRA(node.model, fresh_row or row, mixer, fixed=mixer is None)
     try:
         yield
     finally:

@@ -96,15 +96,28 @@ class FedALT:
         self, round_num: int, state: ServerState, client_ids: Sequence[str], rng: np.random.Generator
     ) -> dict[str, Instruction]:
         instructions = broadcast(state.global_state, client_ids, self.fraction, self.min_clients, rng)
+        rows = self.rows(state, list(instructions))
+        for cid, instruction in instructions.items():
+            instruction.payload = {}
+            instruction.extras = {"row": rows[cid]}
+        return instructions
+
+    def rows(self, state: ServerState, client_ids: Sequence[str]) -> dict[str, AdapterState]:
+        """Each of ``client_ids``'s rest of world from the own LoRAs in ``state`` (one sum)."""
         lora = {k: v for k, v in state.global_state.items() if k.endswith((A_SUFFIX, B_SUFFIX))}
         owns = {c: {k: own[k] for k in lora} for c, own in self._owns(state).items()}
         weights = self._weights(state, owns)
         sums, weight_sum = rest_of_world_sums(owns, weights) if owns else ({}, 0.0)
-        for cid, instruction in instructions.items():
-            row = rest_of_world(sums, weight_sum, owns.get(cid), weights.get(cid, 0.0), lora)
-            instruction.payload = {}
-            instruction.extras = {"row": row}
-        return instructions
+        return {cid: rest_of_world(sums, weight_sum, owns.get(cid), weights.get(cid, 0.0), lora) for cid in client_ids}
+
+    def evaluation_extras(self, state: ServerState, client_ids: Sequence[str]) -> dict[str, dict[str, AdapterState]]:
+        """What each client evaluates (and exports) its model with after a round: the rest of
+        world freshly aggregated from that round's own LoRAs, as the reference code
+        evaluates, not the one the client trained against. Nothing before any client has
+        reported (round 0)."""
+        if not self._owns(state):
+            return {}
+        return {cid: {"row": row} for cid, row in self.rows(state, client_ids).items()}
 
     def aggregate(self, round_num: int, state: ServerState, updates: Sequence[ClientUpdate]) -> ServerState:
         sizes = {**state.scalars.get("fedalt_sizes", {}), **{u.client_id: u.num_examples for u in updates}}
