@@ -173,3 +173,17 @@ def test_a_private_run_is_the_same_on_flower(tmp_path, monkeypatch):
     assert [sorted(r["clients"]) for r in ours] == [sorted(r["clients"]) for r in theirs]
     final = "adapters/final/adapter_model.safetensors"
     assert (tmp_path / "flower" / final).read_bytes() == (tmp_path / "inproc" / final).read_bytes()
+
+
+def test_a_private_run_with_a_target_epsilon_cannot_be_extended(tmp_path):
+    """Its noise was calibrated to spend the target over the rounds it was started with."""
+    from fedvlm.engine.resume import check_resume
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text(
+        "federated: {privacy: dp_fedavg, weighting: uniform, dp_target_epsilon: 8, rounds: 2}\n")
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(ConfigError, match=r"cannot change federated.rounds with federated.dp_target_epsilon set"):
+        check_resume(run, ["federated.rounds=4"])
+    check_resume(run, ["federated.rounds=2"])  # the same length resumes

@@ -62,6 +62,16 @@ def check_resume(run_dir: Path, overrides: list[str]) -> Resume:
             f"--resume {run_dir}: cannot change {shown} (it changes what the run trains); "
             f"a resumed run may change only {', '.join(SAFE_ON_RESUME)}"
         )
+    if "federated.rounds" in changes:  # a target epsilon set the noise for the run's length
+        for key in ("federated.dp_target_epsilon", "train.dp_sgd_target_epsilon"):
+            section, name = key.split(".")
+            value = cfg.federated.options.get(name) if section == "federated" else getattr(cfg.train, name)
+            if value is not None and (section != "federated" or cfg.federated.privacy != "none") \
+                    and (section != "train" or cfg.train.dp_sgd):
+                raise ConfigError(
+                    f"--resume {run_dir}: cannot change federated.rounds with {key} set (its noise was calibrated to "
+                    f"spend epsilon {value} over {saved.federated.rounds} rounds); extend a private run with a noise "
+                    "multiplier instead of a target epsilon")
     completed = rundir.latest_round(run_dir)
     if completed is not None:
         rundir.load_checkpoint(run_dir)  # every file of it loads, or a one-line error
