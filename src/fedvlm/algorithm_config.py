@@ -33,9 +33,8 @@ def algorithm_options(cfg: Config, algorithm: Algorithm):
                                                                     ("privacy", PRIVACY))
                       for n, a in table.items() if a.options and key in {f.name for f in fields(a.options)}]
             raise ConfigError(
-                f"config key 'federated.{key}': needs {' or '.join(owners)} (this run's strategy "
-                f"{cfg.federated.strategy!r}, aggregation {cfg.federated.aggregation!r} and privacy "
-                f"{cfg.federated.privacy!r} take {offered})"
+                f"config key 'federated.{key}': needs {' or '.join(owners)} (this run's {_run_algorithms(cfg)} "
+                f"take {offered})"
             )
     if algorithm.options is None:
         return None
@@ -43,6 +42,13 @@ def algorithm_options(cfg: Config, algorithm: Algorithm):
         return algorithm.options(**{f.name: set_[f.name] for f in fields(algorithm.options) if f.name in set_})
     except OptionError as e:
         raise ConfigError(f"config key 'federated.{e.key}': expected {e.expected}, got {e.got!r}") from None
+
+
+def _run_algorithms(cfg: Config) -> str:
+    f = cfg.federated
+    if f.privacy == "none":
+        return f"strategy {f.strategy!r} and aggregation {f.aggregation!r}"
+    return f"strategy {f.strategy!r}, aggregation {f.aggregation!r} and privacy {f.privacy!r}"
 
 
 def options_record(cfg: Config) -> dict[str, Any]:
