@@ -68,24 +68,8 @@ def train(
     hooks = [h for side in sides for h in side.hooks]
     mask = RankMask(trainable_by_state_key(node.model), c.rank) if c.rank < c.full_rank else None
     torch.manual_seed(torch_seed(seed_for(c.seed, Stream.TRAINING, node.seed_id, round_num)))
-    dp = private(c, node, len(rows), n_steps, total) if c.dp_sgd else None
-    if dp is not None:  # DP-SGD: Poisson batches, as its accountant assumes
-        steps = iter_poisson_steps(node.task, train_ds, rows, num_steps=n_steps, rate=dp_sgd.sample_rate(c.batch_size, len(rows)),
-                                   first_step=first_step, seed=seed_for(c.seed, Stream.DP_SGD_BATCHES, node.seed_id),
-                                   loading=node.loading, device=node.model.device)
-    else:
-        steps = iter_steps(
-            node.task,
-            train_ds,
-            rows,
-            num_steps=n_steps,
-            batch_size=c.batch_size,
-            grad_accum=c.grad_accum,
-            first_step=first_step,
-            seed=seed_for(c.seed, Stream.BATCHES, node.seed_id),
-            loading=node.loading,
-            device=node.model.device,
-        )
+    dp = private(c, node, len(rows), total) if c.dp_sgd else None
+    steps = _steps(c, node, train_ds, rows, n_steps, first_step, dp)
     result = train_local(
         node.model,
         steps,
@@ -126,8 +110,7 @@ def train(
         "bytes_down": message_nbytes(own(payload), extras),
     }
     if dp is not None:  # what this client's own DP-SGD has spent, over all its rounds so far
-        rate = dp_sgd.sample_rate(c.batch_size, len(rows))
-        metrics["dp_sgd"] = {"epsilon": dp_sgd.epsilon(dp.noise_multiplier, rate, first_step + n_steps, c.dp_sgd_delta),
+        metrics["dp_sgd"] = {"epsilon": dp_sgd.epsilon(dp.noise_multiplier, dp.rate, first_step + n_steps, c.dp_sgd_delta),
                              "delta": c.dp_sgd_delta, "noise_multiplier": dp.noise_multiplier}
     # Like a Flower client, report the training-set size; the server weights by it (or by
     # metrics["examples"], or uniformly: federated.weighting).
@@ -137,13 +120,25 @@ def train(
     return ClientUpdate(node.client_id, sent, len(rows), metrics, extras_up)
 
 
-def private(c: RoundConfig, node: Node, num_rows: int, n_steps: int, total_steps: int) -> dp_sgd.DPSGD:
+def private(c: RoundConfig, node: Node, num_rows: int, total_steps: int) -> dp_sgd.DPSGD:
     """This round's DP-SGD settings: the noise multiplier given, or the one that spends the
     target epsilon over the client's whole schedule (``total_steps``)."""
     rate = dp_sgd.sample_rate(c.batch_size, num_rows)
     z = c.dp_sgd_noise_multiplier or dp_sgd.noise_for(c.dp_sgd_target_epsilon, rate, total_steps, c.dp_sgd_delta)
     return dp_sgd.DPSGD(z, c.dp_sgd_max_grad_norm, max(1, round(rate * num_rows)),
-                        torch_seed(seed_for(c.seed, Stream.DP_SGD_NOISE, node.seed_id, c.round)))
+                        torch_seed(seed_for(c.seed, Stream.DP_SGD_NOISE, node.seed_id, c.round)), rate)
+
+
+def _steps(c: RoundConfig, node: Node, train_ds, rows: list[int], n_steps: int, first_step: int, dp):
+    """The round's optimizer steps: the client's stream of batches, or with DP-SGD its
+    Poisson batches (as its accountant assumes)."""
+    if dp is not None:
+        return iter_poisson_steps(node.task, train_ds, rows, num_steps=n_steps, rate=dp.rate, first_step=first_step,
+                                  seed=seed_for(c.seed, Stream.DP_SGD_BATCHES, node.seed_id),
+                                  loading=node.loading, device=node.model.device)
+    return iter_steps(node.task, train_ds, rows, num_steps=n_steps, batch_size=c.batch_size, grad_accum=c.grad_accum,
+                      first_step=first_step, seed=seed_for(c.seed, Stream.BATCHES, node.seed_id),
+                      loading=node.loading, device=node.model.device)
 
 
 def _at_rank(state: AdapterState, rank: int, full_rank: int) -> AdapterState:

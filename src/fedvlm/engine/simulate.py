@@ -160,7 +160,7 @@ def privacy_record(cfg: Config, scalars: dict, round_num: int, sampled: int) -> 
     from fedvlm.algorithms.dp_fedavg.accountant import epsilon
 
     options = algorithm_options(cfg, PRIVACY[cfg.federated.privacy])
-    z = privacy_noise(cfg)
+    z = scalars["dp_noise_multiplier"]  # the strategy's, calibrated once
     return {"epsilon": epsilon(z, cfg.federated.fraction, round_num, options.dp_delta, options.dp_accountant),
             "delta": options.dp_delta, "noise_multiplier": z, "clip": scalars["dp_round_clip"],
             "clipped": scalars["dp_clipped"], "sampled": sampled, "accountant": options.dp_accountant}

@@ -26,6 +26,7 @@ class DPSGD:
     max_grad_norm: float  # C, each example's gradient bound
     expected_batch_size: int  # q n: opacus averages the noised sum over it
     seed: int  # the noise's generator seed (the client's and the round's)
+    rate: float = 1.0  # q, each row's chance to be in a step's Poisson batch
 
 
 def sample_rate(batch_size: int, num_examples: int) -> float:

@@ -144,5 +144,5 @@ class DPFedAvg:
             unclipped = sum(1.0 for n in norms if n <= clip) + rng.normal(0.0, self.count_stddev)
             next_clip = clip * math.exp(-self.options.dp_clip_lr * (unclipped / m - self.options.dp_target_quantile))
         scalars = {**new.scalars, CLIP: next_clip, "dp_clipped": int(sum(n > clip for n in norms)),
-                   "dp_round_clip": clip}
+                   "dp_round_clip": clip, "dp_noise_multiplier": z}
         return replace(new, scalars=scalars)
