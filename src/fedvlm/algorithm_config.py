@@ -8,17 +8,18 @@ from dataclasses import fields
 from typing import Any
 
 from fedvlm.algorithms.base import Algorithm, OptionError
-from fedvlm.algorithms.registry import PRIVACY, STRATEGIES, VARIANTS
+from fedvlm.algorithms.registry import PRIVACY, SECURE_AGGREGATION, STRATEGIES, VARIANTS
 from fedvlm.errors import ConfigError
 from fedvlm.settings import Config
 
 
 def chosen(cfg: Config) -> dict[str, Algorithm]:
     """The run's algorithms by name: ``federated.strategy``'s and ``federated.aggregation``'s
-    (and ``federated.privacy``'s, if any)."""
+    (and ``federated.privacy``'s and ``federated.secure_aggregation``'s, if any)."""
     f = cfg.federated
     privacy = {f.privacy: PRIVACY[f.privacy]} if f.privacy in PRIVACY else {}
-    return {f.strategy: STRATEGIES[f.strategy], f.aggregation: VARIANTS[f.aggregation], **privacy}
+    secure = {f.secure_aggregation: SECURE_AGGREGATION[f.secure_aggregation]} if f.secure_aggregation in SECURE_AGGREGATION else {}
+    return {f.strategy: STRATEGIES[f.strategy], f.aggregation: VARIANTS[f.aggregation], **privacy, **secure}
 
 
 def algorithm_options(cfg: Config, algorithm: Algorithm):
@@ -30,7 +31,8 @@ def algorithm_options(cfg: Config, algorithm: Algorithm):
         if not any(key in names for names in takes.values()):
             offered = ", ".join(sorted(set().union(*takes.values()))) or "none"
             owners = [f"federated.{kind}={n}" for kind, table in (("strategy", STRATEGIES), ("aggregation", VARIANTS),
-                                                                    ("privacy", PRIVACY))
+                                                                    ("privacy", PRIVACY),
+                                                                    ("secure_aggregation", SECURE_AGGREGATION))
                       for n, a in table.items() if a.options and key in {f.name for f in fields(a.options)}]
             raise ConfigError(
                 f"config key 'federated.{key}': needs {' or '.join(owners)} (this run's {_run_algorithms(cfg)} "
@@ -46,9 +48,10 @@ def algorithm_options(cfg: Config, algorithm: Algorithm):
 
 def _run_algorithms(cfg: Config) -> str:
     f = cfg.federated
-    if f.privacy == "none":
-        return f"strategy {f.strategy!r} and aggregation {f.aggregation!r}"
-    return f"strategy {f.strategy!r}, aggregation {f.aggregation!r} and privacy {f.privacy!r}"
+    named = [f"strategy {f.strategy!r}", f"aggregation {f.aggregation!r}"]
+    named += [f"{kind} {value!r}" for kind, value in (("privacy", f.privacy), ("secure_aggregation", f.secure_aggregation))
+              if value != "none"]
+    return ", ".join(named[:-1]) + " and " + named[-1]
 
 
 def options_record(cfg: Config) -> dict[str, Any]:
@@ -134,6 +137,34 @@ def check_privacy(cfg: Config) -> None:
             split_noise(privacy_noise(cfg), stddev)
         except ValueError as e:
             raise ConfigError(f"config key 'federated.dp_clipped_count_stddev': {e}") from None
+
+
+def check_secure_aggregation(cfg: Config) -> None:
+    """One line for what ``federated.secure_aggregation`` rules out: an aggregate that is
+    not a weighted sum of updates of one shape (the registry's ``not_a_sum``, mixed LoRA
+    ranks), and what needs each client's own update on the server (DP-FedAvg's server-side
+    clipping, compressed uploads)."""
+    f = cfg.federated
+    if f.secure_aggregation not in SECURE_AGGREGATION:
+        return
+    name = f"federated.secure_aggregation={f.secure_aggregation}"
+    for kind, chosen_name, algorithm in (("strategy", f.strategy, STRATEGIES[f.strategy]),
+                                         ("aggregation", f.aggregation, VARIANTS[f.aggregation])):
+        if algorithm.not_a_sum:
+            raise ConfigError(f"config key 'federated.{kind}': {name} needs an aggregate that is a weighted sum of the "
+                              f"clients' updates; not {chosen_name}: {algorithm.not_a_sum}")
+    if f.privacy != "none":
+        raise ConfigError(f"config key 'federated.privacy': {f.privacy} clips each client's update on the server, which "
+                          f"{name} hides from it (federated.privacy=none)")
+    if f.compression != "none":
+        raise ConfigError(f"config key 'federated.compression': {name} quantises the update itself "
+                          f"(federated.compression=none, got {f.compression!r})")
+    if cfg.lora.client_ranks or cfg.lora.rank_groups:
+        key = "client_ranks" if cfg.lora.client_ranks else "rank_groups"
+        raise ConfigError(f"config key 'lora.{key}': {name} sums updates of one shape (every client at lora.r)")
+    if f.weighting == "examples":
+        raise ConfigError(f"config key 'federated.weighting': {name} weighs each client by a weight the server sets "
+                          f"before the round (data_size or uniform, got {f.weighting!r})")
 
 
 def check_dp_sgd(cfg: Config) -> None:

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from fedvlm.config import Config, load_config, save_config
+from fedvlm.config import Config, check_in_process, load_config, save_config
 from fedvlm.errors import FedvlmError, ModelError
 from fedvlm.fileio import write_atomic
 
@@ -45,6 +45,8 @@ def cmd_run(args) -> None:
         cfg = load_config(args.config, args.overrides)
         run_dir = _run_dir(cfg)
         replace = rundir.check_new_run_dir(run_dir, cfg.run.overwrite)
+    if cfg.run.engine == "simulator":
+        check_in_process(cfg)
     fed = build_federation(cfg)
     if args.resume:
         saved = (run_dir / rundir.CONFIG_FILE).read_text(encoding="utf-8")

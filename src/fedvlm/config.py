@@ -18,9 +18,9 @@ from fedvlm.client.faults import ATTACKS, FAULTS
 from fedvlm.core.aggregate import WEIGHTINGS
 from fedvlm.engine.faults import check_entries
 from fedvlm.core.answers import ANSWER_SPANS, REFERENCES
-from fedvlm.algorithm_config import algorithm_options, check_dp_sgd, check_privacy, chosen
+from fedvlm.algorithm_config import algorithm_options, check_dp_sgd, check_privacy, check_secure_aggregation, chosen
 from fedvlm.algorithms.base import Algorithm
-from fedvlm.algorithms.registry import PRIVACY, STRATEGIES, VARIANTS, option_fields
+from fedvlm.algorithms.registry import PRIVACY, SECURE_AGGREGATION, STRATEGIES, VARIANTS, option_fields
 from fedvlm.core.sharing import TUNINGS
 from fedvlm.errors import ConfigError
 from fedvlm.fileio import is_one_directory_name, write_atomic
@@ -46,6 +46,7 @@ _CHOICES = {
     "train.schedule": {"cosine", "linear", "constant"},
     "federated.aggregation": set(VARIANTS),
     "federated.privacy": {"none", *PRIVACY},
+    "federated.secure_aggregation": {"none", *SECURE_AGGREGATION},
     "federated.compression": {"none", "int8", "int4"},
     "model.dtype": {"float32", "bfloat16", "float16"},
     "model.quantization": {"none", "4bit", "8bit"},
@@ -179,6 +180,7 @@ def _check(cfg: Config) -> None:
     for algorithm in chosen(cfg).values():
         algorithm_options(cfg, algorithm)  # each in range
     check_privacy(cfg)
+    check_secure_aggregation(cfg)
     check_dp_sgd(cfg)
     options = cfg.federated.options
     if options.get("server_rank") is not None and not 0 < options["server_rank"] <= cfg.lora.r:
@@ -186,6 +188,15 @@ def _check(cfg: Config) -> None:
     for b in cfg.run.baselines:
         if b not in _BASELINES:
             raise ConfigError(f"config key 'run.baselines': unknown baseline {b!r} (valid: {sorted(_BASELINES)})")
+
+
+def check_in_process(cfg: Config) -> None:
+    """One line for a setting the in-process simulator cannot run (there, the server and
+    every client are one process)."""
+    if cfg.federated.secure_aggregation != "none":
+        raise ConfigError(f"config key 'federated.secure_aggregation': {cfg.federated.secure_aggregation} runs on Flower "
+                          "(run.engine=flower-sim or a deployment); the in-process simulator has no separate server to "
+                          "hide the updates from")
 
 
 def check_run_name(name: str | None) -> None:

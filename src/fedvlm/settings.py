@@ -112,6 +112,10 @@ class FederatedConfig:
     # federated.dp_*: fedvlm/algorithms/dp_fedavg/server.py). Needs federated.weighting=uniform;
     # clients then take part each with probability federated.fraction (Poisson sampling).
     privacy: str = "none"
+    # Secure aggregation on the Flower engines: none, or secaggplus (Flower's SecAgg+; options
+    # federated.secagg_*: fedvlm/algorithms/secaggplus/options.py). The server then sees only
+    # the weighted sum of each round's updates; strategies whose aggregate is not one are refused.
+    secure_aggregation: str = "none"
     compression: str = "none"  # client->server: none, int8, int4 (stochastic, per block)
     compression_block: int = 64
     # Flower engine: seconds the server waits for a round's replies; a client that has not

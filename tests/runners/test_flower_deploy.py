@@ -87,6 +87,31 @@ def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_r
     assert all(m["node_loads"] == 1 for r in deployed[1:] for m in r["clients"].values())
 
 
+def test_secure_aggregation_on_the_deployment_gives_the_plain_adapter_within_the_bound(tmp_path, monkeypatch, deployment):
+    """Flower's SecAgg+ between the ServerApp and two TLS SuperNodes (each node's worker
+    trains; its ClientApp masks): the adapter is the in-process plain FedAvg's within the
+    quantisation bound, and the round's upload is the masked vector."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from fedvlm.algorithms.secaggplus.options import SecAggPlusOptions, quantization_bound
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    overrides = [*TINY_RUN, "federated.rounds=1"]
+    assert main(["run", *overrides, f"run.output_dir={tmp_path}", "run.name=inproc"]) == 0
+    deployment.run([*overrides, "federated.secure_aggregation=secaggplus"], tmp_path / "secure")
+    final = "adapters/final/adapter_model.safetensors"
+    plain, secure = load_file(tmp_path / "inproc" / final), load_file(tmp_path / "secure" / final)
+    record = _records(tmp_path / "secure")[1]
+    assert set(record["clients"]) == {"0", "1"} and "failed" not in record
+    bound = quantization_bound(SecAggPlusOptions(), [m["train_size"] for m in record["clients"].values()]) + 1e-7
+    gap = max(float(np.abs(secure[k].astype(np.float64) - plain[k]).max()) for k in plain)
+    assert 0 < gap <= bound
+    floats = _records(tmp_path / "inproc")[1]["clients"]["0"]["bytes_up"]
+    assert all(m["bytes_up"] > 1.9 * floats for m in record["clients"].values())  # int64 masked vs float32
+
+
 def test_a_run_whose_server_app_fails_is_reported_as_failed(tmp_path, deployment):
     """``flwr run --stream`` exits 0 whatever happened; ``fedvlm flower submit`` (which the
     loopback deployment runs) exits with the run's final status and the ServerApp's line."""

@@ -42,7 +42,8 @@ class Algorithm:
 
     Facts (any):
     - ``not_a_sum``: why its aggregate is not a (weighted) sum of the clients' updates, which
-      client-level DP (``federated.privacy``) needs; empty when it is one.
+      client-level DP (``federated.privacy``) and secure aggregation
+      (``federated.secure_aggregation``) need; empty when it is one.
     - ``loss_term``: its client side adds a term to the training loss (FedProx, FedALT),
       which DP-SGD's per-example gradients (``train.dp_sgd``) would not carry.
     """

@@ -21,6 +21,7 @@ from fedvlm.algorithms.krum.server import Krum, KrumOptions
 from fedvlm.algorithms.median.server import Median
 from fedvlm.algorithms.norm_bound.server import NormBound, NormBoundOptions
 from fedvlm.algorithms.scaffold.client import ScaffoldClient
+from fedvlm.algorithms.secaggplus.options import SecAggPlusOptions
 from fedvlm.algorithms.scaffold.server import Scaffold, ScaffoldOptions
 from fedvlm.algorithms.svd.server import FlexLoRA, FlexLoRAOptions
 from fedvlm.algorithms.trimmed_mean.server import TrimmedMean, TrimmedMeanOptions
@@ -32,7 +33,7 @@ def _plugins(group: str) -> dict[str, Algorithm]:
     return {point.name: point.load() for point in entry_points(group=group)}
 
 
-_ROBUST = "a robust aggregator picks among the updates by their values (no noise is calibrated to that)"
+_ROBUST = "a robust aggregator picks among the individual updates by their values"
 
 STRATEGIES: dict[str, Algorithm] = {
     "fedavg": Algorithm(FedAvg, paper="https://arxiv.org/abs/1602.05629"),
@@ -42,7 +43,7 @@ STRATEGIES: dict[str, Algorithm] = {
     "fedadagrad": Algorithm(FedAdagrad, options=FedAdagradOptions, paper="https://arxiv.org/abs/2003.00295"),
     "fedprox": Algorithm(FedProx, FedProxClient, FedProxOptions, loss_term=True, paper="https://arxiv.org/abs/1812.06127"),
     "scaffold": Algorithm(Scaffold, ScaffoldClient, ScaffoldOptions, paper="https://arxiv.org/abs/1910.06378",
-                          not_a_sum="its control variates go up beside the update, unclipped and without noise"),
+                          not_a_sum="its control variates go up beside the update, outside the sum (unclipped, unmasked)"),
     # robust aggregation, of each LoRA layer's product s B A (core/robust.py):
     "median": Algorithm(Median, paper="https://arxiv.org/abs/1803.01498", not_a_sum=_ROBUST),
     "trimmed_mean": Algorithm(TrimmedMean, options=TrimmedMeanOptions, paper="https://arxiv.org/abs/1803.01498",
@@ -74,6 +75,12 @@ PRIVACY: dict[str, Algorithm] = {
     "dp_fedavg": Algorithm(DPFedAvg, options=DPFedAvgOptions, paper="https://arxiv.org/abs/1710.06963"),
 }
 
+# Secure aggregation on the Flower engines (federated.secure_aggregation): the server sees
+# the weighted sum of the round's updates only (fedvlm/flower/secagg.py hosts Flower's protocol)
+SECURE_AGGREGATION: dict[str, Algorithm] = {
+    "secaggplus": Algorithm(options=SecAggPlusOptions, paper="https://eprint.iacr.org/2020/704"),
+}
+
 
 def client_sides() -> list[type]:
     """Every registered client side, once each, in registry order. The client unit builds
@@ -89,7 +96,7 @@ def option_fields() -> dict[str, object]:
     from typing import get_type_hints
 
     out = {}
-    for algorithm in (*STRATEGIES.values(), *VARIANTS.values(), *PRIVACY.values()):
+    for algorithm in (*STRATEGIES.values(), *VARIANTS.values(), *PRIVACY.values(), *SECURE_AGGREGATION.values()):
         if algorithm.options is not None:
             hints = get_type_hints(algorithm.options)
             out.update({f.name: hints[f.name] for f in fields(algorithm.options)})

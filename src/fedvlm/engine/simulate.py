@@ -16,7 +16,7 @@ from fedvlm.client import evaluate as client_evaluate
 from fedvlm.client import train as client_train
 from fedvlm.algorithms.flora.client import MergedBase
 from fedvlm.algorithm_config import algorithm_options, privacy_noise, server_kwargs, server_side
-from fedvlm.config import Config, save_config
+from fedvlm.config import Config, check_in_process, save_config
 from fedvlm.core.aggregate import weighted_mean
 from fedvlm.core.sharing import PlannedStrategy
 from fedvlm.core.sampling import expected_participation
@@ -281,6 +281,7 @@ def save_round_adapters(cfg: Config, fed: Federation, run_dir: Path, full, state
 def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federation | None = None) -> Federation:
     """Run (or continue) the federated job of ``cfg`` in ``run_dir``; returns the federation
     so that baselines can reuse the loaded model and data."""
+    check_in_process(cfg)
     fed = fed or build_federation(cfg)
     clients = InProcessClients(cfg, fed, rundir.ClientStore(run_dir / "clients"))
     run_rounds(cfg, run_dir, fed, clients, list(fed.clients), resume)

@@ -7,6 +7,9 @@ once. A SuperNode of flwr 1.42 starts a fresh ClientApp process for every messag
 (flwrlabs/flower#3670); with node config ``worker='<socket path>'`` the ClientApp forwards
 each message to a long-running ``fedvlm flower worker`` on the node, which keeps the base
 loaded for the whole run instead. ``metrics["node_loads"]`` shows which happened.
+
+With ``federated.secure_aggregation=secaggplus``, Flower's ``secaggplus_mod`` masks the
+train reply (``fedvlm.flower.secagg``).
 """
 
 from flwr.app import Context, Message, RecordDict
@@ -14,9 +17,10 @@ from flwr.clientapp import ClientApp
 
 from fedvlm.flower.messages import Request
 from fedvlm.flower.records import pack, unpack
+from fedvlm.flower.secagg import is_secure, read_fitins, secure_aggregation_mod, secure_reply
 from fedvlm.flower.worker import ask
 
-app = ClientApp()
+app = ClientApp(mods=[secure_aggregation_mod])  # SecAgg+'s exchanges through Flower's secaggplus_mod
 
 
 class _Handler:
@@ -35,11 +39,16 @@ class _Handler:
 
 
 def _handle(kind: str, msg: Message, context: Context) -> Message:
-    arrays, extras = unpack(msg.content)
-    config = dict(msg.content["config"]) if "config" in msg.content else {}
-    options = dict(msg.content["options"]) if "options" in msg.content else {}
+    secure = kind == "train" and is_secure(msg.content)
+    if secure:  # SecAgg+'s masked-upload stage: fedvlm's message inside the FitIns
+        arrays, config, options, run, terms = read_fitins(msg.content)
+        extras = {}
+    else:
+        arrays, extras = unpack(msg.content)
+        config = dict(msg.content["config"]) if "config" in msg.content else {}
+        options = dict(msg.content["options"]) if "options" in msg.content else {}
+        run = msg.content["run"] if "run" in msg.content else {}
     node_config = dict(context.node_config)
-    run = msg.content["run"] if "run" in msg.content else {}
     state_key, job = str(run.get("state_key", "")), str(run.get("job", ""))
     req = Request(kind, context.run_id, context.node_id, dict(context.run_config), node_config, config, options,
                   state_key, job, arrays, extras)
@@ -47,6 +56,8 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
         reply = ask(str(node_config["worker"]), req)
     else:
         reply = _Handler.get().handle(req)
+    if secure:
+        return Message(secure_reply(reply, arrays, terms), reply_to=msg)
     if not reply.metrics:
         return Message(RecordDict({}), reply_to=msg)
     return Message(pack(reply.arrays, reply.extras, client={"client_id": reply.client_id}, metrics=reply.metrics),

@@ -5,6 +5,10 @@ Faults: a node whose reply is an error, or that does not answer before
 ``federated.round_timeout`` seconds, is left out of that round's aggregation and named in
 the round's ``failed`` record of metrics.jsonl; the run goes on while at least
 ``federated.min_clients`` answered.
+
+Secure aggregation (``federated.secure_aggregation=secaggplus``): a round's training runs
+through Flower's SecAgg+ workflow (`fedvlm.flower.secagg`); the server learns the weighted
+mean of the updates only.
 """
 
 import re
@@ -13,6 +17,8 @@ import time
 from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
+from fedvlm.algorithm_config import algorithm_options
+from fedvlm.algorithms.registry import SECURE_AGGREGATION
 from fedvlm.client import EvalRoundConfig
 from fedvlm.config import Config, config_text
 from fedvlm.core.types import AdapterState, ClientUpdate
@@ -20,41 +26,13 @@ from fedvlm.errors import FedvlmError
 from fedvlm.fileio import write_atomic
 from fedvlm.engine import rundir
 from fedvlm.engine.federation import build_federation
+from fedvlm.flower.grid import push, short_reason
 from fedvlm.flower.records import nested_metrics, pack, unpack, update_from_reply
 from fedvlm.flower.run_config import config_from_run_config, run_dir_of
 from fedvlm.engine.simulate import LATE, run_rounds
 from fedvlm.reporting.report import write_report
 
 app = ServerApp()
-
-# Grid.send_and_receive of flwr 1.42 pulls replies every 3 s on a deployment; a round
-# exchanges messages at least twice (train, evaluate), so fedvlm polls more often.
-POLL_SECONDS = 0.2
-
-
-def push(grid: Grid, messages: list[Message], timeout: float | None):
-    """Grid.send_and_receive in two halves: push ``messages`` now, and return the function
-    that pulls their replies (every `POLL_SECONDS`, until each has one or ``timeout``
-    seconds have passed since the push), so the server can work while the nodes do. The
-    function's ``ids`` are the pushed messages' ids, in order."""
-    ids = list(grid.push_messages(messages))
-    waiting = set(ids)
-    deadline = None if timeout is None else time.monotonic() + timeout
-
-    def replies() -> list[Message]:
-        pulled_all = []
-        while waiting:
-            pulled = list(grid.pull_messages(waiting))
-            pulled_all += pulled
-            waiting.difference_update(m.metadata.reply_to_message_id for m in pulled)
-            if waiting and deadline is not None and time.monotonic() >= deadline:
-                break
-            if waiting:
-                time.sleep(POLL_SECONDS)
-        return pulled_all
-
-    replies.ids = ids
-    return replies
 
 
 @app.main()
@@ -72,28 +50,6 @@ def main(grid: Grid, context: Context) -> None:
         raise
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def short_reason(reason: str) -> str:
-    """The part of a node's error that says what went wrong. Flower's reason carries the
-    whole remote traceback (through Ray's on the simulation runtime), ending in its own
-    wrapper (``ClientAppException ... Message: <the error>``); the cause is that message,
-    or else the last ``SomeError: message`` line. A deployed node reports
-    ``<class 'X'>:<'message'>``, and a node's worker prefixes ``fedvlm worker at SOCKET:
-    SomeError:``; the cause is the message inside."""
-    text = _ANSI.sub("", reason or "")
-    wrapped = re.findall(r"occurred\. Message: (.+)", text)
-    if wrapped:
-        return re.sub(r"'>'?$", "", wrapped[-1].strip()).strip()[:300]  # Ray's repr closes with '>
-    bare = re.fullmatch(r"\s*<class '[^']+'>:<'(.*)'>\s*", text, re.DOTALL)
-    if bare:
-        return re.sub(r"^fedvlm worker at \S+: \w+: ", "", bare.group(1).strip())[:300]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Fault)\b[^:]*: \S", line)]
-    return (causes[-1] if causes else lines[-1] if lines else "unknown error")[:300]
-
-
 def _order(cid: str):
     return (0, int(cid), "") if cid.isdigit() else (1, 0, cid)
 
@@ -106,6 +62,7 @@ class FlowerClients:
         self.grid, self.nodes, self.timeout, self.min_clients = grid, nodes, timeout, min_clients
         self.state_key, self.job = state_key, job
         self.sizes: dict[str, int] = {}  # each client's training-set size, from its first query
+        self.secure = None  # SecAgg+: (its options, federated.weighting)
 
     def _send(self, message_type: str, contents: dict) -> tuple[dict, dict[str, str]]:
         return self._push(message_type, contents)()
@@ -139,11 +96,25 @@ class FlowerClients:
         return collect
 
     def train(self, messages: dict[str, tuple], round_num: int) -> tuple[list[ClientUpdate], dict[str, str]]:
+        if self.secure is not None:
+            return self._train_securely(messages, round_num)
         contents = {cid: pack(p, e, config=c.to_record(), options=c.options) for cid, (p, e, c) in messages.items()}
         answered, failed = self._send("train", contents)
         # aggregate in the order the clients were sampled, whatever order replies came in
         updates = [update_from_reply(answered[cid]) for cid in messages if cid in answered]
         return updates, failed
+
+    def _train_securely(self, messages: dict[str, tuple], round_num: int):
+        """The round's training through Flower's SecAgg+ (`fedvlm.flower.secagg`)."""
+        from fedvlm.flower.secagg import train_securely
+
+        options, weighting = self.secure
+        if any(extras for _, extras, _ in messages.values()):
+            raise FedvlmError(f"round {round_num}: SecAgg+ sends the adapter only; this round's messages carry extras")
+        run = {"state_key": self.state_key, "job": self.job}
+        contents = {cid: (p, c.to_record(), c.options, run) for cid, (p, _, c) in messages.items()}
+        weights = {cid: float(self.sizes[cid]) if weighting == "data_size" else 1.0 for cid in messages}
+        return train_securely(self.grid, self.nodes, contents, weights, options, self.timeout, round_num, LATE)
 
     def evaluate(self, shared: AdapterState, config: EvalRoundConfig, extras: dict | None = None):
         """Start every node's local evaluation (``extras[client id]``: what it evaluates its
@@ -208,5 +179,7 @@ def run_on_grid(cfg: Config, grid: Grid, run_dir, resume: bool = False) -> None:
     nodes, sizes = discover(grid, cfg.partition.num_clients, state_key, job)
     clients = FlowerClients(grid, nodes, cfg.federated.round_timeout, cfg.federated.min_clients, state_key, job)
     clients.sizes = sizes
+    if cfg.federated.secure_aggregation != "none":
+        clients.secure = (algorithm_options(cfg, SECURE_AGGREGATION[cfg.federated.secure_aggregation]), cfg.federated.weighting)
     run_rounds(cfg, run_dir, fed, clients, list(nodes), resume)
     write_report(run_dir)  # a deployment's run directory is complete without `fedvlm report`
