@@ -131,6 +131,11 @@ def check_privacy(cfg: Config) -> None:
                           f"(a data-size weight lets one client move the mean past the clipping bound); set "
                           f"federated.weighting=uniform, got {f.weighting!r}")
     options = algorithm_options(cfg, PRIVACY[f.privacy])
+    if options.dp_noise == "clients" and options.dp_adaptive_clip:
+        raise ConfigError("config key 'federated.dp_adaptive_clip': federated.dp_noise=clients clips on the clients, and "
+                          "the server cannot count the clipped updates adaptive clipping needs")
+    if options.dp_noise_split is not None and options.dp_noise != "clients":
+        raise ConfigError("config key 'federated.dp_noise_split': needs federated.dp_noise=clients")
     if options.dp_adaptive_clip:
         stddev = options.dp_clipped_count_stddev or f.fraction * cfg.partition.num_clients / 20.0
         try:
@@ -153,9 +158,9 @@ def check_secure_aggregation(cfg: Config) -> None:
         if algorithm.not_a_sum:
             raise ConfigError(f"config key 'federated.{kind}': {name} needs an aggregate that is a weighted sum of the "
                               f"clients' updates; not {chosen_name}: {algorithm.not_a_sum}")
-    if f.privacy != "none":
+    if f.privacy != "none" and algorithm_options(cfg, PRIVACY[f.privacy]).dp_noise != "clients":
         raise ConfigError(f"config key 'federated.privacy': {f.privacy} clips each client's update on the server, which "
-                          f"{name} hides from it (federated.privacy=none)")
+                          f"{name} hides from it (federated.dp_noise=clients clips and noises on the clients)")
     if f.compression != "none":
         raise ConfigError(f"config key 'federated.compression': {name} quantises the update itself "
                           f"(federated.compression=none, got {f.compression!r})")

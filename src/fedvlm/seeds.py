@@ -36,6 +36,7 @@ class Stream(IntEnum):
     DP_SGD_BATCHES = 15  # (client): DP-SGD's Poisson batches (the step is appended)
     DP_SGD_NOISE = 16  # (client, round): DP-SGD's gradient noise
     FEDALT_MIXER = 17  # (client): FedALT's fresh mixer (nn.Linear's default initialization)
+    DP_CLIENT_NOISE = 18  # (client, round): distributed DP-FedAvg's share of the noise, added by the client
 
 
 IDS = {  # what each stream is drawn for
@@ -56,6 +57,7 @@ IDS = {  # what each stream is drawn for
     Stream.DP_SGD_BATCHES: ("client",),
     Stream.DP_SGD_NOISE: ("client", "round"),
     Stream.FEDALT_MIXER: ("client",),
+    Stream.DP_CLIENT_NOISE: ("client", "round"),
 }
 
 

@@ -143,12 +143,65 @@ def test_a_private_run_records_epsilon_each_round_and_resumes_exactly(tmp_path):
     ([*DP, "federated.dp_noise_multiplier=1", "federated.aggregation=fedex"], r"not fedex: FedEx-LoRA"),
     ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_adaptive_clip=true"], r"'federated.dp_clipped_count_stddev': adaptive clipping: .*no noise budget"),
     (["federated.dp_clip=0.5"], r"'federated.dp_clip': needs federated.privacy=dp_fedavg"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_noise=clients", "federated.dp_adaptive_clip=true"],
+     r"^config key 'federated.dp_adaptive_clip': federated.dp_noise=clients clips on the clients"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_noise_split=3"], r"'federated.dp_noise_split': needs federated.dp_noise=clients"),
+    ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_noise=both"], r"'federated.dp_noise': expected server or clients"),
     ([*DP, "federated.dp_noise_multiplier=1", "federated.dp_accountant=moments"], r"'federated.dp_accountant': expected rdp or pld"),
 ])
 def test_what_dp_fedavg_refuses_is_one_line(overrides, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_config(None, [*TINY_RUN, *overrides])
     assert "\n" not in str(e.value)
+
+
+def test_a_client_clips_its_own_update_and_adds_its_share_of_the_noise():
+    from fedvlm.algorithms.dp_fedavg.client import clip_and_noise
+
+    start = {"a": np.array([1.0, 1.0], np.float32), "b": np.zeros(1, np.float32)}
+    trained = {"a": np.array([4.0, 1.0], np.float32), "b": np.array([4.0], np.float32)}  # delta (3, 0, 4): norm 5
+    clipped = clip_and_noise(trained, start, 1.0, 0.0, np.random.default_rng(0))
+    np.testing.assert_allclose(clipped["a"], [1.6, 1.0], atol=1e-6)  # 1 + 3/5
+    np.testing.assert_allclose(clipped["b"], [0.8], atol=1e-6)  # 4/5
+    assert clipped["a"].dtype == np.float32
+    within = clip_and_noise(trained, start, 10.0, 0.0, np.random.default_rng(0))  # norm 5 < 10: unchanged
+    np.testing.assert_array_equal(within["a"], trained["a"])
+    big = {"w": np.zeros(200_000, np.float32)}
+    noised = clip_and_noise(big, big, 1.0, 0.25, np.random.default_rng(1))["w"]
+    assert abs(noised.std() - 0.25) < 0.002 and abs(noised.mean()) < 0.002
+
+
+def test_distributed_noise_is_split_so_that_m_shares_make_z_C_and_the_server_tops_up_missing_ones():
+    # z 2, C 0.5, q N = 4: each client adds sigma_c = 2 * 0.5 / sqrt(4) = 0.5
+    dp = _dp(z=2.0, clip=0.5, n=4, dp_noise="clients")
+    g = {"w": np.zeros(100_000, np.float32)}
+    state = dp.initialize(g)
+    instructions = dp.configure(1, state, ["0", "1", "2", "3"], np.random.default_rng(0))
+    assert [(i.config["dp_clip"], i.config["dp_noise_std"]) for i in instructions.values()] == [(0.5, 0.5)] * 4
+    delta = np.full(100_000, 0.1, np.float32)  # (the clients clipped and noised already)
+    every = [ClientUpdate(str(k), {"w": g["w"] + delta}, 10) for k in range(4)]
+    full = dp.aggregate(1, state, every)
+    np.testing.assert_allclose(full.global_state["w"], 0.1, atol=1e-6)  # 4 shares: nothing added, sum / 4
+    assert full.scalars["dp_noise_top_up"] == 0 and full.scalars["dp_clipped"] is None
+    half = dp.aggregate(1, state, every[:2]).global_state["w"]
+    # 2 shares missing: the server adds N(0, 2 * 0.5^2) to the sum, then divides by 4
+    added = half.astype(np.float64) * 4 - 2 * 0.1
+    assert abs(added.std() - 0.5 * np.sqrt(2)) < 0.01 and abs(added.mean()) < 0.01
+
+
+def test_a_run_with_distributed_noise_clips_on_the_clients_and_spends_the_same_epsilon(tmp_path):
+    from fedvlm.cli import main
+
+    # C = 1e-4 and next to no noise: a round can move the global adapter by at most K C / (q N) = C
+    job = [*TINY_RUN, *DP, "federated.dp_noise=clients", "federated.dp_noise_multiplier=1e-6", "federated.dp_clip=1e-4",
+           "eval.keep_last=2", f"run.output_dir={tmp_path}", "run.name=d"]
+    assert main(["run", *job]) == 0
+    run = tmp_path / "d"
+    one, two = (load_file(str(run / "adapters" / f"round_000{r}" / "adapter_model.safetensors")) for r in (1, 2))
+    step = np.sqrt(sum(np.sum((two[k].astype(np.float64) - one[k]) ** 2) for k in one))
+    assert 1e-6 < step <= 1e-4 * 1.001
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["privacy"]["epsilon"] for r in records[1:]] == pytest.approx([epsilon(1e-6, 1.0, r, 1e-5) for r in (1, 2)])
 
 
 def test_every_server_optimizer_and_summed_variant_runs_privately():

@@ -185,6 +185,12 @@ def test_settings_secure_aggregation_cannot_run_are_one_line(overrides, key, say
     assert message.startswith(f"config key '{key}'") and says in message and "\n" not in message
 
 
+def test_distributed_dp_noise_runs_under_secure_aggregation():
+    cfg = load_config(None, ["federated.secure_aggregation=secaggplus", "federated.privacy=dp_fedavg",
+                             "federated.weighting=uniform", "federated.dp_noise=clients", "federated.dp_noise_multiplier=1"])
+    assert cfg.federated.options["dp_noise"] == "clients"
+
+
 def test_the_in_process_simulator_refuses_secure_aggregation(tmp_path, capsys):
     from fedvlm.cli import main
 

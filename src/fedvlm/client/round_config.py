@@ -41,6 +41,10 @@ class RoundConfig:
     dp_sgd_target_epsilon: float = 0.0
     dp_sgd_max_grad_norm: float = 1.0
     dp_sgd_delta: float = 1e-5
+    # distributed DP-FedAvg (federated.dp_noise=clients): clip the update to this norm (0: do
+    # not) and add Gaussian noise of this standard deviation to it
+    dp_clip: float = 0.0
+    dp_noise_std: float = 0.0
     # The run's algorithms' options (fedvlm.algorithms): one record of scalars, which a Flower
     # message carries as its own ConfigRecord beside this one.
     options: dict[str, Any] = field(default_factory=dict)

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from fedvlm.algorithms.dp_fedavg.client import clip_and_noise
 from fedvlm.algorithms.registry import client_sides
 from fedvlm.client import faults
 from fedvlm.client.node import LOCAL, Node
@@ -92,6 +93,9 @@ def train(
     extras_up = {}
     for side in sides:
         extras_up.update(side.finish(start, state))
+    if c.dp_clip > 0:  # distributed DP-FedAvg: clipped, with this client's share of the noise
+        rng = np.random.default_rng(seed_for(c.seed, Stream.DP_CLIENT_NOISE, node.seed_id, round_num))
+        state = clip_and_noise(state, {k: start[k] for k in state}, c.dp_clip, c.dp_noise_std, rng)
     # Only the client's own rank travels; the server sees it zero-padded to full rank.
     if c.attack and not (c.attack in faults.DATA_ATTACKS and c.attack_scale == 1):
         rng = np.random.default_rng(seed_for(c.seed, Stream.ATTACK_NOISE, node.seed_id, round_num))

@@ -47,6 +47,8 @@ def round_config(cfg: Config, instruction: Instruction, round_num: int, client_i
         attack_scale=float((attack or {}).get("scale", 1.0)),
         attack_target=str((attack or {}).get("target", "")),
         hang_seconds=(f.round_timeout or 0.0) + 5.0 if fault and fault["kind"] == "hang" else 0.0,
+        dp_clip=float(instruction.config.get("dp_clip", 0.0)),
+        dp_noise_std=float(instruction.config.get("dp_noise_std", 0.0)),
         **dp_sgd_fields(cfg, client_id),
     )
 

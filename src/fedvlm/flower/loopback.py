@@ -92,8 +92,8 @@ class LoopbackDeployment:
                 p.kill()
 
     def node(self, i: int, worker: bool = False, register: bool = True, *extra: str,
-             env: dict[str, str] | None = None) -> subprocess.Popen:
-        """SuperNode ``node<i>`` serving partition ``i`` of 2 (``partition.num_clients=2``)
+             env: dict[str, str] | None = None, of: int = 2) -> subprocess.Popen:
+        """SuperNode ``node<i>`` serving partition ``i`` of ``of`` (``partition.num_clients``)
         with its state in ``root/state<i>``; ``worker``: with a fedvlm worker
         (``procs["worker<i>"]``) that keeps its model loaded; ``register``: its key
         registered with the SuperLink; ``extra``: more ``flower-supernode`` flags; ``env``:
@@ -102,7 +102,7 @@ class LoopbackDeployment:
         if register:
             subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public), "local"], env=self.env,
                            check=True, capture_output=True)
-        node_config = f"partition-id={i} num-partitions=2 state-dir='{self.root / f'state{i}'}'"
+        node_config = f"partition-id={i} num-partitions={of} state-dir='{self.root / f'state{i}'}'"
         if worker:
             sock = self.root / f"node{i}.sock"
             self.start(f"worker{i}", "python", "-m", "fedvlm.cli", "flower", "worker", str(sock), env=env)

@@ -26,6 +26,11 @@ class DPFedAvgOptions:
     dp_clip_lr: float = 0.2  # eta_C: C <- C exp(-eta_C (b - gamma))
     dp_clipped_count_stddev: float | None = None  # sigma_b; null: expected clients per round / 20
     dp_accountant: str = "rdp"  # rdp or pld (dp-accounting's Renyi-DP or privacy-loss-distribution)
+    # where the noise is added: server (central DP-FedAvg), or clients (distributed: each
+    # client clips its own update and adds its share of the noise, so that the server,
+    # with federated.secure_aggregation, never holds an update without noise)
+    dp_noise: str = "server"
+    dp_noise_split: int | None = None  # distributed: clients the noise is split across (null: q N)
 
     def __post_init__(self):
         z, eps = self.dp_noise_multiplier, self.dp_target_epsilon
@@ -49,6 +54,10 @@ class DPFedAvgOptions:
             raise OptionError("dp_clipped_count_stddev", "a positive number or null", self.dp_clipped_count_stddev)
         if self.dp_accountant not in ("rdp", "pld"):
             raise OptionError("dp_accountant", "rdp or pld", self.dp_accountant)
+        if self.dp_noise not in ("server", "clients"):
+            raise OptionError("dp_noise", "server or clients", self.dp_noise)
+        if self.dp_noise_split is not None and not (isinstance(self.dp_noise_split, int) and self.dp_noise_split >= 1):
+            raise OptionError("dp_noise_split", "a number of clients (1 or more) or null", self.dp_noise_split)
 
 
 def clip_factor(norm: float, clip: float) -> float:
@@ -93,6 +102,19 @@ class DPFedAvg:
     ``C <- C exp(-eta_C (b - gamma))`` with ``b`` the noised count over ``q N``; the total
     noise multiplier stays ``z`` (`split_noise`). The clipping norm lives in the server
     state (resumed with it) and in the round's record.
+
+    Distributed noise (``dp_noise=clients``; the distributed variant of the same mechanism,
+    as in Kairouz et al. 2021, https://arxiv.org/abs/2102.06387, with Gaussian shares): each
+    sampled client clips its own update to ``C`` and adds ``N(0, sigma_c^2)``,
+    ``sigma_c = z C / sqrt(m)`` with ``m`` = ``dp_noise_split`` (default ``q N``), so
+    that ``m`` clients' shares sum to the central mechanism's ``N(0, (z C)^2)``. The server
+    sums the updates as they come (each already clipped and noised) and, when only
+    ``K < m`` answered, tops the sum up with ``N(0, (m - K) sigma_c^2)`` so that what it
+    releases always carries the full noise. Against the server itself the guarantee is the
+    noise of the clients that answered (its own top-up it knows); with
+    ``federated.secure_aggregation`` it never sees a single client's update, only their
+    noised sum. Adaptive clipping needs the server to count clipped updates, which it
+    cannot here.
     """
 
     inner: Any
@@ -105,6 +127,16 @@ class DPFedAvg:
     @property
     def expected_clients(self) -> float:
         return self.fraction * self.num_clients
+
+    @property
+    def noise_split(self) -> float:
+        """m, the clients each holding a share of the noise (distributed noise)."""
+        return float(self.options.dp_noise_split or self.expected_clients)
+
+    @property
+    def client_noise_std(self) -> float:
+        """sigma_c = z C / sqrt(m): a client's share of the noise (distributed noise, fixed C)."""
+        return self.noise_multiplier * self.options.dp_clip / math.sqrt(self.noise_split)
 
     @property
     def count_stddev(self) -> float:
@@ -120,9 +152,16 @@ class DPFedAvg:
         with probability ``q``."""
         every = self.inner.configure(round_num, state, client_ids, rng)
         keep = rng.random(len(client_ids)) < self.fraction
-        return {cid: every[cid] for cid, k in zip(client_ids, keep) if k and cid in every}
+        chosen = {cid: every[cid] for cid, k in zip(client_ids, keep) if k and cid in every}
+        if self.options.dp_noise == "clients":  # each clips its own update and adds its share
+            for instruction in chosen.values():
+                instruction.config = {**instruction.config, "dp_clip": self.options.dp_clip,
+                                      "dp_noise_std": self.client_noise_std}
+        return chosen
 
     def aggregate(self, round_num, state, updates):
+        if self.options.dp_noise == "clients":
+            return self._aggregate_noised(round_num, state, updates)
         g, clip = state.global_state, float(state.scalars[CLIP])
         m = self.expected_clients
         total = {k: np.zeros(v.shape, np.float64) for k, v in g.items()}
@@ -145,4 +184,23 @@ class DPFedAvg:
             next_clip = clip * math.exp(-self.options.dp_clip_lr * (unclipped / m - self.options.dp_target_quantile))
         scalars = {**new.scalars, CLIP: next_clip, "dp_clipped": int(sum(n > clip for n in norms)),
                    "dp_round_clip": clip, "dp_noise_multiplier": z}
+        return replace(new, scalars=scalars)
+
+    def _aggregate_noised(self, round_num, state, updates):
+        """Distributed noise: the sum of the clients' clipped, noised updates (topped up to
+        ``m`` shares of noise when fewer answered) over ``q N``."""
+        g, m = state.global_state, self.expected_clients
+        total = {k: np.zeros(v.shape, np.float64) for k, v in g.items()}
+        for u in updates:
+            for k in total:
+                total[k] += u.state[k].astype(np.float64) - g[k]
+        missing = max(0.0, self.noise_split - len(updates))
+        rng = np.random.default_rng(seed_for(self.seed, Stream.DP_NOISE, round_num))
+        top_up = self.client_noise_std * math.sqrt(missing)
+        noised = {k: (g[k] + (total[k] + rng.normal(0.0, top_up, size=total[k].shape)) / m).astype(g[k].dtype)
+                  for k in sorted(total)}
+        new = self.inner.aggregate(round_num, state, [ClientUpdate("dp-fedavg", noised, 1, {}, {})])
+        clip = self.options.dp_clip
+        scalars = {**new.scalars, CLIP: clip, "dp_clipped": None, "dp_round_clip": clip,
+                   "dp_noise_multiplier": self.noise_multiplier, "dp_noise_top_up": missing}
         return replace(new, scalars=scalars)
