@@ -31,6 +31,7 @@ fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 case "${1:-}" in
   run) shift; exec "$venv/bin/fedvlm" run "$@" ;;
-  test) shift; exec "$py" -m pytest "$@" ;;
+  # one pytest-xdist worker per core (at most 4); `-n 0` after it runs them in this process
+  test) shift; exec "$py" -m pytest -n "$(( $(nproc) < 4 ? $(nproc) : 4 ))" --dist worksteal "$@" ;;
   *) echo "usage: $0 run [CONFIG] [key=value ...] | test [pytest args ...]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,8 @@
 """Text metrics against values worked out by hand."""
 
 import math
+import shutil
+from unittest import mock
 
 import pytest
 
@@ -41,7 +43,69 @@ def test_cider_against_hand_computed_values():
     # image matches at n = 1, 2 -> 10 * 2/4 = 5; the corpus score is their mean
     assert cider(["red square", "blue square"], [["red circle"], ["blue square"]]) == pytest.approx((1.25 + 5) / 2)
     captions = ["a red circle and a blue square", "a green triangle and a red square"]
-    scores = caption_scores(captions, captions)
-    assert scores["bleu4"] == pytest.approx(100.0) and scores["rouge_l"] == pytest.approx(1.0)
-    # BLEU-4 of captions shorter than 4 words: no 4-gram in the corpus, so 0 (as BLEU-4 is)
-    assert caption_scores(["a red circle"], ["a red circle"])["bleu4"] == 0.0
+    scores = caption_scores(captions, [[c] for c in captions])
+    assert scores["bleu4"] == pytest.approx(1.0) and scores["rouge_l"] == pytest.approx(1.0)
+    # BLEU-4 of a caption shorter than 4 words, as pycocoevalcap computes it: no 4-gram,
+    # so its 4-gram precision is tiny / small = 1e-15 / 1e-9 and BLEU-4 = (1 * 1 * 1 * 1e-6)^(1/4)
+    assert caption_scores(["a red circle"], [["a red circle"]])["bleu4"] == pytest.approx(1e-6 ** 0.25, rel=1e-4)
+
+
+def test_rouge_l_is_cocos_f_measure_against_the_best_of_all_references():
+    from fedvlm.core.text_metrics import caption_scores
+
+    # LCS 3 of 3 predicted and 4 reference tokens: P 1, R 3/4; F = (1 + 1.2^2) P R / (R + 1.2^2 P)
+    f = (1 + 1.44) * 0.75 / (0.75 + 1.44)
+    assert caption_scores(["A red circle."], [["a red square circle"]])["rouge_l"] == pytest.approx(f)
+    # every reference counts: the second one matches exactly
+    assert caption_scores(["a blue square"], [["a red circle", "a blue square"]])["rouge_l"] == pytest.approx(1.0)
+    assert caption_scores(["a blue square"], [["a red circle"]])["rouge_l"] < 0.5
+
+
+# captions' usual punctuation: what the Python tokenizer must split exactly as the jar does
+CORPUS = [
+    "A man riding a double-decker bus.", "Isn't that a 3.5-inch floppy disk?",
+    "Two dogs (a poodle and a terrier) play in the park!", '"Look," she said, "it\'s the cat\'s toy."',
+    "A red circle; a blue square: and a green triangle...", "The U.S. flag flies over a 19th-century building.",
+    "Kids' bikes -- parked outside the school.", "A woman's hand holds a $5 bill & a coin.",
+    "It's 5 o'clock; the train isn't late.", "", "A {curly} [square] caption", "He said `hello' and ``goodbye''.",
+    "Mr. Smith's dog can't swim, won't swim.", "A 50% discount on 2-for-1 pizzas!", "What's that? A bird? A plane?",
+    "A cat\non two lines", "  spaces   around  ", "Café crème, très bon.", "They'll go; we'd stay; I'm here.",
+    "A 'quoted' word and a dog's bone.", "Numbers: 1,000 people and 3.14 pies.",
+]
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="compares with Stanford's Java PTBTokenizer")
+def test_the_python_tokenizer_gives_the_jars_tokens_on_captions():
+    from fedvlm.core import text_metrics
+
+    java = text_metrics.ptb_tokenize(CORPUS)
+    assert java[0] == "a man riding a double-decker bus" and java[1] == "is n't that a 3.5-inch floppy disk"
+    assert java[2] == "two dogs -lrb- a poodle and a terrier -rrb- play in the park"  # -lrb- is not in PUNCTUATIONS
+    assert java[9] == ""
+    with mock.patch.object(text_metrics.shutil, "which", return_value=None):
+        python = text_metrics.ptb_tokenize(CORPUS)
+    assert python == java
+
+
+def test_caption_scores_are_pycocoevalcaps_own_pipeline():
+    """The same numbers as pycocoevalcap's PTBTokenizer and scorers called directly (its
+    tokenizer needs Java; without it the Python stand-in, shown equal above)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from fedvlm.core.text_metrics import caption_scores
+
+    predictions = [c for c in CORPUS[:9]]
+    references = [[CORPUS[(i + 3) % 9], c.lower().replace(",", ""), "a caption about nothing."] for i, c in enumerate(predictions)]
+    ours = caption_scores(predictions, references)
+    if shutil.which("java") is None:
+        pytest.skip("pycocoevalcap's own tokenizer needs Java")
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
+    res = tokenizer.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
+    assert ours["cider"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-12)
+    assert ours["bleu4"] == pytest.approx(Bleu(4).compute_score(gts, res, verbose=0)[0][3], abs=1e-12)
+    assert ours["rouge_l"] == pytest.approx(Rouge().compute_score(gts, res)[0], abs=1e-12)
+    assert 0 < ours["bleu4"] < 1 and 0 < ours["cider"]

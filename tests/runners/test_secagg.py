@@ -225,6 +225,8 @@ def test_secure_aggregation_on_flower_sim_gives_the_plain_adapter_within_the_bou
     records = [json.loads(line) for line in (tmp_path / "secure" / "metrics.jsonl").read_text().splitlines()]
     assert set(records[1]["clients"]) == {"0", "2"}
     assert records[1]["failed"] == {"1": "error: client 1: injected fault 'raise'"}
+    assert records[1]["secure_aggregation"] == "secaggplus"
+    assert "**secure aggregation** (SecAgg+" in (tmp_path / "secure" / "report.md").read_text()
     sizes = [records[1]["clients"][c]["train_size"] for c in ("0", "2")]
     bound = quantization_bound(SecAggPlusOptions(), sizes) + 1e-7  # (and float32's rounding of the result)
     gap = max(float(np.abs(secure[k].astype(np.float64) - plain[k]).max()) for k in plain)

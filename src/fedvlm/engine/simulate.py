@@ -151,6 +151,8 @@ def train_round(
         raise FedvlmError(f"round {round_num}: the aggregate of valid updates is not finite; the run stopped before writing it")
     if f.privacy != "none":
         record["privacy"] = privacy_record(cfg, new.scalars, round_num, len(messages))
+    if f.secure_aggregation != "none":
+        record["secure_aggregation"] = f.secure_aggregation
     return new, record
 
 
@@ -163,7 +165,8 @@ def privacy_record(cfg: Config, scalars: dict, round_num: int, sampled: int) -> 
     z = scalars["dp_noise_multiplier"]  # the strategy's, calibrated once
     return {"epsilon": epsilon(z, cfg.federated.fraction, round_num, options.dp_delta, options.dp_accountant),
             "delta": options.dp_delta, "noise_multiplier": z, "clip": scalars["dp_round_clip"],
-            "clipped": scalars["dp_clipped"], "sampled": sampled, "accountant": options.dp_accountant}
+            "clipped": scalars["dp_clipped"], "sampled": sampled, "accountant": options.dp_accountant,
+            "noise": options.dp_noise}
 
 
 class TooFewClients(FedvlmError):

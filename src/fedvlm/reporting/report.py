@@ -25,7 +25,7 @@ from fedvlm.algorithms.registry import VARIANTS
 from fedvlm.errors import DataError
 from fedvlm.fileio import write_atomic
 from fedvlm.reporting.plots import PLOT_NAMES, write_plots
-from fedvlm.reporting.safety import left_out, privacy
+from fedvlm.reporting.safety import left_out, privacy, secure_aggregation
 from fedvlm.reporting.records import (  # noqa: F401 (read_metrics, read_baselines: re-exported)
     BASELINES_FILE,
     METRICS_FILE,
@@ -341,6 +341,7 @@ def render_report(
     if metrics:
         metric = (config.get("eval") or {}).get("metric", "accuracy") if isinstance(config, dict) else "accuracy"
         parts += (lead(metrics, metric) + headline(metrics, baselines) + left_out(metrics) + privacy(metrics)
+                  + secure_aggregation(metrics)
                   + speed(metrics))
         parts += ["", summary_table(metrics, baselines), ""]
     else:

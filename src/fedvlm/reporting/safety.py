@@ -39,7 +39,25 @@ def privacy(metrics: list[dict]) -> list[str]:
         return []
     last, first = spent[-1]["privacy"], spent[0]["privacy"]
     clip = f"{first['clip']:.3g}" + (f" -> {last['clip']:.3g} (adaptive)" if last["clip"] != first["clip"] else "")
+    secure = any(r.get("secure_aggregation") for r in metrics)
+    if last.get("noise") == "clients":
+        server = ("each client clipped its update and added its share of the noise; the server saw only their "
+                  "noised sum (SecAgg+)" if secure else
+                  "each client clipped its update and added its share of the noise before the server saw it")
+    else:
+        server = "the server itself sees each client's update"
     return [f"- **privacy** (DP-FedAvg, client level): (ε, δ) = ({last['epsilon']:.2f}, {last['delta']:g}) after "
             f"round {spent[-1]['round']} ({last['accountant'].upper()} accountant of dp-accounting), noise multiplier "
             f"{last['noise_multiplier']:.3g}, clipping norm {clip}. It bounds what the released adapters reveal about "
-            "any one client's data; the server itself sees each client's update."]
+            f"any one client's data; {server}."]
+
+
+def secure_aggregation(metrics: list[dict]) -> list[str]:
+    """A bullet saying that the server saw sums only (empty without
+    ``federated.secure_aggregation``)."""
+    rounds = [r for r in metrics if r.get("secure_aggregation")]
+    if not rounds:
+        return []
+    return [f"- **secure aggregation** (SecAgg+, Flower's protocol): in each of {len(rounds)} rounds the server "
+            "learned the weighted sum of the clients' updates, within the quantisation bound, and not one client's "
+            "own; the clients' metrics traveled in the clear."]

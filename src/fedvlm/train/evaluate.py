@@ -66,8 +66,9 @@ def evaluate(
     types = rows.get("question_type") or ["all"] * len(preds)
     captions = {}
     for kind in sorted(set(types) & set(caption_types)):
-        pairs = [(p, a) for p, a, t in zip(preds, rows["answer"], types) if t == kind]
-        captions[kind] = caption_scores([p for p, _ in pairs], [a for _, a in pairs])
+        refs_of = rows.get("answers") or [[a] for a in rows["answer"]]  # every reference a row has
+        pairs = [(p, refs) for p, refs, t in zip(preds, refs_of, types) if t == kind]
+        captions[kind] = caption_scores([p for p, _ in pairs], [refs for _, refs in pairs])
     if captions:
         result["captions"] = captions
     if hasattr(task, "loss"):  # generated free text: the instruction-tuning metrics too
