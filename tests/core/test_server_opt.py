@@ -159,3 +159,25 @@ def test_mismatched_moment_keys_rejected():
 def test_registry_names():
     assert {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"} <= set(STRATEGIES)
     assert STRATEGIES["fedyogi"].server is FedYogi
+
+
+def test_server_optimizers_default_to_flowers_published_settings():
+    """Each adaptive optimizer's defaults are those of Flower's own strategy (its eta,
+    beta_1, beta_2, tau); FedAdagrad has no momentum there (beta1 0)."""
+    import inspect
+
+    from flwr.serverapp import strategy as flower
+
+    from fedvlm.algorithms.fedadagrad.server import FedAdagradOptions
+    from fedvlm.algorithms.fedadam.server import FedAdamOptions
+    from fedvlm.algorithms.fedyogi.server import FedYogiOptions
+
+    def defaults(cls):
+        return {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+
+    for ours, theirs in ((FedAdamOptions(), flower.FedAdam), (FedYogiOptions(), flower.FedYogi)):
+        d = defaults(theirs)
+        assert (ours.server_lr, ours.beta1, ours.beta2, ours.tau) == (d["eta"], d["beta_1"], d["beta_2"], d["tau"])
+    d = defaults(flower.FedAdagrad)
+    ours = FedAdagradOptions()
+    assert (ours.server_lr, ours.tau, ours.beta1) == (d["eta"], d["tau"], 0.0)

@@ -16,7 +16,7 @@ class FedAdagradOptions:
 
     server_lr: float = 0.1
     beta1: float = 0.0
-    tau: float = 0.1
+    tau: float = 1e-3
 
 
 @dataclass
@@ -30,11 +30,11 @@ class FedAdagrad:
     ``ServerState.buffers["m"]`` / ``["v"]`` so they are checkpointed.
 
     ``v_init`` is the starting value of ``v``: 0 by default as in Flower's code; the paper
-    asks for ``v_{-1} >= tau^2`` (``v_init=tau**2``). Defaults ``server_lr=0.1``,
-    ``tau=0.1``, ``beta1=0.0`` (as Flower, which fixes ``beta_1=0``; the paper's Algorithm 2
-    has 0.9): the best of the sweep on the embedded default job (docs/results.md,
-    "Server-optimizer defaults"), 71.0% against FedAvg's 86.0%; ``v`` only grows, so the
-    step keeps shrinking. Flower's FedAdagrad uses ``eta=1e-1`` and ``tau=1e-9``.
+    asks for ``v_{-1} >= tau^2`` (``v_init=tau**2``). Defaults are the published ones,
+    Flower 1.42's ``FedAdagrad``: ``server_lr=0.1``, ``tau=1e-3``, and no momentum
+    (``beta1=0``: Flower fixes it; the paper's Algorithm 2 allows ``beta1``, 0.9 in its
+    experiments); Flower's older ``flwr.server.strategy.FedAdagrad`` has ``tau=1e-9``.
+    ``v`` only grows, so the step keeps shrinking.
     """
 
     fraction: float = 1.0

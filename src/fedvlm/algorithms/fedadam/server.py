@@ -15,9 +15,9 @@ class FedAdamOptions:
     """FedAdam's options: config keys ``federated.<field>`` (``fedvlm.algorithms.base.Algorithm``)."""
 
     server_lr: float = 0.1
-    beta1: float = 0.0
+    beta1: float = 0.9
     beta2: float = 0.99
-    tau: float = 0.1
+    tau: float = 1e-3
 
 
 @dataclass
@@ -30,16 +30,15 @@ class FedAdam:
     ``x = x + server_lr * m / (sqrt(v) + tau)``; no bias correction. ``m`` and ``v`` start
     at zero and live in ``ServerState.buffers["m"]`` / ``["v"]`` so they are checkpointed.
 
-    Defaults ``server_lr=0.1``, ``tau=0.1``, ``beta1=0.0``, ``beta2=0.99``: the best of a
-    48-run sweep on the embedded default job (docs/results.md, "Server-optimizer
-    defaults"), where they end at FedAvg's accuracy (86.0% vs 86.0%). With ``tau`` above
-    the size of a round's update the step is about ``server_lr / tau`` times the mean
-    update, damped where a coordinate's update RMS approaches ``tau``. Every setting with
-    ``beta1=0.9`` (the paper's) or ``tau <= 1e-2`` ended 38-86 points below FedAvg there:
-    per-coordinate normalized steps of a LoRA update move B's near-zero coordinates as far
-    as its real ones. Flower's FedAdam uses ``eta=1e-1``, ``beta1=0.9``, ``beta2=0.99`` and
-    ``tau=1e-3`` (1e-9 in its older ``flwr.server.strategy``) with a bias-corrected step;
-    a much smaller ``tau`` risks huge steps / NaNs (Flower issue #1060).
+    Defaults are the published ones: ``server_lr=0.1``, ``beta1=0.9``, ``beta2=0.99``,
+    ``tau=1e-3``, Flower 1.42's ``flwr.serverapp.strategy.FedAdam`` (the paper tunes
+    ``server_lr`` and ``tau`` per task from grids that hold these). Where they differ:
+    Flower multiplies the step by Adam's bias correction ``sqrt(1 - beta2^t) / (1 -
+    beta1^t)``, which Algorithm 2 (and fedvlm) does not; Flower's older
+    ``flwr.server.strategy.FedAdam`` has ``tau=1e-9``. On LoRA these steps are large: a
+    per-coordinate normalized step moves B's near-zero coordinates as far as its real ones,
+    and a 48-run sweep on the embedded default job found only ``beta1=0`` with ``tau=0.1``
+    at FedAvg's accuracy (docs/results.md, "Server-optimizer defaults").
     """
 
     fraction: float = 1.0
