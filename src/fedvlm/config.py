@@ -20,6 +20,7 @@ from fedvlm.engine.faults import check_entries
 from fedvlm.core.answers import ANSWER_SPANS, REFERENCES
 from fedvlm.algorithm_config import algorithm_options, check_dp_sgd, check_privacy, check_secure_aggregation, chosen
 from fedvlm.algorithms.base import Algorithm
+from fedvlm.reporting.trackers import check_trackers
 from fedvlm.algorithms.registry import PRIVACY, SECURE_AGGREGATION, STRATEGIES, VARIANTS, option_fields
 from fedvlm.core.sharing import TUNINGS
 from fedvlm.errors import ConfigError
@@ -176,6 +177,9 @@ def _check(cfg: Config) -> None:
     if cfg.federated.round_timeout is not None and cfg.federated.round_timeout <= 0:
         raise ConfigError(f"config key 'federated.round_timeout': expected a positive number of seconds or null, got {cfg.federated.round_timeout}")
     _check_misbehaviour(cfg)
+    if not isinstance(cfg.run.report_to, list):
+        raise ConfigError(f"config key 'run.report_to': expected a list of trackers, got {cfg.run.report_to!r}")
+    check_trackers(cfg.run.report_to)
     _check_variant(cfg, VARIANTS[cfg.federated.aggregation])
     for algorithm in chosen(cfg).values():
         algorithm_options(cfg, algorithm)  # each in range

@@ -19,6 +19,9 @@ class RunConfig:
     # simulator (in process, the fast path) or flower-sim (Flower's simulation runtime:
     # a local SuperLink with partition.num_clients virtual SuperNodes; needs flwr[simulation])
     engine: str = "simulator"
+    # experiment trackers each round's metrics also go to: tensorboard, mlflow, wandb,
+    # trackio (fedvlm/reporting/trackers.py; pip install 'fedvlm[tracking]')
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass

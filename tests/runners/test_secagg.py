@@ -219,7 +219,7 @@ def test_secure_aggregation_on_flower_sim_gives_the_plain_adapter_within_the_bou
     common = [*TINY_RUN, "partition.num_clients=3", "federated.rounds=1", f"run.output_dir={tmp_path}",
               "federated.faults=[{kind: raise, clients: [1], rounds: [1]}]"]
     assert main(["run", *common, "run.name=plain"]) == 0
-    assert main(["run", *common, "run.name=secure", "run.engine=flower-sim",
+    assert main(["run", *common, "run.name=secure", "run.engine=flower-sim", "run.report_to=[tensorboard]",
                  "federated.secure_aggregation=secaggplus"]) == 0
     plain, secure = _adapter(tmp_path / "plain"), _adapter(tmp_path / "secure")
     records = [json.loads(line) for line in (tmp_path / "secure" / "metrics.jsonl").read_text().splitlines()]
@@ -227,6 +227,12 @@ def test_secure_aggregation_on_flower_sim_gives_the_plain_adapter_within_the_bou
     assert records[1]["failed"] == {"1": "error: client 1: injected fault 'raise'"}
     assert records[1]["secure_aggregation"] == "secaggplus"
     assert "**secure aggregation** (SecAgg+" in (tmp_path / "secure" / "report.md").read_text()
+    # the ServerApp reports to the run's trackers as the simulator does
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "secure" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("eval/accuracy")] == [0, 1]
     sizes = [records[1]["clients"][c]["train_size"] for c in ("0", "2")]
     bound = quantization_bound(SecAggPlusOptions(), sizes) + 1e-7  # (and float32's rounding of the result)
     gap = max(float(np.abs(secure[k].astype(np.float64) - plain[k]).max()) for k in plain)

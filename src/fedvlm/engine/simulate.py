@@ -291,6 +291,25 @@ def run_simulation(cfg: Config, run_dir: Path, resume: bool = False, fed: Federa
     return fed
 
 
+def open_trackers(cfg: Config, run_dir: Path):
+    """The run's experiment trackers (``run.report_to``), or None."""
+    if not cfg.run.report_to:
+        return None
+    from dataclasses import asdict
+
+    from fedvlm.config import config_text
+    from fedvlm.reporting.trackers import Trackers
+
+    return Trackers(list(cfg.run.report_to), asdict(cfg), config_text(cfg), run_dir, run_dir.name)
+
+
+def append_record(run_dir: Path, record: dict, trackers) -> None:
+    """A round's record into metrics.jsonl, then to the run's trackers."""
+    rundir.append_metrics(run_dir, record)
+    if trackers is not None:
+        trackers.log(record)
+
+
 def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids: list[str], resume: bool = False) -> None:
     """The server's loop, whatever the engine: ``fed`` is what the server holds (the model
     it evaluates, the pooled test set, the initial adapter), ``clients`` how it reaches
@@ -301,6 +320,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
     merged = None  # the base weights the clients' and the server's merged deltas go into
     if VARIANTS[aggregation].merges_into_base:  # (a Federation built for another run may lack it)
         fed.merged_base = merged = fed.merged_base or MergedBase(fed.model, f"federated.aggregation={aggregation}")
+    trackers = open_trackers(cfg, run_dir)
     if resume:
         state, rng_state, extra = rundir.load_checkpoint(run_dir)
         rng = np.random.default_rng()
@@ -315,7 +335,7 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
         rng = np.random.default_rng(seed_for(cfg.run.seed, Stream.SAMPLING))
         zero_shot = evaluate_global(cfg, fed, fed.initial_adapter, fed.initial_adapter, 0, clients)
         speed = zero_shot.pop("speed")
-        rundir.append_metrics(run_dir, {"round": 0, "eval": zero_shot, "eval_speed": speed})
+        append_record(run_dir, {"round": 0, "eval": zero_shot, "eval_speed": speed}, trackers)
         participation = {cid: 0 for cid in client_ids}
     rounds = tqdm(range(state.round + 1, cfg.federated.rounds + 1), desc="rounds", disable=not show,
                   initial=state.round, total=cfg.federated.rounds)
@@ -344,13 +364,15 @@ def run_rounds(cfg: Config, run_dir: Path, fed: Federation, clients, client_ids:
             "eval": result,
         }
         save_round_adapters(cfg, fed, run_dir, full, state, round_num)
-        rundir.append_metrics(run_dir, record)
+        append_record(run_dir, record, trackers)
         rundir.save_checkpoint(
             run_dir, state, rng,
             {"torch_rng": torch.get_rng_state().tolist(), "participation": participation},
         )
     full = full_states(cfg, fed, state, clients, cfg.federated.rounds)
     save_global_adapter(cfg, fed, full, state, run_dir / "adapters" / "final")
+    if trackers is not None:
+        trackers.finish(run_dir / "adapters" / "final")
     if VARIANTS[aggregation].personalized:  # each client reports its own model
         fresh = evaluation_extras(strategy, state, client_ids)
         for cid, adapter in clients.personalized(shared_state(state, aggregation), cfg.federated.rounds, fresh):
