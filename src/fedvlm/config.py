@@ -20,7 +20,7 @@ from fedvlm.engine.faults import check_entries
 from fedvlm.core.answers import ANSWER_SPANS, REFERENCES
 from fedvlm.algorithm_config import algorithm_options, check_dp_sgd, check_privacy, check_secure_aggregation, chosen
 from fedvlm.algorithms.base import Algorithm
-from fedvlm.reporting.trackers import check_trackers
+from fedvlm.engine.trackers import check_trackers
 from fedvlm.algorithms.registry import PRIVACY, SECURE_AGGREGATION, STRATEGIES, VARIANTS, option_fields
 from fedvlm.core.sharing import TUNINGS
 from fedvlm.errors import ConfigError

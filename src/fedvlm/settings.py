@@ -20,7 +20,7 @@ class RunConfig:
     # a local SuperLink with partition.num_clients virtual SuperNodes; needs flwr[simulation])
     engine: str = "simulator"
     # experiment trackers each round's metrics also go to: tensorboard, mlflow, wandb,
-    # trackio (fedvlm/reporting/trackers.py; pip install 'fedvlm[tracking]')
+    # trackio (fedvlm/engine/trackers.py; pip install 'fedvlm[tracking]')
     report_to: list[str] = field(default_factory=list)
 
 

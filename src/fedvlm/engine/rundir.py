@@ -41,7 +41,7 @@ STOPPED_FILE = "stopped.txt"  # why a ServerApp stopped the run early (its one l
 RUN_DIR_ENTRIES = {
     CONFIG_FILE, METRICS_FILE, "baselines.json", "adapters", CHECKPOINT_DIR, "checkpoint.tmp",
     "checkpoint.old", "clients", "report.md", "report.html", "plots", "flower-superlink.log", "node-state-key", STOPPED_FILE,
-    "tensorboard", "mlflow.db", "mlartifacts", "wandb",  # run.report_to (reporting/trackers.py)
+    "tensorboard", "mlflow.db", "mlartifacts", "wandb",  # run.report_to (engine/trackers.py)
 }
 
 

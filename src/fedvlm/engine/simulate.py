@@ -298,7 +298,7 @@ def open_trackers(cfg: Config, run_dir: Path):
     from dataclasses import asdict
 
     from fedvlm.config import config_text
-    from fedvlm.reporting.trackers import Trackers
+    from fedvlm.engine.trackers import Trackers
 
     return Trackers(list(cfg.run.report_to), asdict(cfg), config_text(cfg), run_dir, run_dir.name)
 
