@@ -66,7 +66,7 @@ _POSITIVE = {
     "partition.num_clients", "federated.rounds", "train.batch_size", "train.grad_accum",
     "train.local_steps", "lora.r", "eval.batch_size", "eval.max_new_tokens",
     "data.pooled_test_size", "federated.compression_block", "lora.two_stage_rounds",
-    "data.max_length", "lora.alpha", "federated.min_clients",
+    "data.max_length", "lora.alpha", "federated.min_clients", "data.validation_size",
 }
 _NON_NEGATIVE = {
     "run.seed", "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "eval.keep_last",

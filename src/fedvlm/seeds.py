@@ -37,6 +37,7 @@ class Stream(IntEnum):
     DP_SGD_NOISE = 16  # (client, round): DP-SGD's gradient noise
     FEDALT_MIXER = 17  # (client): FedALT's fresh mixer (nn.Linear's default initialization)
     DP_CLIENT_NOISE = 18  # (client, round): distributed DP-FedAvg's share of the noise, added by the client
+    VALIDATION = 19  # data.validation_size: which training rows are held out to evaluate on
 
 
 IDS = {  # what each stream is drawn for
@@ -58,6 +59,7 @@ IDS = {  # what each stream is drawn for
     Stream.DP_SGD_NOISE: ("client", "round"),
     Stream.FEDALT_MIXER: ("client",),
     Stream.DP_CLIENT_NOISE: ("client", "round"),
+    Stream.VALIDATION: (),
 }
 
 

@@ -65,6 +65,10 @@ class DataConfig:
     image_dir: str | None = None
     pooled_test_size: int = 1000
     max_train_examples: int | None = None
+    # Hold out this many rows of the (subsampled) training split and evaluate on them
+    # instead of the test split, which is then never read: tuning (fedvlm bench's `tune`)
+    # selects on these, never on the reported test set. null: evaluate on the test split.
+    validation_size: int | None = None
     # Tokens per example, every family: a classifier's text is truncated; a text-only
     # generative example's prompt is cut from the left so that its answer stays whole, and
     # an example whose answer alone does not fit is dropped (counted in the log), as is an

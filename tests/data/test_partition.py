@@ -299,3 +299,22 @@ def test_split_local_cap_samples_at_random_not_the_lowest_rows():
     assert sorted(train + test) == indices
     assert max(test) > indices[len(indices) // 2]  # not just the first rows
     assert np.mean(test) == pytest.approx(np.mean(indices), rel=0.15)
+
+
+def test_validation_rows_are_held_out_of_the_training_split():
+    import datasets
+
+    from fedvlm.config import load_config
+    from fedvlm.engine.federation import held_out
+    from fedvlm.errors import ConfigError
+
+    train = datasets.Dataset.from_dict({"row": list(range(50))})
+    cfg = load_config(None, ["data.validation_size=12"])
+    rest, validation = held_out(cfg, train)
+    assert len(validation) == 12 and len(rest) == 38
+    assert set(validation["row"]).isdisjoint(rest["row"]) and set(validation["row"]) | set(rest["row"]) == set(range(50))
+    assert held_out(cfg, train)[1]["row"] == validation["row"]  # the run's seed decides
+    other = held_out(load_config(None, ["data.validation_size=12", "run.seed=1"]), train)[1]["row"]
+    assert other != validation["row"]
+    with pytest.raises(ConfigError, match=r"^config key 'data.validation_size': 50 rows held out .* leaves none"):
+        held_out(load_config(None, ["data.validation_size=50"]), train)

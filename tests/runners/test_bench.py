@@ -239,3 +239,48 @@ def test_shipped_benches_build_every_config(tmp_path):
     sweep = bench_runs(load_bench(REPO / "configs" / "bench" / "server_opt_sweep.yaml"), tmp_path / "out")
     assert len(sweep) == 48 and {r.cfg.partition.method for r in sweep} == {"iid"}
     assert not (tmp_path / "out").exists()
+
+
+def test_tuning_picks_the_best_value_on_held_out_training_rows_and_the_runs_use_it(tmp_path):
+    """A tuned algorithm: one run per value evaluated on ``data.validation_size`` rows held
+    out of the training split (the test split unread), the best final validation score
+    chosen, the algorithm's runs made with it and the table saying so."""
+    algorithms = {"fedavgm": {"federated": {"strategy": "fedavgm", "momentum": 0.0}}}
+    tune = {"tune": {"runs": {"data": {"validation_size": 40}},
+                     "grid": {"fedavgm": {"federated.server_lr": [0.0, 1.0]}}}}
+    bench_file = _write_bench(tmp_path / "tuned.yaml", algorithms, tune)
+    out = tmp_path / "out"
+    code, stdout, stderr = _fedvlm("bench", bench_file, "--out", out)
+    assert code == 0, stderr[-2000:]
+    tuned = out / "fedavgm" / "iid" / "tune"
+    scores = {}
+    for value in ("0.0", "1.0"):
+        run_dir = tuned / f"server_lr={value}"
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["data"]["validation_size"] == 40 and config["federated"]["server_lr"] == float(value)
+        records = read_metrics(run_dir)
+        assert records[-1]["eval"]["num_examples"] == 24  # min(pooled_test_size, 40 held-out rows)
+        scores[float(value)] = records[-1]["eval"]["accuracy"]
+        assert "validation rows held out of the training split" in (run_dir / "report.md").read_text()
+    chosen = json.loads((tuned / "chosen.json").read_text())
+    best = max(scores, key=lambda v: (scores[v], -v))  # the first value on a tie
+    assert chosen["key"] == "federated.server_lr" and chosen["value"] == best
+    assert dict((v, s) for v, s in chosen["scores"]) == scores
+    main_run = yaml.safe_load((out / "fedavgm" / "iid" / "seed0" / "config.yaml").read_text())
+    assert main_run["federated"]["server_lr"] == best and main_run["data"]["validation_size"] is None
+    assert f"| fedavgm (server_lr={best})" in (out / "results.md").read_text()
+    assert f"tuned fedavgm/iid: federated.server_lr={best}" in stdout
+    # a rerun reads the choice and skips everything
+    code, stdout, _ = _fedvlm("bench", bench_file, "--out", out)
+    assert code == 0 and "skipped (finished)" in stdout and "tuning fedavgm" not in stdout
+
+
+@pytest.mark.parametrize("tune, says", [
+    ({"grid": {"fedavg": {"federated.server_lr": [0.1]}}}, "must set data.validation_size"),
+    ({"runs": {"data": {"validation_size": 40}}, "grid": {"nope": {"federated.server_lr": [0.1]}}}, "'nope' is not one of"),
+    ({"runs": {"data": {"validation_size": 40}}, "grid": {"fedavg": {"federated.server_lr": []}}}, "non-empty list"),
+])
+def test_a_bad_tune_section_is_one_line(tmp_path, tune, says):
+    bench_file = _write_bench(tmp_path / "bad.yaml", ALGORITHMS, {"tune": tune})
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_bench(bench_file)

@@ -125,18 +125,23 @@ def load_datasets(cfg: Config, family: Family | None):
         )
     if d.subsets and family is not None and not family.images:
         raise ConfigError("data.subsets loads image-text datasets (the_cauldron's subsets); this model is text-only")
+    splits = (d.train_split,) if d.validation_size else (d.train_split, d.test_split)  # (tuning never reads test)
     if family.images if family else not text_source:
         from fedvlm.data.vqa import load_vqa
 
-        train_ds, test_ds = (load_vqa(d.source, split, d.columns or None, d.image_dir, d.subsets)
-                             for split in (d.train_split, d.test_split))
+        loaded = [load_vqa(d.source, split, d.columns or None, d.image_dir, d.subsets) for split in splits]
     else:
         from fedvlm.data.text import load_text
 
-        train_ds, test_ds = (load_text(d.source, split, d.columns or None) for split in (d.train_split, d.test_split))
+        loaded = [load_text(d.source, split, d.columns or None) for split in splits]
+    train_ds = loaded[0]
     if d.max_train_examples is not None and d.max_train_examples < len(train_ds):
         keep = np.random.default_rng(seed_for(cfg.run.seed, Stream.SUBSAMPLE)).permutation(len(train_ds))[: d.max_train_examples]
         train_ds = train_ds.select(np.sort(keep))
+    if d.validation_size:
+        train_ds, test_ds = held_out(cfg, train_ds)
+    else:
+        test_ds = loaded[1]
     if family is not None and family.task == "generate" and d.max_length is not None:
         processor = load_processor(resolve_model_path(cfg.model.path), family)
         train_ds, test_ds = (
@@ -249,6 +254,17 @@ def loading(cfg: Config) -> Loading:
     """How batches are made, from ``train.dataloader_*``."""
     t = cfg.train
     return Loading(t.dataloader_num_workers, t.dataloader_prefetch_factor, t.dataloader_pin_memory)
+
+
+def held_out(cfg: Config, train_ds):
+    """``data.validation_size`` rows of ``train_ds`` (drawn with the run's seed) as the
+    evaluation set, and the rest as the training set."""
+    n = cfg.data.validation_size
+    if n >= len(train_ds):
+        raise ConfigError(f"config key 'data.validation_size': {n} rows held out of a training split of {len(train_ds)} "
+                          "leaves none to train on")
+    order = np.random.default_rng(seed_for(cfg.run.seed, Stream.VALIDATION)).permutation(len(train_ds))
+    return train_ds.select(np.sort(order[n:])), train_ds.select(np.sort(order[:n]))
 
 
 def build_federation(cfg: Config) -> Federation:

@@ -167,12 +167,27 @@ def _pct_pm(mean: float | None, std: float | None) -> str:
     return MISSING if mean is None else f"{format_pct(mean)} ± {format_pct(std)}"
 
 
+def tuned_values(bench: Bench, out_dir: Path) -> dict[tuple[str, str], str]:
+    """(partition, algorithm) -> ``key=value`` that tuning chose (``tune/chosen.json``)."""
+    import json
+
+    out = {}
+    for algorithm in bench.tune:
+        for partition in bench.partitions:
+            path = out_dir / algorithm / partition / "tune" / "chosen.json"
+            if path.is_file():
+                chosen = json.loads(path.read_text())
+                out[partition, algorithm] = f"{chosen['key'].split('.')[1]}={chosen['value']}"
+    return out
+
+
 def render_results(
-    bench: Bench, rows: list[dict], plots: dict[str, Path | None], baselines: dict | None = None
+    bench: Bench, rows: list[dict], plots: dict[str, Path | None], baselines: dict | None = None,
+    tuned: dict[tuple[str, str], str] | None = None,
 ) -> str:
     """``results.md``: one table per partition (the algorithms, then the baselines found),
     its accuracy plot, then accuracy vs uplink."""
-    baselines = baselines or {}
+    baselines, tuned = baselines or {}, tuned or {}
     finished = sum(r["seeds"] for r in rows)
     total = len(bench.seeds) * len(rows)
     parts = [
@@ -185,6 +200,10 @@ def render_results(
          "std across clients (ddof=0), mean over seeds"),
         "- **MB up / down**: total over all rounds and clients (MB = 10^6 bytes), mean over seeds",
         "- **wall s**: sum of the rounds' `seconds` (training + evaluation), mean over seeds",
+        *([f"- **tuned**: {', '.join(f'{a} `{k}`' for a, (k, _) in bench.tune.items())}, per partition, on rows held "
+           "out of the training split (one run per value, the first seed; `tune/chosen.json`); the value chosen is "
+           "beside the algorithm. The accuracies here are on the test split, which the choice never saw; untuned "
+           "algorithms run at their defaults, so a tuned one had more runs behind it"] if bench.tune else []),
         "",
     ]
     header = ["algorithm", "final acc %", "personalized %", "client std", "MB up", "MB down", "wall s", "seeds"]
@@ -194,7 +213,7 @@ def render_results(
             parts += [" ".join(f"`{o}`" for o in overrides), ""]
         table = [
             [
-                r["algorithm"],
+                r["algorithm"] + (f" ({tuned[partition, r['algorithm']]})" if (partition, r["algorithm"]) in tuned else ""),
                 _pct_pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
                 _pct_pm(r.get("personalized_mean"), r.get("personalized_std")),
                 MISSING if r.get("client_std") is None else format_pct(r["client_std"]),
@@ -251,5 +270,6 @@ def summarize_bench(out_dir: str | Path, bench: Bench | str | Path) -> dict[str,
             (out_dir / PLOTS_DIR / f"{name}.png").unlink(missing_ok=True)
     csv_path = write_results_csv(rows, out_dir / RESULTS_CSV)
     md_path = out_dir / RESULTS_MD
-    md_path.write_text(render_results(bench, rows, plots, collect_baselines(bench, runs)), encoding="utf-8")
+    md_path.write_text(render_results(bench, rows, plots, collect_baselines(bench, runs), tuned_values(bench, out_dir)),
+                       encoding="utf-8")
     return {"csv": csv_path, "markdown": md_path, "html": write_html(md_path), **plots}

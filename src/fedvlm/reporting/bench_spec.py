@@ -13,7 +13,7 @@ import yaml
 from fedvlm.config import Config, load_config
 from fedvlm.errors import ConfigError
 
-BENCH_KEYS = ("base", "algorithms", "partitions", "seeds")
+BENCH_KEYS = ("base", "algorithms", "partitions", "seeds", "tune")
 # Set by the bench for every run; a bench file that sets them would be silently ignored.
 SET_BY_BENCH = {"run.name", "run.output_dir", "run.seed", "run.overwrite"}
 # Algorithm and partition names become directory names.
@@ -29,6 +29,13 @@ class Bench:
     algorithms: dict[str, list[str]]
     partitions: dict[str, list[str]]
     seeds: list[int]
+    # algorithm -> (config key, candidate values) it is tuned on, per partition, before its runs
+    tune: dict[str, tuple[str, list[Any]]] = None
+    tune_runs: list[str] = None  # what every tuning run adds (it must set data.validation_size)
+
+    def __post_init__(self):
+        self.tune = self.tune or {}
+        self.tune_runs = self.tune_runs or []
 
 
 @dataclass
@@ -39,6 +46,7 @@ class BenchRun:
     partition: str
     seed: int
     cfg: Config
+    overrides: list[str] = None  # what built ``cfg`` (a tuned run's value is added to these)
 
     @property
     def name(self) -> str:
@@ -120,13 +128,44 @@ def load_bench(path: str | Path) -> Bench:
         or len(set(seeds)) != len(seeds)
     ):
         raise ConfigError(f"{where}: 'seeds' must be a non-empty list of distinct integers, got {seeds!r}")
+    algorithms = _named_entries(data, "algorithms", where)
+    tune, tune_runs = _tune(data.get("tune"), algorithms, where)
     return Bench(
         path=path,
         base=flatten_overrides(data.get("base"), f"{where}: base"),
-        algorithms=_named_entries(data, "algorithms", where),
+        algorithms=algorithms,
         partitions=_named_entries(data, "partitions", where),
         seeds=seeds,
+        tune=tune,
+        tune_runs=tune_runs,
     )
+
+
+def _tune(section: Any, algorithms: dict, where: str) -> tuple[dict[str, tuple[str, list[Any]]], list[str]]:
+    """The ``tune`` section: ``runs`` (config sections every tuning run adds; they must hold
+    out a validation set, ``data.validation_size``) and ``grid`` (algorithm -> {one config
+    key: [candidate values]})."""
+    if section is None:
+        return {}, []
+    where = f"{where}: tune"
+    if not isinstance(section, dict) or set(section) - {"runs", "grid"} or not isinstance(section.get("grid"), dict):
+        raise ConfigError(f"{where}: expected {{runs: config sections, grid: {{algorithm: {{section.key: [values]}}}}}}")
+    runs = flatten_overrides(section.get("runs"), f"{where}.runs")
+    if not any(o.startswith("data.validation_size=") and not o.endswith("=null") for o in runs):
+        raise ConfigError(f"{where}.runs: must set data.validation_size (tuning selects on held-out training rows, "
+                          "never on the reported test split)")
+    grid = {}
+    for algorithm, choice in section["grid"].items():
+        if algorithm not in algorithms:
+            raise ConfigError(f"{where}.grid: {algorithm!r} is not one of the bench's algorithms ({', '.join(algorithms)})")
+        if not isinstance(choice, dict) or len(choice) != 1:
+            raise ConfigError(f"{where}.grid.{algorithm}: expected one {{section.key: [values]}}, got {choice!r}")
+        [(key, values)] = choice.items()
+        if not isinstance(key, str) or key.count(".") != 1 or not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.grid.{algorithm}: expected a config key section.key and a non-empty list of "
+                              f"values, got {key!r}: {values!r}")
+        grid[algorithm] = (key, values)
+    return grid, runs
 
 
 def bench_runs(bench: Bench, out_dir: str | Path) -> list[BenchRun]:
@@ -144,15 +183,37 @@ def bench_runs(bench: Bench, out_dir: str | Path) -> list[BenchRun]:
                     f"run.name=seed{seed}",
                     "run.progress=false",
                 ]
-                try:
-                    cfg = load_config(None, overrides)
-                except ConfigError as e:
-                    raise ConfigError(
-                        f"bench file {bench.path}: run {name} "
-                        f"(base + partitions.{partition} + algorithms.{algorithm}): {e}"
-                    ) from None
-                runs.append(BenchRun(algorithm, partition, seed, cfg))
+                cfg = _checked(bench, name, f"base + partitions.{partition} + algorithms.{algorithm}", overrides)
+                if algorithm in bench.tune:  # each candidate must make a valid run too
+                    key, values = bench.tune[algorithm]
+                    for value in values:
+                        _checked(bench, name, f"tune.grid.{algorithm}", [*overrides, f"{key}={yaml_value(value)}"])
+                        for_tuning = [*overrides[:-4], *bench.tune_runs, f"{key}={yaml_value(value)}"]
+                        _checked(bench, name, "tune.runs", [*for_tuning, *overrides[-4:]])
+                runs.append(BenchRun(algorithm, partition, seed, cfg, overrides))
     return runs
+
+
+def _checked(bench: Bench, name: str, parts: str, overrides: list[str]) -> Config:
+    try:
+        return load_config(None, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"bench file {bench.path}: run {name} ({parts}): {e}") from None
+
+
+def tuning_runs(bench: Bench, run: BenchRun) -> list[tuple[Any, Path, Config]]:
+    """The tuning runs of ``run``'s algorithm and partition: (candidate value, run
+    directory, config) each, seeded with the bench's first seed, evaluated on the held-out
+    validation rows (``tune.runs``), in ``OUT/ALGORITHM/PARTITION/tune/<key>=<value>``."""
+    key, values = bench.tune[run.algorithm]
+    out = run.run_dir.parent / "tune"
+    grid = []
+    for value in values:
+        name = f"{key.split('.')[1]}={yaml_value(value)}"
+        overrides = [*run.overrides[:-4], *bench.tune_runs, f"{key}={yaml_value(value)}", f"run.seed={bench.seeds[0]}",
+                     f"run.output_dir={yaml_value(str(out))}", f"run.name={yaml_value(name)}", "run.progress=false"]
+        grid.append((value, out / name, load_config(None, overrides)))
+    return grid
 
 
 # ---------------------------------------------------------------------------- running

@@ -228,6 +228,10 @@ def config_header(config: dict) -> list[str]:
         ("answers scored", scoring(get("eval", "answer_span"), get("eval", "references"))),
         ("LoRA variant", get("federated", "aggregation")),
         ("privacy", None if get("federated", "privacy") in (None, "none") else get("federated", "privacy")),
+        ("secure aggregation", None if get("federated", "secure_aggregation") in (None, "none")
+         else get("federated", "secure_aggregation")),
+        ("evaluated on", None if not get("data", "validation_size")
+         else f"{get('data', 'validation_size')} validation rows held out of the training split (not the test split)"),
     ]
     lines = [f"- **{name}**: `{value}`" for name, value in items if value is not None]
     variant = VARIANTS.get(get("federated", "aggregation"))

@@ -24,20 +24,34 @@ already compares every algorithm. Rerunning the same command continues: finished
 skipped, runs with a checkpoint are resumed, a directory without a checkpoint (it never
 completed a round) is replaced.
 
+A ``tune`` section tunes one key per algorithm (e.g. a server optimizer's
+``federated.server_lr``) on a validation split before that algorithm's runs::
+
+    tune:
+      runs: {data: {validation_size: 300}}          # added to every tuning run
+      grid: {fedadam: {federated.server_lr: [0.001, 0.01, 0.1]}}
+
+Per partition, one run per value (the bench's first seed) evaluates on ``data.validation_size``
+rows held out of the training split, never on the test split; the value with the best final
+validation score (the first on a tie) is written to ``OUT/ALGORITHM/PARTITION/tune/chosen.json``
+and the algorithm's runs of that partition use it (the tables print it beside the row).
+
 The bench file is read by `fedvlm.reporting.bench_spec`; the tables and plots over the runs
 are written by `fedvlm.reporting.bench_report`.
 """
 
 import functools
+import json
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
-from fedvlm.config import Config
+from fedvlm.config import Config, load_config
 from fedvlm.errors import ConfigError
 from fedvlm.engine import rundir
-from fedvlm.reporting.bench_spec import Bench, BenchRun, bench_runs, load_bench  # noqa: F401 - the command's API
+from fedvlm.reporting.bench_spec import Bench, BenchRun, bench_runs, load_bench, tuning_runs, yaml_value  # noqa: F401
+from fedvlm.fileio import write_atomic
 from fedvlm.reporting.records import final_round
 from fedvlm.reporting.report import read_baselines, read_config, read_metrics
 
@@ -112,6 +126,45 @@ def _final_accuracy(run_dir: Path) -> str:
     return "-" if final is None else f"{100 * final[1]:.1f}%"
 
 
+CHOSEN = "chosen.json"
+
+
+def chosen_value(run: BenchRun) -> dict | None:
+    """What tuning chose for ``run``'s algorithm and partition, if it has: ``{key, value,
+    scores}``."""
+    path = run.run_dir.parent / "tune" / CHOSEN
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def with_chosen(run: BenchRun, chosen: dict) -> BenchRun:
+    """``run`` with the tuned value set."""
+    overrides = [*run.overrides[:-4], f"{chosen['key']}={yaml_value(chosen['value'])}", *run.overrides[-4:]]
+    return BenchRun(run.algorithm, run.partition, run.seed, load_config(None, overrides), overrides)
+
+
+def tune(bench: Bench, run: BenchRun, log: Callable[[str], None]) -> dict:
+    """Run (or continue) the tuning runs of ``run``'s algorithm and partition and write the
+    chosen value: the best final score on the validation rows."""
+    key, _ = bench.tune[run.algorithm]
+    scores = []
+    for value, run_dir, cfg in tuning_runs(bench, run):
+        candidate = BenchRun(run.algorithm, run.partition, bench.seeds[0], cfg, [])
+        status = run_status(candidate)
+        if status != "finished":
+            start = time.perf_counter()
+            _execute(candidate, status)
+            log(f"  tuning {run.algorithm}/{run.partition} {key}={yaml_value(value)}: validation "
+                f"{_final_accuracy(run_dir)}, {time.perf_counter() - start:.1f} s")
+        final = final_round(read_metrics(run_dir))
+        scores.append((value, None if final is None else final[1]))
+    best = max(range(len(scores)), key=lambda i: (scores[i][1] is not None, scores[i][1] or 0.0, -i))
+    chosen = {"key": key, "value": scores[best][0], "scores": [[v, s] for v, s in scores],
+              "selected_on": f"data.validation_size rows of the training split, seed {bench.seeds[0]}"}
+    write_atomic(run.run_dir.parent / "tune" / CHOSEN, json.dumps(chosen, indent=1) + "\n")
+    log(f"  tuned {run.algorithm}/{run.partition}: {key}={yaml_value(chosen['value'])}")
+    return chosen
+
+
 def run_bench(
     bench: Bench, out_dir: str | Path, log: Callable[[str], None] = functools.partial(print, flush=True)
 ) -> list[BenchRun]:
@@ -120,12 +173,17 @@ def run_bench(
     All configs and existing run directories are checked before the first run starts.
     """
     runs = bench_runs(bench, out_dir)
+    runs = [with_chosen(run, chosen) if run.algorithm in bench.tune and (chosen := chosen_value(run)) else run
+            for run in runs]
     statuses = [run_status(run) for run in runs]
     counts = {label: statuses.count(s) for s, label in _STATUS_LABELS.items()}
     log(f"bench {bench.path}: {len(runs)} runs in {out_dir} ("
         + ", ".join(f"{n} {label}" for label, n in counts.items() if n) + ")")
     width = len(str(len(runs)))
     for i, (run, status) in enumerate(zip(runs, statuses), start=1):
+        if run.algorithm in bench.tune and chosen_value(run) is None:  # tune first, then run with the value
+            run = runs[i - 1] = with_chosen(run, tune(bench, run, log))
+            status = run_status(run)
         prefix = f"[{i:>{width}}/{len(runs)}] {run.name}:"
         if status == "finished":
             log(f"{prefix} skipped (finished), final accuracy {_final_accuracy(run.run_dir)}")
