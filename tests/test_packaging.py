@@ -38,7 +38,8 @@ def test_the_wheel_holds_the_package_the_embedded_model_and_the_extras(built):
     assert not any(n.startswith("tests/") for n in names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for extra, package in (("quant", "bitsandbytes"), ("flower", "flwr[simulation]"), ("privacy", "dp-accounting"),
-                           ("privacy", "opacus"), ("torchvision", "torchvision")):
+                           ("privacy", "opacus"), ("torchvision", "torchvision"), ("tracking", "tensorboard"),
+                           ("tracking", "mlflow-skinny"), ("tracking", "wandb"), ("tracking", "trackio")):
         assert any(line.startswith(f"Requires-Dist: {package}") and f'extra == "{extra}"' in line
                    for line in meta.splitlines()), (extra, package)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
