@@ -44,7 +44,8 @@ def main() -> None:
     # about the norm of one round's mean update in the default job (4.4, measured): clipping bites a little
     parser.add_argument("--clip", type=float, default=5.0, help="federated.dp_clip")
     parser.add_argument("--delta", type=float, default=1e-5)
-    parser.add_argument("--reuse", action="store_true", help="read runs already finished in --out instead of rerunning them")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read runs already finished (or stopped) in --out instead of rerunning them")
     parser.add_argument("overrides", nargs="*", help="more section.key=value overrides for every run")
     args = parser.parse_args()
     common = [*([args.config] if args.config else []), "run.progress=false", "run.baselines=[]", "federated.weighting=uniform",
@@ -59,10 +60,15 @@ def main() -> None:
         for seed in args.seeds:
             run_name = f"{name.replace('ε=', 'eps').replace(' ', '-')}-seed{seed}"
             start = time.perf_counter()
-            if args.reuse and (args.out / run_name / "adapters" / "final").is_dir():  # an earlier invocation's
+            done = args.out / run_name
+            if args.reuse and (done / "adapters" / "final").is_dir():  # an earlier invocation's
                 code = 0
+            elif args.reuse and (done / "stopped.log").is_file():  # an earlier invocation's, stopped early
+                code = 2
             else:
                 code = fedvlm(["run", *common, *extra, f"run.seed={seed}", f"run.name={run_name}"])
+                if code != 0:  # remember that it stopped, and why, for --reuse
+                    (done / "stopped.log").write_text(f"exit {code}\n")
             runs.append({"exit": code, "seconds": round(time.perf_counter() - start, 1),
                          **(final(args.out / run_name) if code == 0 else stopped(args.out / run_name))})
             print(name, seed, runs[-1], flush=True)
