@@ -31,7 +31,6 @@ from fedvlm.errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
 PROJECT = "fedvlm"
-_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
 
 
 def check_trackers(names: list[str]) -> None:
@@ -41,7 +40,7 @@ def check_trackers(names: list[str]) -> None:
     for name in names:
         if name not in TRACKERS:
             raise ConfigError(f"config key 'run.report_to': unknown tracker {name!r} (valid: {', '.join(TRACKERS)})")
-        if importlib.util.find_spec(_MODULES[name]) is None:
+        if importlib.util.find_spec(name) is None:  # each tracker's module is its name
             raise ConfigError(f"config key 'run.report_to': {name} needs its library (pip install 'fedvlm[tracking]')")
 
 
@@ -158,7 +157,6 @@ class _Trackio:
     def __init__(self, config: dict, config_text: str, run_dir: Path, run_name: str):
         import trackio
 
-        self.trackio = trackio
         self.run = trackio.init(project=PROJECT, name=run_name, config=config, resume="allow")
 
     def log(self, values: dict[str, float], step: int) -> None:

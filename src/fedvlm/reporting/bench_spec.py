@@ -46,7 +46,7 @@ class BenchRun:
     partition: str
     seed: int
     cfg: Config
-    overrides: list[str] = None  # what built ``cfg`` (a tuned run's value is added to these)
+    overrides: list[str] = None  # base + partition + algorithm (a tuned run's value is added to these)
 
     @property
     def name(self) -> str:
@@ -176,22 +176,23 @@ def bench_runs(bench: Bench, out_dir: str | Path) -> list[BenchRun]:
         for partition, partition_overrides in bench.partitions.items():
             for algorithm, algorithm_overrides in bench.algorithms.items():
                 name = f"{algorithm}/{partition}/seed{seed}"
-                overrides = [
-                    *bench.base, *partition_overrides, *algorithm_overrides,
-                    f"run.seed={seed}",
-                    f"run.output_dir={yaml_value(str(Path(out_dir) / algorithm / partition))}",
-                    f"run.name=seed{seed}",
-                    "run.progress=false",
-                ]
-                cfg = _checked(bench, name, f"base + partitions.{partition} + algorithms.{algorithm}", overrides)
+                grid = [*bench.base, *partition_overrides, *algorithm_overrides]
+                where = run_keys(seed, Path(out_dir) / algorithm / partition, f"seed{seed}")
+                cfg = _checked(bench, name, f"base + partitions.{partition} + algorithms.{algorithm}", [*grid, *where])
                 if algorithm in bench.tune:  # each candidate must make a valid run too
                     key, values = bench.tune[algorithm]
                     for value in values:
-                        _checked(bench, name, f"tune.grid.{algorithm}", [*overrides, f"{key}={yaml_value(value)}"])
-                        for_tuning = [*overrides[:-4], *bench.tune_runs, f"{key}={yaml_value(value)}"]
-                        _checked(bench, name, "tune.runs", [*for_tuning, *overrides[-4:]])
-                runs.append(BenchRun(algorithm, partition, seed, cfg, overrides))
+                        chosen = f"{key}={yaml_value(value)}"
+                        _checked(bench, name, f"tune.grid.{algorithm}", [*grid, chosen, *where])
+                        _checked(bench, name, "tune.runs", [*grid, *bench.tune_runs, chosen, *where])
+                runs.append(BenchRun(algorithm, partition, seed, cfg, grid))
     return runs
+
+
+def run_keys(seed: int, output_dir: Path, name: str) -> list[str]:
+    """What the bench sets on every run it makes: seed, directory, no progress bars."""
+    return [f"run.seed={seed}", f"run.output_dir={yaml_value(str(output_dir))}", f"run.name={yaml_value(name)}",
+            "run.progress=false"]
 
 
 def _checked(bench: Bench, name: str, parts: str, overrides: list[str]) -> Config:
@@ -210,8 +211,7 @@ def tuning_runs(bench: Bench, run: BenchRun) -> list[tuple[Any, Path, Config]]:
     grid = []
     for value in values:
         name = f"{key.split('.')[1]}={yaml_value(value)}"
-        overrides = [*run.overrides[:-4], *bench.tune_runs, f"{key}={yaml_value(value)}", f"run.seed={bench.seeds[0]}",
-                     f"run.output_dir={yaml_value(str(out))}", f"run.name={yaml_value(name)}", "run.progress=false"]
+        overrides = [*run.overrides, *bench.tune_runs, f"{key}={yaml_value(value)}", *run_keys(bench.seeds[0], out, name)]
         grid.append((value, out / name, load_config(None, overrides)))
     return grid
 

@@ -50,7 +50,9 @@ from typing import Callable
 from fedvlm.config import Config, load_config
 from fedvlm.errors import ConfigError
 from fedvlm.engine import rundir
-from fedvlm.reporting.bench_spec import Bench, BenchRun, bench_runs, load_bench, tuning_runs, yaml_value  # noqa: F401
+from fedvlm.reporting.bench_spec import (  # noqa: F401 - the command's API
+    Bench, BenchRun, bench_runs, load_bench, run_keys, tuning_runs, yaml_value,
+)
 from fedvlm.fileio import write_atomic
 from fedvlm.reporting.records import final_round
 from fedvlm.reporting.report import read_baselines, read_config, read_metrics
@@ -138,8 +140,9 @@ def chosen_value(run: BenchRun) -> dict | None:
 
 def with_chosen(run: BenchRun, chosen: dict) -> BenchRun:
     """``run`` with the tuned value set."""
-    overrides = [*run.overrides[:-4], f"{chosen['key']}={yaml_value(chosen['value'])}", *run.overrides[-4:]]
-    return BenchRun(run.algorithm, run.partition, run.seed, load_config(None, overrides), overrides)
+    overrides = [*run.overrides, f"{chosen['key']}={yaml_value(chosen['value'])}"]
+    cfg = load_config(None, [*overrides, *run_keys(run.seed, run.run_dir.parent, run.run_dir.name)])
+    return BenchRun(run.algorithm, run.partition, run.seed, cfg, overrides)
 
 
 def tune(bench: Bench, run: BenchRun, log: Callable[[str], None]) -> dict:
