@@ -157,13 +157,14 @@ def cmd_report(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from fedvlm.tools.bench import load_bench, run_bench
+    from fedvlm.tools.bench import load_bench, parse_shard, run_bench
     from fedvlm.reporting.bench_report import summarize_bench
 
+    shard = parse_shard(args.shard) if args.shard else None
     bench = load_bench(args.bench_file)
     out = Path(args.out or f"runs/bench-{bench.path.stem}")
     if not args.summarize_only:
-        run_bench(bench, out)
+        run_bench(bench, out, shard=shard)
     written = summarize_bench(out, bench)
     print(f"results: {written['markdown']}, {written['csv']}\nplots: {out / 'plots'}")
 
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("bench_file", metavar="CONFIG", help="bench YAML: base, algorithms, partitions, seeds")
     bench.add_argument("--out", help="bench directory (default: runs/bench-<CONFIG stem>)")
     bench.add_argument("--summarize-only", action="store_true", help="only rewrite results.csv/.md and plots")
+    bench.add_argument("--shard", metavar="K/N", help="run only the K-th of N shares (start N processes, "
+                       "K = 0..N-1, one per core; each owns whole algorithm x partition groups)")
     bench.set_defaults(func=cmd_bench)
     flower = sub.add_parser("flower", help="files for a deployment on Flower's SuperLink and SuperNodes")
     fsub = flower.add_subparsers(dest="flower_command", required=True)

@@ -224,6 +224,13 @@ def test_a_private_run_is_the_same_on_flower(tmp_path, monkeypatch):
     theirs = [json.loads(line) for line in (tmp_path / "inproc" / "metrics.jsonl").read_text().splitlines()][1:]
     assert [r["privacy"] for r in ours] == [r["privacy"] for r in theirs]
     assert [sorted(r["clients"]) for r in ours] == [sorted(r["clients"]) for r in theirs]
+    for a, b in zip(ours, theirs):
+        assert a["eval"] == b["eval"]
+        assert {c: m["loss"] for c, m in a["clients"].items()} == {c: m["loss"] for c, m in b["clients"].items()}
+        assert (a["bytes_up"], a["bytes_down"]) == (b["bytes_up"], b["bytes_down"])
+        # a node is set up once per Ray actor that serves it (two here, one per CPU), not
+        # once per message
+        assert all(1 <= m["node_loads"] <= 2 for m in a["clients"].values())
     final = "adapters/final/adapter_model.safetensors"
     assert (tmp_path / "flower" / final).read_bytes() == (tmp_path / "inproc" / final).read_bytes()
 

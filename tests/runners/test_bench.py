@@ -284,3 +284,20 @@ def test_a_bad_tune_section_is_one_line(tmp_path, tune, says):
     bench_file = _write_bench(tmp_path / "bad.yaml", ALGORITHMS, {"tune": tune})
     with pytest.raises(ConfigError, match=re.escape(says)):
         load_bench(bench_file)
+
+
+def test_shards_split_the_grid_by_algorithm_and_partition(tmp_path):
+    from fedvlm.tools.bench import parse_shard, shard_runs
+
+    runs = bench_runs(load_bench(REPO / "configs" / "bench" / "easyvqa.yaml"), tmp_path / "out")
+    shards = [shard_runs(runs, (k, 3)) for k in range(3)]
+    names = [r.name for shard in shards for r in shard]
+    assert sorted(names) == sorted(r.name for r in runs) and len(set(names)) == len(runs)  # each run once
+    owner = {(r.algorithm, r.partition): k for k, shard in enumerate(shards) for r in shard}
+    assert all(owner[(r.algorithm, r.partition)] == k for k, shard in enumerate(shards) for r in shard)
+    pairs = list(dict.fromkeys((r.algorithm, r.partition) for r in runs))  # the bench's own order
+    assert [owner[p] for p in pairs[:4]] == [0, 1, 2, 0]
+    assert shard_runs(runs, None) == runs and parse_shard("1/2") == (1, 2)
+    for bad in ("2/2", "1", "-1/2", "a/b"):
+        with pytest.raises(ConfigError, match=r"--shard .*expected K/N with 0 <= K < N"):
+            parse_shard(bad)

@@ -105,51 +105,78 @@ def _fedvlm(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-VARIANTS = {
-    "scaffold": ["federated.strategy=scaffold"],
-    "fedadam": ["federated.strategy=fedadam"],
-    "flora": ["federated.aggregation=flora"],
-    "two_stage": ["federated.strategy=fedadam", "lora.tuning=two_stage", "lora.two_stage_rounds=1"],
-    "fedalt": ["federated.aggregation=fedalt"],
-}
-KILL_AFTER = {"two_stage": 2}  # after the switch: the frozen connector must come back from the checkpoint
-
-
-@pytest.mark.parametrize("strategy", list(VARIANTS))
-def test_kill_after_round_one_and_resume_is_bit_identical(tmp_path, strategy):
-    # SCAFFOLD checks that client control variates survive; FedAdam the server moments (and
-    # the FedAvg path underneath it).
-    # FLoRA checks the base weights rebuilt from the checkpointed merge; two-stage the
-    # switch from the connector stage to the LoRA stage right after the kill; FedALT that
-    # each client's own LoRA, mixer and rest of world come back from its store.
-    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", *VARIANTS[strategy]]
+def test_a_run_killed_mid_round_resumes_bit_identical(tmp_path):
+    """SIGKILL at whatever moment of round 2 the machine gives (the processes' own files
+    half written, SCAFFOLD's client control variates among them); the resumed run's adapter
+    and server control variate are the uninterrupted run's, byte for byte."""
+    common = [*TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", "federated.strategy=scaffold"]
     straight = _fedvlm("run", *common, "run.name=straight", cwd=tmp_path)
     killed = _fedvlm("run", *common, "run.name=killed", cwd=tmp_path)
     deadline = time.time() + 300
-    while time.time() < deadline:
-        if (rundir.latest_round(tmp_path / "killed") or 0) >= KILL_AFTER.get(strategy, 1):
-            break
+    while time.time() < deadline and (rundir.latest_round(tmp_path / "killed") or 0) < 1:
         assert killed.poll() is None, killed.communicate()[1][-2000:]
         time.sleep(0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert rundir.latest_round(tmp_path / "killed") == KILL_AFTER.get(strategy, 1), "the kill came too late"
+    assert rundir.latest_round(tmp_path / "killed") == 1, "the kill came too late"
     assert not (tmp_path / "killed" / "adapters" / "final").exists()
 
     resumed = _fedvlm("run", "--resume", str(tmp_path / "killed"), cwd=tmp_path)
     for proc in (straight, resumed):
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
-    a = (tmp_path / "straight" / "adapters" / "final" / "adapter_model.safetensors").read_bytes()
-    b = (tmp_path / "killed" / "adapters" / "final" / "adapter_model.safetensors").read_bytes()
-    assert a == b
-    if strategy == "scaffold":
-        assert len(list((tmp_path / "killed" / "clients").rglob("scaffold_c.*"))) >= 2
-        c_a = (tmp_path / "straight" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
-        assert c_a == (tmp_path / "killed" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
-    if strategy == "fedalt":
-        files = sorted(p.relative_to(tmp_path / "straight") for p in (tmp_path / "straight" / "adapters" / "personalized").rglob("*.safetensors"))
-        assert len(files) == 2 * 3  # two clients: own adapter, rest of world, mixer
-        assert all((tmp_path / "straight" / f).read_bytes() == (tmp_path / "killed" / f).read_bytes() for f in files)
-    rounds = [json.loads(l)["round"] for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    _assert_same_run(tmp_path / "straight", tmp_path / "killed")
+    assert len(list((tmp_path / "killed" / "clients").rglob("scaffold_c.*"))) >= 2
+    c_a = (tmp_path / "straight" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
+    assert c_a == (tmp_path / "killed" / "checkpoint" / "round_0003" / "buffer.c.safetensors").read_bytes()
+
+
+def _assert_same_run(straight, resumed):
+    final = "adapters/final/adapter_model.safetensors"
+    assert (straight / final).read_bytes() == (resumed / final).read_bytes()
+    files = sorted(p.relative_to(straight) for p in (straight / "adapters").rglob("*.safetensors"))
+    assert all((straight / f).read_bytes() == (resumed / f).read_bytes() for f in files)
+    rounds = [json.loads(l)["round"] for l in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2, 3]
+
+
+VARIANTS = {
+    "fedadam": ["federated.strategy=fedadam"],
+    "flora": ["federated.aggregation=flora"],
+    "two_stage": ["federated.strategy=fedadam", "lora.tuning=two_stage", "lora.two_stage_rounds=1"],
+    "fedalt": ["federated.aggregation=fedalt"],
+}
+STOP_IN = {"two_stage": 3}  # after the switch: the frozen connector must come back from the checkpoint
+
+
+@pytest.mark.parametrize("strategy", list(VARIANTS))
+def test_a_run_interrupted_mid_round_resumes_bit_identical(tmp_path, monkeypatch, strategy):
+    """Ctrl-C while the second client of round 2 trains (the first one's round already in its
+    store), then ``--resume``: the same adapters as the uninterrupted run, byte for byte.
+    FedAdam checks the server moments (and the FedAvg path underneath); FLoRA the base
+    weights rebuilt from the checkpointed merge; two-stage the switch from the connector
+    stage to the LoRA stage right before the stop; FedALT each client's own LoRA, mixer and
+    rest of world back from its store."""
+    from fedvlm.cli import main
+    from fedvlm.engine import simulate
+
+    monkeypatch.chdir(tmp_path)
+    common = ["run", *TINY_RUN, "federated.rounds=3", f"run.output_dir={tmp_path}", *VARIANTS[strategy]]
+    assert main([*common, "run.name=straight"]) == 0
+    train, calls = simulate.client_train, []
+
+    def interrupted(payload, extras, config, *args, **kwargs):
+        calls.append(config.round)
+        if calls.count(STOP_IN.get(strategy, 2)) == 2:  # two clients a round
+            raise KeyboardInterrupt
+        return train(payload, extras, config, *args, **kwargs)
+
+    monkeypatch.setattr(simulate, "client_train", interrupted)
+    assert main([*common, "run.name=stopped"]) == 130
+    monkeypatch.setattr(simulate, "client_train", train)
+    assert rundir.latest_round(tmp_path / "stopped") == STOP_IN.get(strategy, 2) - 1
+    assert main(["run", "--resume", str(tmp_path / "stopped")]) == 0
+    _assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+    if strategy == "fedalt":
+        files = list((tmp_path / "straight" / "adapters" / "personalized").rglob("*.safetensors"))
+        assert len(files) == 2 * 3  # two clients: own adapter, rest of world, mixer

@@ -140,8 +140,10 @@ def resolve_image_paths(
     image_dir: str | None,
     src_name: str,
     origin: str,
+    verify: bool = True,
 ) -> tuple[list[str | None], bool]:
-    """Join relative paths of rows that need a file to `image_dir`; check the files exist.
+    """Join relative paths of rows that need a file to `image_dir`; check the files exist
+    (and, with `verify`, that each is a readable image: `check_image`).
 
     Returns the paths (resolved where needed) and whether any path changed.
     """
@@ -163,7 +165,7 @@ def resolve_image_paths(
             changed = True
         if path not in exists:
             exists[path] = os.path.isfile(path)
-            if exists[path]:
+            if exists[path] and verify:
                 check_image(path, f"row {row}, column {src_name!r} of {origin}")
         if not exists[path]:
             missing.append((row, path))

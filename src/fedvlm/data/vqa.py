@@ -85,8 +85,8 @@ def load_vqa(
 
         return load_multitask(split)
     if source == "easyvqa":
-        dataset = load_easyvqa(split)
-        return to_canonical_vqa(dataset, columns, image_dir, origin=f"easyvqa {split}")
+        dataset = load_easyvqa(split)  # the package's own images, each found by load_easyvqa
+        return to_canonical_vqa(dataset, columns, image_dir, origin=f"easyvqa {split}", verify_images=False)
 
     path = Path(source).expanduser().absolute()
     if path.exists():
@@ -116,6 +116,7 @@ def to_canonical_vqa(
     columns: dict[str, str] | None,
     image_dir: str | None,
     origin: str,
+    verify_images: bool = True,
 ) -> datasets.Dataset:
     """Rename, check and cast `dataset` to the canonical VQA schema.
 
@@ -124,6 +125,8 @@ def to_canonical_vqa(
         columns: canonical name -> dataset column name (see `load_vqa`).
         image_dir: base directory for relative image paths (None: leave them as they are).
         origin: where the data came from, used in error messages (e.g. a file path).
+        verify_images: open each image file once to check it is a readable image (off for
+            the images a package ships: their existence is still checked).
     """
     fmt = image_chat_format(dataset.column_names, dict(columns or {}))
     if fmt is not None:  # conversations with images: `fedvlm.data.image_chat`
@@ -135,7 +138,7 @@ def to_canonical_vqa(
     if dataset.num_rows == 0:
         raise DataError(f"{origin} has no rows; expected at least one VQA example")
 
-    dataset = _prepare_images(dataset, mapping["image"], image_dir, origin)
+    dataset = _prepare_images(dataset, mapping["image"], image_dir, origin, verify_images)
     for name in ("question", "answer", "question_type"):
         if name in mapping:
             dataset = _as_string_column(dataset, name, mapping[name], origin)
@@ -192,7 +195,7 @@ def _load_hub(source: str, split: str, name: str | None = None) -> datasets.Data
 
 
 def _prepare_images(
-    dataset: datasets.Dataset, src_name: str, image_dir: str | None, origin: str
+    dataset: datasets.Dataset, src_name: str, image_dir: str | None, origin: str, verify: bool = True
 ) -> datasets.Dataset:
     """Resolve and check image paths, then cast `image` to `datasets.Image(mode="RGB")`.
 
@@ -227,7 +230,7 @@ def _prepare_images(
         return dataset.cast_column("image", datasets.Image(mode="RGB"))
 
     path_list = paths.to_pylist() if paths is not None else [None] * len(storage)
-    resolved, changed = resolve_image_paths(path_list, needs_file, image_dir, src_name, origin)
+    resolved, changed = resolve_image_paths(path_list, needs_file, image_dir, src_name, origin, verify)
     if changed:
         new_paths = pa.array(resolved, type=pa.string())
         if data is None:

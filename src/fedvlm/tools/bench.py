@@ -168,19 +168,43 @@ def tune(bench: Bench, run: BenchRun, log: Callable[[str], None]) -> dict:
     return chosen
 
 
+def shard_runs(runs: list[BenchRun], shard: tuple[int, int] | None) -> list[BenchRun]:
+    """The runs shard ``(k, n)`` of a bench runs: those of every n-th (algorithm, partition)
+    pair from the k-th, so that one algorithm's tuning and all its seeds of a partition stay
+    in one shard. ``None``: all of them."""
+    if shard is None:
+        return runs
+    k, n = shard
+    pairs = list(dict.fromkeys((r.algorithm, r.partition) for r in runs))
+    mine = set(pairs[k::n])
+    return [r for r in runs if (r.algorithm, r.partition) in mine]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)`` with 0 <= K < N; a one-line error otherwise."""
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise ConfigError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/2")
+    return int(k), int(n)
+
+
 def run_bench(
-    bench: Bench, out_dir: str | Path, log: Callable[[str], None] = functools.partial(print, flush=True)
+    bench: Bench, out_dir: str | Path, log: Callable[[str], None] = functools.partial(print, flush=True),
+    shard: tuple[int, int] | None = None,
 ) -> list[BenchRun]:
     """Run (or continue) every run of ``bench`` under ``out_dir``; one ``log`` line per run.
+    With ``shard=(k, n)`` only `shard_runs`' share: n such processes, one per core, run
+    the bench between them (each run directory belongs to exactly one of them).
 
     All configs and existing run directories are checked before the first run starts.
     """
-    runs = bench_runs(bench, out_dir)
+    runs = shard_runs(bench_runs(bench, out_dir), shard)
     runs = [with_chosen(run, chosen) if run.algorithm in bench.tune and (chosen := chosen_value(run)) else run
             for run in runs]
     statuses = [run_status(run) for run in runs]
     counts = {label: statuses.count(s) for s, label in _STATUS_LABELS.items()}
-    log(f"bench {bench.path}: {len(runs)} runs in {out_dir} ("
+    share = "" if shard is None else f" (shard {shard[0]}/{shard[1]})"
+    log(f"bench {bench.path}{share}: {len(runs)} runs in {out_dir} ("
         + ", ".join(f"{n} {label}" for label, n in counts.items() if n) + ")")
     width = len(str(len(runs)))
     for i, (run, status) in enumerate(zip(runs, statuses), start=1):
