@@ -17,6 +17,7 @@ from fedvlm.reporting.html import write_html
 from fedvlm.errors import DataError
 from fedvlm.reporting.bench_spec import Bench, BenchRun, bench_runs, load_bench
 from fedvlm.reporting.bench_plots import plot_accuracy_per_round, plot_accuracy_vs_uplink
+from fedvlm.reporting.paired import paired_test
 from fedvlm.reporting.records import (
     centralized_personalized,
     final_personalized,
@@ -77,7 +78,7 @@ def collect_results(bench: Bench, runs: list[BenchRun]) -> dict[tuple[str, str],
     bench order (partitions, then algorithms). Unfinished runs are left out."""
     results: dict[tuple[str, str], list[dict]] = {(p, a): [] for p in bench.partitions for a in bench.algorithms}
     for run in runs:
-        totals = run_totals(run.run_dir)
+        totals = {**run_totals(run.run_dir), "seed": run.seed}
         if run.cfg.federated.rounds in totals["curve"]:
             results[run.partition, run.algorithm].append(totals)
     return results
@@ -181,9 +182,49 @@ def tuned_values(bench: Bench, out_dir: Path) -> dict[tuple[str, str], str]:
     return out
 
 
+def paired_rows(bench: Bench, results: dict[tuple[str, str], list[dict]]) -> dict[str, list[dict]]:
+    """Partition -> one `paired_test` per algorithm against the bench's first algorithm, over
+    the seeds both finished (final accuracy in points)."""
+    reference = next(iter(bench.algorithms))
+    out: dict[str, list[dict]] = {}
+    for partition in bench.partitions:
+        ref = {t["seed"]: t["final_accuracy"] for t in results[partition, reference] if t["final_accuracy"] is not None}
+        rows = []
+        for algorithm in bench.algorithms:
+            if algorithm == reference:
+                continue
+            own = {t["seed"]: t["final_accuracy"] for t in results[partition, algorithm] if t["final_accuracy"] is not None}
+            seeds = sorted(set(ref) & set(own))
+            test = paired_test([100 * ref[s] for s in seeds], [100 * own[s] for s in seeds])
+            rows.append({"algorithm": algorithm, "reference": reference, **test})
+        out[partition] = rows
+    return out
+
+
+def _p(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def render_paired(rows: list[dict]) -> list[str]:
+    """The markdown lines of one partition's paired comparisons."""
+    if not rows or all(r["n"] < 2 for r in rows):
+        return []
+    reference = rows[0]["reference"]
+    table = [[r["algorithm"], str(r["n"]), MISSING if r["mean_diff"] is None else f"{r['mean_diff']:+.1f}",
+              f"{r['wins']} / {r['losses']}", _p(r["t_p"]), _p(r["wilcoxon_p"])] for r in rows]
+    return [f"Paired against `{reference}` on the same seeds ({PAIRED_NOTE}):", "",
+            markdown_table(["algorithm", "pairs", "mean diff (points)", "ahead / behind", "paired t p",
+                            "Wilcoxon p"], table), ""]
+
+
+PAIRED_NOTE = ("final accuracy minus the reference's, per seed; two-sided paired t-test and exact Wilcoxon "
+               "signed-rank test (scipy); no correction for the many comparisons; with 5 pairs the Wilcoxon "
+               "p is at least 0.0625")
+
+
 def render_results(
     bench: Bench, rows: list[dict], plots: dict[str, Path | None], baselines: dict | None = None,
-    tuned: dict[tuple[str, str], str] | None = None,
+    tuned: dict[tuple[str, str], str] | None = None, paired: dict[str, list[dict]] | None = None,
 ) -> str:
     """``results.md``: one table per partition (the algorithms, then the baselines found),
     its accuracy plot, then accuracy vs uplink."""
@@ -231,6 +272,7 @@ def render_results(
                               MISSING if own["client_std"] is None else format_pct(own["client_std"]),
                               MISSING, MISSING, MISSING, str(len(values))])
         parts += [markdown_table(header, table), ""]
+        parts += render_paired((paired or {}).get(partition, []))
         for name, what in (("accuracy", "accuracy per round"), ("personalized", "personalized accuracy per round")):
             plot = plots.get(f"{name}_{partition}")
             if plot is not None:
@@ -270,6 +312,6 @@ def summarize_bench(out_dir: str | Path, bench: Bench | str | Path) -> dict[str,
             (out_dir / PLOTS_DIR / f"{name}.png").unlink(missing_ok=True)
     csv_path = write_results_csv(rows, out_dir / RESULTS_CSV)
     md_path = out_dir / RESULTS_MD
-    md_path.write_text(render_results(bench, rows, plots, collect_baselines(bench, runs), tuned_values(bench, out_dir)),
-                       encoding="utf-8")
+    md_path.write_text(render_results(bench, rows, plots, collect_baselines(bench, runs), tuned_values(bench, out_dir),
+                                      paired_rows(bench, results)), encoding="utf-8")
     return {"csv": csv_path, "markdown": md_path, "html": write_html(md_path), **plots}
