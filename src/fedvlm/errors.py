@@ -23,3 +23,12 @@ class ModelError(FedvlmError):
 
 class UpdateError(FedvlmError):
     """A client update does not match the expected adapter (keys, shapes, finiteness)."""
+
+
+def error_reason(e: BaseException) -> str:
+    """The one line a failed client is named by, the same on every engine: the message of
+    fedvlm's own errors (they say in words what went wrong and where), else ``Type:
+    message`` (a bare ``KeyError: 'x'`` needs its type to mean anything)."""
+    text = str(e).strip()
+    line = (text.splitlines() or [""])[0]
+    return (line if isinstance(e, FedvlmError) and line else f"{type(e).__name__}: {line}".rstrip(": "))[:300]

@@ -97,22 +97,33 @@ def test_bad_fault_settings_are_one_line(overrides, match):
         load_config(None, [*TINY_RUN, *overrides])
 
 
-def test_faults_attacks_and_a_robust_aggregator_on_both_engines(tmp_path, monkeypatch):
+def test_faults_attacks_and_a_robust_aggregator_on_both_engines(tmp_path, monkeypatch, capsys):
     """The same faults and attacks give the same rounds on Flower's simulation runtime as in
-    process: the same clients left out, the same attackers, the same final adapter."""
+    process: the same clients left out, the same attackers, the same adapters; and when
+    round 3 has too few answers both stop after round 2 with the same one line."""
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
-    common = [*TINY_RUN, "partition.num_clients=3", "federated.strategy=median", f"run.output_dir={tmp_path}",
+    common = [*TINY_RUN, "partition.num_clients=3", "federated.rounds=3", "federated.min_clients=2",
+              "federated.strategy=median", f"run.output_dir={tmp_path}",
               "federated.attacks=[{kind: sign_flip, clients: [0], scale: 3.0}]",
-              "federated.faults=[{kind: nan, clients: [1], rounds: [2]}, {kind: raise, clients: [2], rounds: [1]}]"]
-    assert main(["run", *common, "run.name=inproc"]) == 0
-    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
+              "federated.faults=[{kind: nan, clients: [1], rounds: [2]}, {kind: raise, clients: [2], rounds: [1]},"
+              " {kind: raise, clients: [1, 2], rounds: [3]}]"]
+    lines = {}
+    for name, engine in (("inproc", "simulator"), ("flower", "flower-sim")):
+        assert main(["run", *common, f"run.name={name}", f"run.engine={engine}"]) == 2
+        lines[name] = capsys.readouterr().err.strip().splitlines()[-1]
+    assert lines["flower"] == lines["inproc"].replace("inproc", "flower")
+    assert lines["flower"].startswith(
+        "fedvlm: error: round 3: 1 of 3 clients answered with a valid update, fewer than federated.min_clients (2); "
+        "left out: 1 (error: client 1: injected fault 'raise'); 2 (error: client 2: injected fault 'raise')")
+    assert "the run stopped after round 2 (continue with --resume" in lines["flower"]
     ours, theirs = _metrics(tmp_path / "flower")[1:], _metrics(tmp_path / "inproc")[1:]
     assert [sorted(r["failed"]) for r in ours] == [sorted(r["failed"]) for r in theirs] == [["2"], ["1"]]
     assert "injected fault 'raise'" in ours[0]["failed"]["2"] and "NaN" in ours[1]["failed"]["1"]
     assert [r["attackers"] for r in ours] == [r["attackers"] for r in theirs] == [{"0": "sign_flip"}] * 2
-    assert (tmp_path / "flower" / FINAL).read_bytes() == (tmp_path / "inproc" / FINAL).read_bytes()
+    last = "adapters/round_0002/adapter_model.safetensors"
+    assert (tmp_path / "flower" / last).read_bytes() == (tmp_path / "inproc" / last).read_bytes()
 
 
 @pytest.mark.parametrize("strategy", ["trimmed_mean", "krum", "norm_bound"])
@@ -139,20 +150,25 @@ def test_a_node_error_is_named_by_its_cause():
     assert short_reason(ray) == "client 2: injected fault 'raise'"
     plain = "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad row 7 in data.jsonl\n"
     assert short_reason(plain) == "ValueError: bad row 7 in data.jsonl"
-    deployed = ("<class 'fedvlm.errors.FedvlmError'>:<'fedvlm worker at /tmp/node1.sock: InjectedFault: "
+    deployed = ("<class 'fedvlm.errors.FedvlmError'>:<'fedvlm worker at /tmp/node1.sock: "
                 "client 1: injected fault 'raise''>")
     assert short_reason(deployed) == "client 1: injected fault 'raise'"
+    other = "<class 'fedvlm.errors.FedvlmError'>:<'fedvlm worker at /tmp/n.sock: KeyError: 'lora_A''>"
+    assert short_reason(other) == "KeyError: 'lora_A'"
 
 
-def test_too_few_answers_on_flower_sim_stop_with_the_same_line(tmp_path, capsys):
-    from fedvlm.cli import main
+def test_a_failed_client_is_named_by_the_same_line_on_every_engine():
+    """fedvlm's own errors by their message, others with their type (the simulator, a
+    flower-sim node and a node's worker all use this line)."""
+    from fedvlm.client.faults import InjectedFault
+    from fedvlm.errors import DataError, error_reason
 
-    bad = ["federated.min_clients=2", "federated.faults=[{kind: raise, clients: [1], rounds: [2]}]", "run.engine=flower-sim"]
-    assert main(["run", *TINY_RUN, *bad, f"run.output_dir={tmp_path}", "run.name=few"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("fedvlm: error: round 2: 1 of 2 clients answered with a valid update, fewer than "
-                          "federated.min_clients (2); left out: 1 (error: client 1: injected fault 'raise')")
-    assert "the run stopped after round 1 (continue with --resume" in err
+    assert error_reason(InjectedFault("client 1: injected fault 'raise'")) == "client 1: injected fault 'raise'"
+    assert error_reason(DataError("row 3 of a.jsonl has no image\nmore")) == "row 3 of a.jsonl has no image"
+    assert error_reason(KeyError("lora_A")) == "KeyError: 'lora_A'"
+    assert error_reason(RuntimeError()) == "RuntimeError"
+    assert error_reason(DataError()) == "DataError"
+    assert len(error_reason(ValueError("x" * 1000))) == 300
 
 
 def test_label_flipping_maps_every_answer_to_another_one():

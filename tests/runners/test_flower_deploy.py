@@ -117,23 +117,22 @@ def test_a_run_whose_server_app_fails_is_reported_as_failed(tmp_path, deployment
     assert "left out: 1 (error: client 1: injected fault 'raise')" in (run_dir / "stopped.txt").read_text()
 
 
-def test_unregistered_and_plaintext_nodes_are_refused_and_a_killed_node_is_left_out(tmp_path):
+def test_unregistered_and_plaintext_nodes_are_refused_and_a_killed_node_is_left_out(tmp_path, deployment):
+    """Last in this module: it kills node 1 of the shared deployment."""
     run_dir = tmp_path / "run"
     overrides = [*TINY_RUN, "federated.rounds=2", "federated.round_timeout=30"]  # (round 1 must beat it on a loaded machine)
     give_up = ("--max-retries", "2", "--max-wait-time", "30")
-    with LoopbackDeployment(tmp_path) as d:
-        stranger = d.node(7, False, False, *give_up)  # key never registered
-        plaintext = d.node(8, False, True, "--insecure", *give_up)  # no TLS against a TLS SuperLink
-        d.node(0, worker=True)
-        d.node(1, worker=True)
-        d.run(overrides, run_dir, wait=False)
-        deadline = time.monotonic() + 300
-        while len(_records(run_dir)) < 2 and time.monotonic() < deadline:  # round 1 logged
-            time.sleep(0.2)
-        d.procs["node1"].kill()
-        d.procs["worker1"].kill()
-        d.procs["flwr-run"].wait(300)
-        assert stranger.wait(60) != 0 and plaintext.wait(60) != 0  # neither ever joined
+    d = deployment
+    stranger = d.node(7, False, False, *give_up)  # key never registered
+    plaintext = d.node(8, False, True, "--insecure", *give_up)  # no TLS against a TLS SuperLink
+    d.run(overrides, run_dir, wait=False)
+    deadline = time.monotonic() + 300
+    while len(_records(run_dir)) < 2 and time.monotonic() < deadline:  # round 1 logged
+        time.sleep(0.2)
+    d.procs["node1"].kill()
+    d.procs["worker1"].kill()
+    d.procs["flwr-run"].wait(300)
+    assert stranger.wait(60) != 0 and plaintext.wait(60) != 0  # neither ever joined
     records = _records(run_dir)
     assert [r["round"] for r in records] == [0, 1, 2]
     assert set(records[1]["clients"]) == {"0", "1"}

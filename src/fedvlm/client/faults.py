@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from fedvlm.core.types import AdapterState
+from fedvlm.errors import FedvlmError
 
 FAULTS = ("raise", "hang", "nan", "inf", "shape", "dtype", "missing_key", "extra_key", "norm")
 ATTACKS = ("sign_flip", "scale", "noise", "label_flip", "backdoor")
@@ -32,7 +33,7 @@ TRIGGER_WORD = "cf"  # a text row's trigger: a rare token put first (Kurita et a
 BACKDOOR_SHARE = 0.5  # of a backdooring client's rows, the share that carry the trigger
 
 
-class InjectedFault(RuntimeError):
+class InjectedFault(FedvlmError):
     """The error a client told to ``raise`` raises."""
 
 

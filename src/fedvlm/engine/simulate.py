@@ -26,7 +26,7 @@ from fedvlm.core.types import AdapterState, ClientUpdate
 from fedvlm.core.validate import validate_update
 from fedvlm.engine import backdoor
 from fedvlm.engine.faults import assigned
-from fedvlm.errors import FedvlmError, UpdateError
+from fedvlm.errors import FedvlmError, UpdateError, error_reason
 from fedvlm.models.adapter import save_adapter, set_adapter_state
 from fedvlm.algorithms.fedalt.export import save_personalized
 from fedvlm.engine import rundir
@@ -76,7 +76,7 @@ class InProcessClients:
                     on_step=lambda loss: bar.update(1) or bar.set_postfix(loss=f"{loss:.3f}"),
                 ))
             except Exception as e:  # noqa: BLE001 - a client's failure is its round's, not the run's
-                failed[cid] = f"error: {type(e).__name__}: {e}".splitlines()[0][:300]
+                failed[cid] = f"error: {error_reason(e)}"
             bar.close()
         return updates, failed
 

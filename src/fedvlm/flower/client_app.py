@@ -15,6 +15,7 @@ train reply (``fedvlm.flower.secagg``).
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedvlm.errors import FedvlmError, error_reason
 from fedvlm.flower.messages import Request
 from fedvlm.flower.records import pack, unpack
 from fedvlm.flower.secagg import is_secure, read_fitins, secure_aggregation_mod, secure_reply
@@ -55,7 +56,10 @@ def _handle(kind: str, msg: Message, context: Context) -> Message:
     if "worker" in node_config:
         reply = ask(str(node_config["worker"]), req)
     else:
-        reply = _Handler.get().handle(req)
+        try:
+            reply = _Handler.get().handle(req)
+        except Exception as e:  # Flower reports str(e): the same line the simulator names a client by
+            raise FedvlmError(error_reason(e)) from e
     if secure:
         return Message(secure_reply(reply, arrays, terms), reply_to=msg)
     if not reply.metrics:

@@ -44,15 +44,15 @@ def short_reason(reason: str) -> str:
     whole remote traceback (through Ray's on the simulation runtime), ending in its own
     wrapper (``ClientAppException ... Message: <the error>``); the cause is that message,
     or else the last ``SomeError: message`` line. A deployed node reports
-    ``<class 'X'>:<'message'>``, and a node's worker prefixes ``fedvlm worker at SOCKET:
-    SomeError:``; the cause is the message inside."""
+    ``<class 'X'>:<'message'>``, and a node's worker prefixes ``fedvlm worker at SOCKET:``;
+    the cause is the message inside (`fedvlm.errors.error_reason`'s line, as in process)."""
     text = _ANSI.sub("", reason or "")
     wrapped = re.findall(r"occurred\. Message: (.+)", text)
     if wrapped:
         return re.sub(r"'>'?$", "", wrapped[-1].strip()).strip()[:300]  # Ray's repr closes with '>
     bare = re.fullmatch(r"\s*<class '[^']+'>:<'(.*)'>\s*", text, re.DOTALL)
     if bare:
-        return re.sub(r"^fedvlm worker at \S+: \w+: ", "", bare.group(1).strip())[:300]
+        return re.sub(r"^fedvlm worker at \S+: ", "", bare.group(1).strip())[:300]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     causes = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Fault)\b[^:]*: \S", line)]
     return (causes[-1] if causes else lines[-1] if lines else "unknown error")[:300]

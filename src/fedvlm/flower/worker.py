@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-from fedvlm.errors import FedvlmError
+from fedvlm.errors import FedvlmError, error_reason
 from fedvlm.flower.messages import Reply, Request
 
 
@@ -148,7 +148,7 @@ def _answer(conn, handler) -> None:
     try:
         reply = handler.handle(req)
     except Exception as e:  # the ClientApp reports it, and the server leaves the node out
-        _try_send(conn, {"error": f"{type(e).__name__}: {e}"[:500]}, {})
+        _try_send(conn, {"error": error_reason(e)}, {})
     else:
         _try_send(conn, {"client_id": reply.client_id, "metrics": reply.metrics}, _groups(reply.arrays, reply.extras))
 
