@@ -26,7 +26,7 @@ def fedvlm(*args, cwd):
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, names):
     # in this process (`main` as ``python -m fedvlm.cli`` calls it); the exit status of a real
-    # process: test_existing_run_dir_is_not_overwritten
+    # process: tests/algorithms/test_a_new_algorithm.py (2) and test_run_end_to_end_... (0)
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -51,13 +51,16 @@ def test_missing_image_names_the_file(tmp_path, monkeypatch, capsys):
     assert "gone.png" in err and "Traceback" not in err
 
 
-def test_existing_run_dir_is_not_overwritten(tmp_path):
+def test_existing_run_dir_is_not_overwritten(tmp_path, monkeypatch, capsys):
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "runs" / "mine"
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("run: {name: mine}\n")
     (run_dir / "metrics.jsonl").write_text("precious\n")
-    result = fedvlm("run", "run.name=mine", "run.output_dir=runs", "run.progress=false", cwd=tmp_path)
-    assert result.returncode == 2 and "already exists" in result.stderr
+    assert main(["run", "run.name=mine", "run.output_dir=runs", "run.progress=false"]) == 2
+    assert "already exists" in capsys.readouterr().err
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
 
 
@@ -74,10 +77,13 @@ def test_run_end_to_end_with_report_and_centralized_baseline(tmp_path):
     assert "plots/accuracy.png" in report and (run_dir / "plots" / "accuracy.png").stat().st_size > 1000
 
 
-def test_partition_command_prints_table_and_writes_heatmap(tmp_path):
-    result = fedvlm("partition", "partition.num_clients=3", "partition.alpha=0.1", "--out", "h.png", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "total" in result.stdout and "yes" in result.stdout
+def test_partition_command_prints_table_and_writes_heatmap(tmp_path, monkeypatch, capsys):
+    from fedvlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["partition", "partition.num_clients=3", "partition.alpha=0.1", "--out", "h.png"]) == 0
+    out = capsys.readouterr().out
+    assert "total" in out and "yes" in out
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

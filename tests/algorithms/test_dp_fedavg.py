@@ -212,12 +212,15 @@ def test_every_server_optimizer_and_summed_variant_runs_privately():
 
 def test_a_private_run_is_the_same_on_flower(tmp_path, monkeypatch):
     """DP-FedAvg sits in the server's strategy: on Flower's simulation runtime the same
-    clients are sampled, the same noise is drawn and the same epsilon is spent."""
+    clients are sampled, the same noise is drawn and the same epsilon is spent. With
+    FedSA-LoRA, whose B never leaves a node during training: the nodes report their own
+    models when the server asks (the reference model each round, the export at the end),
+    and every file matches the in-process run byte for byte."""
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
     common = [*TINY_RUN, *DP, "partition.num_clients=3", "federated.fraction=0.67", "federated.strategy=fedadam",
-              "federated.dp_target_epsilon=20", f"run.output_dir={tmp_path}"]
+              "federated.aggregation=fedsa", "federated.dp_target_epsilon=20", f"run.output_dir={tmp_path}"]
     assert main(["run", *common, "run.name=inproc"]) == 0
     assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
     ours = [json.loads(line) for line in (tmp_path / "flower" / "metrics.jsonl").read_text().splitlines()][1:]
@@ -231,8 +234,11 @@ def test_a_private_run_is_the_same_on_flower(tmp_path, monkeypatch):
         # a node is set up once per Ray actor that serves it (two here, one per CPU), not
         # once per message
         assert all(1 <= m["node_loads"] <= 2 for m in a["clients"].values())
-    final = "adapters/final/adapter_model.safetensors"
-    assert (tmp_path / "flower" / final).read_bytes() == (tmp_path / "inproc" / final).read_bytes()
+    theirs_dir = tmp_path / "inproc"
+    files = sorted(p.relative_to(theirs_dir) for p in (theirs_dir / "adapters").rglob("*.safetensors"))
+    assert {str(f.parent) for f in files} >= {"adapters/final", *(f"adapters/personalized/{c}" for c in "012")}
+    for f in files:
+        assert (tmp_path / "flower" / f).read_bytes() == (theirs_dir / f).read_bytes(), f
 
 
 def test_a_private_run_with_a_target_epsilon_cannot_be_extended(tmp_path):

@@ -47,7 +47,7 @@ RAISE = "federated.faults=[{kind: raise, clients: [1], rounds: [1]}]"  # node 1 
 def test_a_tls_deployment_with_registered_supernodes_reproduces_the_in_process_run(tmp_path, monkeypatch, deployment):
     """SCAFFOLD keeps c_i on each node, and node 1 raises in round 1 and is left out of it.
     (FedSA-LoRA's and FedALT's personalized exports go the same way on Flower's simulation
-    runtime: tests/runners/test_flower.py.)"""
+    runtime: tests/algorithms/test_dp_fedavg.py, tests/runners/test_flower.py.)"""
     from fedvlm.cli import main
 
     monkeypatch.chdir(tmp_path)
