@@ -185,15 +185,18 @@ def tuned_values(bench: Bench, out_dir: Path) -> dict[tuple[str, str], str]:
 def paired_rows(bench: Bench, results: dict[tuple[str, str], list[dict]]) -> dict[str, list[dict]]:
     """Partition -> one `paired_test` per algorithm against the bench's first algorithm, over
     the seeds both finished (final accuracy in points)."""
+    def finals(partition: str, algorithm: str) -> dict[int, float]:  # seed -> final accuracy
+        return {t["seed"]: t["final_accuracy"] for t in results[partition, algorithm] if t["final_accuracy"] is not None}
+
     reference = next(iter(bench.algorithms))
     out: dict[str, list[dict]] = {}
     for partition in bench.partitions:
-        ref = {t["seed"]: t["final_accuracy"] for t in results[partition, reference] if t["final_accuracy"] is not None}
+        ref = finals(partition, reference)
         rows = []
         for algorithm in bench.algorithms:
             if algorithm == reference:
                 continue
-            own = {t["seed"]: t["final_accuracy"] for t in results[partition, algorithm] if t["final_accuracy"] is not None}
+            own = finals(partition, algorithm)
             seeds = sorted(set(ref) & set(own))
             test = paired_test([100 * ref[s] for s in seeds], [100 * own[s] for s in seeds])
             rows.append({"algorithm": algorithm, "reference": reference, **test})

@@ -16,8 +16,6 @@ No correction for testing many algorithms against one reference: with 13 compari
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -40,7 +38,7 @@ def paired_test(reference: list[float], other: list[float]) -> dict:
         return out
     if np.ptp(diffs) > 0:
         p = float(stats.ttest_rel(other, reference).pvalue)
-        out["t_p"] = None if math.isnan(p) else p
+        out["t_p"] = None if np.isnan(p) else p
     if np.any(diffs != 0):
         out["wilcoxon_p"] = float(stats.wilcoxon(diffs, zero_method="wilcox", method="exact").pvalue)
     return out
