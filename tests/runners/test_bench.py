@@ -238,6 +238,10 @@ def test_shipped_benches_build_every_config(tmp_path):
     assert all(r.run_dir == tmp_path / "out" / r.algorithm / r.partition / f"seed{r.seed}" for r in runs)
     sweep = bench_runs(load_bench(REPO / "configs" / "bench" / "server_opt_sweep.yaml"), tmp_path / "out")
     assert len(sweep) == 48 and {r.cfg.partition.method for r in sweep} == {"iid"}
+    multitask = bench_runs(load_bench(REPO / "configs" / "bench" / "multitask.yaml"), tmp_path / "out")
+    assert len(multitask) == 25 and {r.seed for r in multitask} == {0, 1, 2, 3, 4}
+    assert {(r.cfg.data.source, r.cfg.partition.method, r.cfg.partition.num_clients) for r in multitask} == {
+        ("multitask", "natural", 7)}
     assert not (tmp_path / "out").exists()
 
 
