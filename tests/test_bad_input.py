@@ -86,6 +86,8 @@ CASES = [
     ("missing-config-file", lambda ws, f: ["run", str(ws / "nope.yaml")], "nope.yaml"),
     ("config-not-yaml", lambda ws, f: ["run", str(_write(ws / "bad.yaml", "run: [unclosed"))], "bad.yaml"),
     ("config-not-a-mapping", lambda ws, f: ["run", str(_write(ws / "list.yaml", "- a\n- b\n"))], "list.yaml"),
+    ("more-cpus-per-flower-client-than-exist", lambda ws, f: [
+        "run", *FAST, "run.engine=flower-sim", "run.flower_client_cpus=4096"], "run.flower_client_cpus"),
     ("config-unknown-section", lambda ws, f: ["run", str(_write(ws / "sec.yaml", "training: {lr: 1}\n"))], "training"),
     # ---- run directories
     ("overwrite-a-directory-that-is-no-run", lambda ws, f: [

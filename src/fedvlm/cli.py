@@ -47,6 +47,10 @@ def cmd_run(args) -> None:
         replace = rundir.check_new_run_dir(run_dir, cfg.run.overwrite)
     if cfg.run.engine == "simulator":
         check_in_process(cfg)
+    else:
+        from fedvlm.flower.simulation import client_resources
+
+        client_resources(cfg)  # what each virtual client reserves exists on this machine
     fed = build_federation(cfg)
     if args.resume:
         saved = (run_dir / rundir.CONFIG_FILE).read_text(encoding="utf-8")

@@ -219,6 +219,11 @@ def _check_flower(cfg: Config) -> None:
 
     if importlib.util.find_spec("flwr") is None or importlib.util.find_spec("ray") is None:
         raise ConfigError("config key 'run.engine': flower-sim needs Flower's simulation runtime (pip install 'fedvlm[flower]')")
+    if cfg.run.flower_client_cpus < 1:
+        raise ConfigError(f"config key 'run.flower_client_cpus': expected a positive number of CPUs, got {cfg.run.flower_client_cpus}")
+    if cfg.run.flower_client_gpus is not None and not 0 <= cfg.run.flower_client_gpus:
+        raise ConfigError(f"config key 'run.flower_client_gpus': expected 0 or more GPUs (a fraction shares one) or null, "
+                          f"got {cfg.run.flower_client_gpus}")
 
 
 def client_ranks(cfg: Config) -> dict[str, int]:

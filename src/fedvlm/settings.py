@@ -19,6 +19,11 @@ class RunConfig:
     # simulator (in process, the fast path) or flower-sim (Flower's simulation runtime:
     # a local SuperLink with partition.num_clients virtual SuperNodes; needs flwr[simulation])
     engine: str = "simulator"
+    # flower-sim: what Ray reserves for each virtual SuperNode (client) in flight: CPUs, and
+    # GPUs (a fraction lets clients share one; null: 1 where CUDA sees a GPU, else 0). Ray
+    # hides every GPU from a client that reserves none, so it would train on the CPU.
+    flower_client_cpus: int = 1
+    flower_client_gpus: float | None = None
     # experiment trackers each round's metrics also go to: tensorboard, mlflow, wandb,
     # trackio (fedvlm/engine/trackers.py; pip install 'fedvlm[tracking]')
     report_to: list[str] = field(default_factory=list)

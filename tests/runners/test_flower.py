@@ -2,14 +2,18 @@
 the server's side of Flower leaves failed or late clients out of a round."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from fedvlm.client import RoundConfig
+from fedvlm.config import load_config
+from fedvlm.errors import ConfigError
 from fedvlm.flower import server_app
 from fedvlm.flower.records import pack
+from fedvlm.flower.simulation import client_resources, federation_config
 from tiny import TINY_RUN
 
 
@@ -28,7 +32,9 @@ def test_flower_simulation_reproduces_the_in_process_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     common = [*TINY_RUN, "federated.aggregation=flora", "model.dtype=bfloat16", f"run.output_dir={tmp_path}"]
     assert main(["run", *common, "run.name=inproc"]) == 0
-    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
+    # each virtual client reserves every CPU: Ray runs one actor, which serves both nodes
+    cpus = f"run.flower_client_cpus={os.cpu_count()}"
+    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim", cpus]) == 0
     ours, theirs = tmp_path / "flower", tmp_path / "inproc"
     final = "adapters/final/adapter_model.safetensors"
     assert (ours / final).read_bytes() == (theirs / final).read_bytes()
@@ -37,11 +43,38 @@ def test_flower_simulation_reproduces_the_in_process_run(tmp_path, monkeypatch):
     for a, b in zip(flower[1:], inproc[1:]):
         assert {c: m["loss"] for c, m in a["clients"].items()} == {c: m["loss"] for c, m in b["clients"].items()}
         assert (a["bytes_up"], a["bytes_down"]) == (b["bytes_up"], b["bytes_down"])
-        # a node is set up once per Ray actor that serves it (two here, one per CPU), not
-        # once per message (six messages per node in this run)
-        assert all(1 <= m["node_loads"] <= 2 for m in a["clients"].values())
+        # a node is set up once per Ray actor that serves it (one here), not once per
+        # message (six messages per node in this run)
+        assert all(m["node_loads"] == 1 for m in a["clients"].values())
     # round 2's FLoRA clients were sent round 1's merged factors and trained on that base
     assert flower[2]["bytes_down"] > flower[1]["bytes_down"]
+
+
+def test_each_virtual_client_reserves_what_the_machine_has(monkeypatch):
+    def cfg(*overrides):
+        return load_config(None, ["run.engine=flower-sim", "partition.num_clients=3", *overrides])
+
+    # by default one CPU each, and one GPU each where CUDA sees one (Ray hides the GPUs from a
+    # client that reserves none)
+    assert client_resources(cfg(), cpus=16, gpus=0) == (1, 0.0)
+    assert client_resources(cfg(), cpus=16, gpus=2) == (1, 1.0)
+    assert client_resources(cfg("run.flower_client_gpus=0.25", "run.flower_client_cpus=4"), cpus=16, gpus=1) == (4, 0.25)
+    assert client_resources(cfg("run.flower_client_gpus=0"), cpus=16, gpus=1) == (1, 0.0)
+    # more than exists would leave Ray waiting forever: one line instead
+    with pytest.raises(ConfigError, match=r"^config key 'run.flower_client_gpus': 1 GPUs per client, but CUDA sees 0"):
+        client_resources(cfg("run.flower_client_gpus=1"), cpus=16, gpus=0)
+    with pytest.raises(ConfigError, match=r"^config key 'run.flower_client_cpus': 32 CPUs per client, but this machine has 16"):
+        client_resources(cfg("run.flower_client_cpus=32"), cpus=16, gpus=0)
+    with pytest.raises(ConfigError, match=r"^config key 'run.flower_client_cpus': expected a positive"):
+        cfg("run.flower_client_cpus=0")
+    with pytest.raises(ConfigError, match=r"^config key 'run.flower_client_gpus': expected 0 or more"):
+        cfg("run.flower_client_gpus=-1")
+    # what `flwr run` is told, on a machine without a GPU
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert federation_config(cfg("run.flower_client_cpus=1")) == (
+        "num-supernodes=3 client-resources-num-cpus=1 client-resources-num-gpus=0")
 
 
 class _Grid:

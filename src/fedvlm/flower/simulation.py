@@ -8,16 +8,45 @@ config live in a temporary ``FLWR_HOME`` removed afterwards; the run itself is w
 ``run_dir`` by the ServerApp exactly as the in-process simulator writes it.
 """
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 from fedvlm.config import Config
-from fedvlm.errors import FedvlmError
+from fedvlm.errors import ConfigError, FedvlmError
 from fedvlm.engine import rundir
 from fedvlm.flower.deploy import write_app
 from fedvlm.flower.loopback import BIN, flower_env, free_port, wait_for_port
 from fedvlm.flower.run_config import write_run_config
+
+
+def client_resources(cfg: Config, cpus: int | None = None, gpus: int | None = None) -> tuple[int, float]:
+    """(CPUs, GPUs) each virtual SuperNode reserves from Ray: ``run.flower_client_cpus`` and
+    ``run.flower_client_gpus`` (null: one GPU where CUDA sees any, else none), checked
+    against this machine (``cpus`` / ``gpus`` default to what it has), because Ray waits
+    forever for a client that reserves more than exists."""
+    import torch
+
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    want_gpus = cfg.run.flower_client_gpus
+    if want_gpus is None:
+        want_gpus = 1.0 if gpus else 0.0
+    if cfg.run.flower_client_cpus > cpus:
+        raise ConfigError(f"config key 'run.flower_client_cpus': {cfg.run.flower_client_cpus} CPUs per client, "
+                          f"but this machine has {cpus}")
+    if want_gpus > gpus:
+        raise ConfigError(f"config key 'run.flower_client_gpus': {want_gpus:g} GPUs per client, "
+                          f"but CUDA sees {gpus} on this machine")
+    return cfg.run.flower_client_cpus, want_gpus
+
+
+def federation_config(cfg: Config) -> str:
+    """``flwr run --federation-config``: the virtual SuperNodes and what each reserves."""
+    cpus, gpus = client_resources(cfg)
+    return (f"num-supernodes={cfg.partition.num_clients} client-resources-num-cpus={cpus} "
+            f"client-resources-num-gpus={gpus:g}")
 
 
 def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> None:
@@ -43,7 +72,7 @@ def run_flower_simulation(cfg: Config, run_dir: Path, resume: bool = False) -> N
                                           run_dir=run_dir, resume=resume)
             subprocess.run(
                 [str(BIN / "flwr"), "run", str(app), "fedvlm",
-                 "--federation-config", f"num-supernodes={cfg.partition.num_clients} client-resources-num-cpus=1",
+                 "--federation-config", federation_config(cfg),
                  "--run-config", str(run_config), "--stream"],
                 env=env, check=False, stdout=None if cfg.run.progress else subprocess.DEVNULL,
             )
