@@ -1,5 +1,7 @@
 """Shared settings for tests that run real jobs on the embedded model."""
 
+import os
+
 # A small federated job on the embedded model: 2 clients, 2 rounds, a few steps each.
 TINY_RUN = [
     "run.progress=false",
@@ -15,6 +17,11 @@ TINY_RUN = [
     "train.warmup_steps=1",
     "eval.batch_size=32",
 ]
+
+# flower-sim: each virtual client reserves every CPU, so Ray starts one actor that serves
+# every node in turn (one process importing torch instead of one per CPU). The tests of
+# failures, timeouts and resume keep Ray's default of one actor per CPU.
+ONE_ACTOR = f"run.flower_client_cpus={os.cpu_count()}"
 
 
 def finished_run(root, name: str = "done"):

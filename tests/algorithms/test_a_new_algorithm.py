@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tiny import TINY_RUN
+from tiny import ONE_ACTOR, TINY_RUN
 
 HERE = Path(__file__).parent
 FINAL = "adapters/final/adapter_model.safetensors"
@@ -45,7 +45,7 @@ def test_a_toy_algorithm_runs_on_both_engines(tmp_path, monkeypatch):
     env = _register(tmp_path)
     toy = _run(env, tmp_path, "toy", "federated.strategy=toy")
     decayed = _run(env, tmp_path, "decayed", "federated.strategy=toy", "federated.toy_decay=1.0")
-    flower = _run(env, tmp_path, "flower", "federated.strategy=toy", "federated.toy_decay=1.0", "run.engine=flower-sim")
+    flower = _run(env, tmp_path, "flower", "federated.strategy=toy", "federated.toy_decay=1.0", "run.engine=flower-sim", ONE_ACTOR)
     monkeypatch.chdir(tmp_path)  # plain FedAvg needs no plugin: in this process
     assert main(["run", *TINY_RUN, f"run.output_dir={tmp_path}", "run.name=fedavg", "federated.strategy=fedavg"]) == 0
     fedavg = tmp_path / "fedavg"

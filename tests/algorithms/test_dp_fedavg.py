@@ -14,7 +14,7 @@ from fedvlm.algorithms.fedavg.server import FedAvg
 from fedvlm.config import load_config
 from fedvlm.core.types import ClientUpdate
 from fedvlm.errors import ConfigError
-from tiny import TINY_RUN
+from tiny import ONE_ACTOR, TINY_RUN
 
 DP = ["federated.privacy=dp_fedavg", "federated.weighting=uniform"]
 
@@ -222,7 +222,7 @@ def test_a_private_run_is_the_same_on_flower(tmp_path, monkeypatch):
     common = [*TINY_RUN, *DP, "partition.num_clients=3", "federated.fraction=0.67", "federated.strategy=fedadam",
               "federated.aggregation=fedsa", "federated.dp_target_epsilon=20", f"run.output_dir={tmp_path}"]
     assert main(["run", *common, "run.name=inproc"]) == 0
-    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim"]) == 0
+    assert main(["run", *common, "run.name=flower", "run.engine=flower-sim", ONE_ACTOR]) == 0
     ours = [json.loads(line) for line in (tmp_path / "flower" / "metrics.jsonl").read_text().splitlines()][1:]
     theirs = [json.loads(line) for line in (tmp_path / "inproc" / "metrics.jsonl").read_text().splitlines()][1:]
     assert [r["privacy"] for r in ours] == [r["privacy"] for r in theirs]

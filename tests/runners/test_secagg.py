@@ -213,13 +213,13 @@ def test_secure_aggregation_on_flower_sim_gives_the_plain_adapter_within_the_bou
     import json
 
     from fedvlm.cli import main
-    from tiny import TINY_RUN
+    from tiny import ONE_ACTOR, TINY_RUN
 
     monkeypatch.chdir(tmp_path)
     common = [*TINY_RUN, "partition.num_clients=3", "federated.rounds=1", f"run.output_dir={tmp_path}",
               "federated.faults=[{kind: raise, clients: [1], rounds: [1]}]"]
     assert main(["run", *common, "run.name=plain"]) == 0
-    assert main(["run", *common, "run.name=secure", "run.engine=flower-sim", "run.report_to=[tensorboard]",
+    assert main(["run", *common, "run.name=secure", "run.engine=flower-sim", ONE_ACTOR, "run.report_to=[tensorboard]",
                  "federated.secure_aggregation=secaggplus"]) == 0
     plain, secure = _adapter(tmp_path / "plain"), _adapter(tmp_path / "secure")
     records = [json.loads(line) for line in (tmp_path / "secure" / "metrics.jsonl").read_text().splitlines()]
