@@ -20,6 +20,13 @@ clean run, the backdoor's success rate, the clients left out and why, and the se
 run took.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 .venv/bin/python benchmarks/robustness.py --out bench-robust
+
+On two cores, two processes of one thread each finish sooner, each with its share of the
+runs and ``--reuse``; then ``--summarize`` writes the table of every finished run:
+
+    OMP_NUM_THREADS=1 ... robustness.py --reuse --only clean faults sign_flip/fedavg ... &
+    OMP_NUM_THREADS=1 ... robustness.py --reuse --only scale/fedavg ...
+    ... robustness.py --summarize
 """
 
 import argparse
@@ -59,6 +66,7 @@ def final(run_dir: Path) -> dict:
     left_out = [why for r in records for why in (r.get("failed") or {}).values()]
     backdoor = next(iter((records[-1]["eval"].get("backdoor") or {}).values()), {})
     return {"accuracy": records[-1]["eval"]["accuracy"], "backdoor": backdoor.get("success_rate"), "left_out": len(left_out),
+            "round_seconds": round(sum(r.get("seconds") or 0 for r in records), 1),
             "updates": sum(len(r.get("clients") or {}) for r in records[1:]) + len(left_out),
             "reasons": sorted({why.split(":")[-1].split("(")[0].strip()[:40] for why in left_out})}
 
@@ -74,6 +82,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="run names to run (default: all)")
     parser.add_argument("--reuse", action="store_true", help="read runs already finished in --out instead of rerunning them")
+    parser.add_argument("--summarize", action="store_true", help="run nothing: the table of the runs finished in --out")
     args = parser.parse_args()
     common = ["run.progress=false", "run.baselines=[]", "partition.num_clients=8", f"federated.rounds={args.rounds}",
               f"train.local_steps={args.local_steps}", f"run.seed={args.seed}", f"run.output_dir={args.out}",
@@ -87,13 +96,18 @@ def main() -> None:
         runs[f"backdoor/{name}"] = [*extra, f"federated.attacks=[{{kind: backdoor, clients: [{', '.join(ATTACKERS)}], "
                                             f"target: '{args.target}', scale: {args.boost}}}]"]
     results = {}
+    unknown = sorted(set(args.only or ()) - set(runs))
+    if unknown:
+        parser.error(f"--only: unknown run {unknown[0]!r} (runs: {', '.join(runs)})")
     for name, overrides in runs.items():
         if args.only and name not in args.only:
             continue
         start = time.perf_counter()
         run_name = name.replace("/", "-")
         done = args.out / run_name / "adapters" / "final"
-        if args.reuse and done.is_dir():  # a finished run of an earlier invocation
+        if args.summarize and not done.is_dir():
+            continue
+        if (args.reuse or args.summarize) and done.is_dir():  # a finished run of an earlier invocation
             code, seconds = 0, None
         else:
             code = fedvlm(["run", *common, *overrides, f"run.name={run_name}"])
@@ -107,11 +121,14 @@ def main() -> None:
         acc = r.get("accuracy")
         diff = "" if acc is None or clean is None else f"{100 * (acc - clean):+.1f}"
         bd = r.get("backdoor")
+        seconds = r["seconds"] if r["seconds"] is not None else r.get("round_seconds")  # rounds only, when read back
         lines.append(f"| {name} | {'' if acc is None else f'{100 * acc:.1f}'} | {diff} | {'' if bd is None else f'{100 * bd:.1f}'} | "
-                     f"{r.get('left_out', '')} of {r.get('updates', '')} | {r['seconds']} |")
+                     f"{r.get('left_out', '')} of {r.get('updates', '')} | {seconds} |")
     table = "\n".join(lines)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only and not args.summarize:  # a share of the runs: its own files, the whole table stays
+        return
     (args.out / "robustness.json").write_text(json.dumps(results, indent=1))
     (args.out / "robustness.md").write_text(table + "\n")
 
