@@ -23,7 +23,6 @@ import numpy as np
 from fedvlm.reporting.bench_spec import Bench, bench_runs, load_bench
 from fedvlm.reporting.records import global_accuracy
 from fedvlm.reporting.report import read_baselines, read_metrics
-from fedvlm.tools.bench import is_finished
 
 LAST = 3
 
@@ -42,10 +41,12 @@ def run_row(run_dir: Path) -> dict | None:
 
 def details(bench: Bench, bench_dir: Path, partition: str) -> tuple[list[str], list[list[str]]]:
     """(types, rows): one row per algorithm with at least one finished seed (in seed
-    order), then centralized. Runs not finished yet are left out."""
+    order), then centralized. A run counts once its last round is logged, as in the bench's
+    own table (its baselines may still be running); others are left out."""
     finished = {}
     for run in bench_runs(bench, bench_dir):
-        if run.partition == partition and is_finished(run):
+        rounds = {r.get("round") for r in read_metrics(run.run_dir)}
+        if run.partition == partition and run.cfg.federated.rounds in rounds:
             finished.setdefault(run.algorithm, []).append(run.run_dir)
     per_algorithm = {a: [r for d in finished.get(a, []) if (r := run_row(d))] for a in bench.algorithms}
     types = sorted({t for runs in per_algorithm.values() for r in runs for t in r["by_type"]})
