@@ -27,10 +27,10 @@ from fedvlm.reporting.report import read_baselines, read_metrics
 LAST = 3
 
 
-def run_row(run_dir: Path) -> dict | None:
-    """Final accuracy, mean of the last ``LAST`` rounds and final per-type accuracy of a run
-    (fractions), or None when it has no evaluated round."""
-    rounds = [(r["round"], acc, r["eval"]) for r in read_metrics(run_dir)
+def run_row(records: list[dict]) -> dict | None:
+    """Final accuracy, mean of the last ``LAST`` rounds and final per-type accuracy of a run's
+    ``metrics.jsonl`` records (fractions), or None when it has no evaluated round."""
+    rounds = [(r["round"], acc, r["eval"]) for r in records
               if r.get("round", 0) > 0 and (acc := global_accuracy(r)) is not None]
     if not rounds:
         return None
@@ -39,30 +39,35 @@ def run_row(run_dir: Path) -> dict | None:
             "by_type": dict(rounds[-1][2].get("by_type") or {})}
 
 
+def _mean_by_type(per_seed: list[dict], types: list[str]) -> list[str]:
+    """Each type's accuracy (%), mean over the seeds that have it; blank where none has."""
+    return [f"{100 * np.mean(values):.1f}" if (values := [d[t] for d in per_seed if t in d]) else "" for t in types]
+
+
 def details(bench: Bench, bench_dir: Path, partition: str) -> tuple[list[str], list[list[str]]]:
     """(types, rows): one row per algorithm with at least one finished seed (in seed
     order), then centralized. A run counts once its last round is logged, as in the bench's
     own table (its baselines may still be running); others are left out."""
-    finished = {}
+    finished, per_algorithm = {}, {a: [] for a in bench.algorithms}
     for run in bench_runs(bench, bench_dir):
-        rounds = {r.get("round") for r in read_metrics(run.run_dir)}
-        if run.partition == partition and run.cfg.federated.rounds in rounds:
+        if run.partition != partition:
+            continue
+        records = read_metrics(run.run_dir)
+        if run.cfg.federated.rounds in {r.get("round") for r in records} and (row := run_row(records)):
             finished.setdefault(run.algorithm, []).append(run.run_dir)
-    per_algorithm = {a: [r for d in finished.get(a, []) if (r := run_row(d))] for a in bench.algorithms}
+            per_algorithm[run.algorithm].append(row)
     types = sorted({t for runs in per_algorithm.values() for r in runs for t in r["by_type"]})
     rows = []
     for algorithm, runs in per_algorithm.items():
         if not runs:
             continue
         finals = " / ".join(f"{100 * r['final']:.1f}" for r in runs)
-        by_type = [f"{100 * np.mean([r['by_type'][t] for r in runs if t in r['by_type']]):.1f}"
-                   if any(t in r["by_type"] for r in runs) else "" for t in types]
+        by_type = _mean_by_type([r["by_type"] for r in runs], types)
         rows.append([algorithm, finals, f"{100 * np.mean([r['last_mean'] for r in runs]):.1f}", *by_type])
     central = [c for d in finished.get(next(iter(bench.algorithms)), [])
                if (c := read_baselines(d).get("centralized")) and c.get("accuracy") is not None]
     if central:
-        by_type = [f"{100 * np.mean([c['by_type'][t] for c in central if t in (c.get('by_type') or {})]):.1f}"
-                   if any(t in (c.get("by_type") or {}) for c in central) else "" for t in types]
+        by_type = _mean_by_type([c.get("by_type") or {} for c in central], types)
         rows.append(["centralized", " / ".join(f"{100 * c['accuracy']:.1f}" for c in central), "", *by_type])
     return types, rows
 
