@@ -44,6 +44,7 @@ STRATEGIES = {
     "median": ["federated.strategy=median"],
     "trimmed_mean": ["federated.strategy=trimmed_mean", "federated.trim_beta=0.25"],
     "krum": ["federated.strategy=krum", "federated.krum_f=2"],
+    "multi_krum": ["federated.strategy=krum", "federated.krum_f=2", "federated.krum_m=6"],
     "norm_bound": ["federated.strategy=norm_bound"],
 }
 
@@ -88,6 +89,9 @@ def main() -> None:
               f"train.local_steps={args.local_steps}", f"run.seed={args.seed}", f"run.output_dir={args.out}",
               "run.overwrite=true", "federated.round_timeout=600"]
     runs = {"clean": [], "faults": [f"federated.faults={rotating_faults(8, args.rounds, 0.25, args.seed)}"]}
+    for name, extra in STRATEGIES.items():  # each aggregator's own cost, every client honest
+        if extra:
+            runs[f"clean/{name}"] = extra
     for attack in ("sign_flip", "scale"):
         scale = args.scale if attack == "scale" else 1.0
         for name, extra in STRATEGIES.items():

@@ -237,8 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
     app = fsub.add_parser("app", help="the app directory `flwr run` takes (fedvlm's ServerApp and ClientApp)")
     app.add_argument("out")
     app.set_defaults(func=cmd_flower_app)
+    signer = fsub.add_parser("signing-key", help="an app signer's Ed25519 key and the nodes' trusted-entities line for it")
+    signer.add_argument("out", help="directory for NAME (private) and NAME.trusted.yaml")
+    signer.add_argument("name", help="the key id nodes trust it by")
+    signer.set_defaults(func=cmd_flower_signing_key)
+    sign = fsub.add_parser("sign-app", help="sign a FAB (from `flwr build`) as `flwr app review` does")
+    sign.add_argument("fab", help="the .fab file; its signatures go to FAB.signatures.json beside it")
+    sign.add_argument("--key", required=True, help="the signer's private key (fedvlm flower signing-key)")
+    sign.add_argument("--key-id", help="the id nodes trust the key by (default: the key file's name)")
+    sign.set_defaults(func=cmd_flower_sign_app)
+    index = fsub.add_parser("app-index", help="serve a directory of signed FABs to a SuperLink as Flower Hub does")
+    index.add_argument("directory", help="the .fab files and their .signatures.json")
+    index.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    index.add_argument("--port", type=int, default=9095)
+    index.set_defaults(func=cmd_flower_app_index)
     submit = fsub.add_parser("submit", help="flwr run an app, stream its log, exit nonzero unless the run completed")
-    submit.add_argument("app", help="the app directory (fedvlm flower app)")
+    submit.add_argument("app", help="the app directory (fedvlm flower app), or a signed app's @fedvlm/fedvlm-app==1.0.0")
     submit.add_argument("superlink", help="the SuperLink's connection name in Flower's config")
     submit.add_argument("--run-config", required=True, help="a TOML file, or Flower's \"key='value' ...\" string")
     submit.set_defaults(func=cmd_flower_submit)
@@ -262,6 +276,35 @@ def cmd_flower_node_key(args) -> None:
     print(f"on the SuperLink's side: flwr supernode register {public} <connection>")
     print(f"on the node: flower-supernode --superlink <host:port> --root-certificates ca.crt "
           f"--auth-supernode-private-key {private} --node-config \"data-path='...' state-dir='...'\"")
+
+
+def cmd_flower_signing_key(args) -> None:
+    from fedvlm.flower.signed_apps import make_signing_key
+
+    private, trusted = make_signing_key(Path(args.out), args.name)
+    print(f"signer: fedvlm flower sign-app <app.fab> --key {private}   (keep {private} with the signer only)")
+    print(f"each node: flower-supernode ... --trusted-entities {trusted}   (or that line in the node's own file)")
+
+
+def cmd_flower_sign_app(args) -> None:
+    from fedvlm.flower.signed_apps import sign_fab
+
+    key = Path(args.key)
+    out = sign_fab(Path(args.fab), key, args.key_id or key.name)
+    print(f"signed {args.fab}: {out}")
+
+
+def cmd_flower_app_index(args) -> None:
+    from fedvlm.flower.signed_apps import AppIndex
+
+    index = AppIndex(Path(args.directory), args.host, args.port)
+    print(f"app index on http://{args.host}:{index.port} serving {args.directory}; start the SuperLink with "
+          f"FLWR_SUPERGRID_API_URL=http://{args.host}:{index.port} and run apps by spec "
+          "(flwr run @fedvlm/fedvlm-app==1.0.0 <connection>)", flush=True)
+    try:
+        index.server.serve_forever()
+    finally:
+        index.server.server_close()
 
 
 def cmd_flower_worker(args) -> None:

@@ -33,8 +33,9 @@ def _last_json(text: str, what: str) -> dict:
     raise FedvlmError(f"{what}: Flower printed no JSON result: {text.strip()[-300:]!r}")
 
 
-def submit(app: Path, superlink: str, run_config: str, env: dict | None = None) -> int:
-    """Run ``app`` on ``superlink`` (a connection name of Flower's config) with
+def submit(app: Path | str, superlink: str, run_config: str, env: dict | None = None) -> int:
+    """Run ``app`` (a directory, or an app spec ``@publisher/name==x.y.z`` the SuperLink
+    fetches with its signatures) on ``superlink`` (a connection name of Flower's config) with
     ``run_config`` (a TOML file or Flower's ``key=value`` string), streaming its log to
     this process's output; the run id once it completed, else `FedvlmError` with how it
     ended."""
