@@ -7,9 +7,11 @@ and data, 8 clients):
 - ``faults``: FedAvg with 2 of the 8 clients (25%) failing each round, picked at random,
   the kind rotating over every fault of ``fedvlm.client.faults.FAULTS`` (raise, hang, NaN, Inf,
   shape, dtype, missing and extra keys, norm x1e6): each round completes from the rest;
+- ``clean/<aggregator>``: each robust aggregator with every client honest (its own cost);
 - for ``sign_flip`` (the update reversed) and ``scale`` (the update times ``--scale``), 2
   of the 8 clients attacking every round, under FedAvg, coordinate-wise median, trimmed mean
-  (beta 0.25: 2 dropped at each end), Krum (f=2) and norm-bounded averaging;
+  (beta 0.25: 2 dropped at each end), Krum (f=2), Multi-Krum (f=2, the 6 best kept) and
+  norm-bounded averaging;
 - ``backdoor``: 2 of the 8 clients put a checkerboard trigger on half their images with the
   answer ``--target``, and boost their change ``--boost`` times (model replacement), under
   the same five aggregators; the table adds the trigger's success rate on the pooled test
