@@ -83,6 +83,9 @@ def test_a_signed_fab_verifies_on_a_node_that_trusts_the_key_and_on_no_other(tmp
         with pytest.raises(ValueError, match="not found"):
             request_download_link("@someone/else", None, f"http://127.0.0.1:{index.port}/hub/fetch-fab", "fab_url")
         assert requests.get(f"http://127.0.0.1:{index.port}/fab/..%2Fapp%2Fpyproject.toml", timeout=10).status_code == 404
+        (fab.parent / (fab.name + ".signatures.json")).write_text("{broken")
+        with pytest.raises(ValueError, match="status 500.*signatures.json: expected a JSON list"):
+            request_download_link(SPEC, None, f"http://127.0.0.1:{index.port}/hub/fetch-fab", "fab_url")
     finally:
         index.close()
 

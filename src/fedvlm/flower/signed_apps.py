@@ -83,9 +83,10 @@ def read_signatures(fab_path: Path) -> list[dict]:
         return []
     try:
         signatures = json.loads(path.read_text())
-        assert isinstance(signatures, list) and all(isinstance(s, dict) for s in signatures)
-    except (ValueError, AssertionError):
-        raise ConfigError(f"{path}: expected a JSON list of signatures (written by `fedvlm flower sign-app`)") from None
+    except ValueError:
+        signatures = None
+    if not isinstance(signatures, list) or not all(isinstance(s, dict) for s in signatures):
+        raise ConfigError(f"{path}: expected a JSON list of signatures (written by `fedvlm flower sign-app`)")
     return signatures
 
 
@@ -148,7 +149,10 @@ class AppIndex:
                     app_id, version = str(request["app_id"]), request.get("app_version")
                 except (ValueError, KeyError, TypeError):
                     return self._reply(400, b'{"detail": "expected JSON with app_id"}')
-                status, answer = index.fetch(app_id, version, f"http://{self.headers.get('Host', 'localhost')}")
+                try:
+                    status, answer = index.fetch(app_id, version, f"http://{self.headers.get('Host', 'localhost')}")
+                except ConfigError as e:  # a broken signatures file: say which, to the SuperLink's error
+                    status, answer = 500, {"detail": str(e)}
                 self._reply(status, json.dumps(answer).encode())
 
             def do_GET(self):
