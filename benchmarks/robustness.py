@@ -74,6 +74,32 @@ def final(run_dir: Path) -> dict:
             "reasons": sorted({why.split(":")[-1].split("(")[0].strip()[:40] for why in left_out})}
 
 
+def curves(results: dict, out_dir: Path, path: Path) -> None:
+    """Pooled accuracy after each round of every finished run: one panel per attack, each
+    with the clean and faults runs for reference (the object API, as fedvlm's plots)."""
+    from matplotlib.figure import Figure
+
+    acc = {name: [r["eval"]["accuracy"] * 100 for r in map(json.loads, (out_dir / name.replace("/", "-") / "metrics.jsonl")
+                                                             .read_text().splitlines()) if "eval" in r]
+           for name, r in results.items() if r.get("exit") == 0}
+    panels = ["clean", "sign_flip", "scale", "backdoor"]
+    colors = {name: f"C{i}" for i, name in enumerate(STRATEGIES)}  # one color per aggregator in every panel
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
+    for ax, panel in zip(fig.subplots(1, len(panels), sharey=True), panels):
+        for name, ys in acc.items():
+            group, _, aggregator = name.partition("/")
+            if name in ("clean", "faults"):  # FedAvg, every client honest: the reference in every panel
+                ax.plot(range(len(ys)), ys, color="black" if name == "clean" else "gray", linestyle=":", label=name)
+            elif group == panel:
+                ax.plot(range(len(ys)), ys, color=colors[aggregator], marker=".", label=name)
+        ax.set(title=panel.replace("_", " "), xlabel="round")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.axes[0].set_ylabel("pooled test accuracy %")
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench-robust"))
@@ -137,6 +163,7 @@ def main() -> None:
         return
     (args.out / "robustness.json").write_text(json.dumps(results, indent=1))
     (args.out / "robustness.md").write_text(table + "\n")
+    curves(results, args.out, args.out / "robustness_curves.png")
 
 
 if __name__ == "__main__":
