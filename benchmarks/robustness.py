@@ -11,7 +11,9 @@ and data, 8 clients):
 - for ``sign_flip`` (the update reversed) and ``scale`` (the update times ``--scale``), 2
   of the 8 clients attacking every round, under FedAvg, coordinate-wise median, trimmed mean
   (beta 0.25: 2 dropped at each end), Krum (f=2), Multi-Krum (f=2, the 6 best kept) and
-  norm-bounded averaging;
+  norm-bounded averaging; the same for ``noise`` (Gaussian noise of ``--noise`` times the
+  update's RMS added to it) and ``label_flip`` (honest training on the client's rows with
+  every answer mapped to another of its answers);
 - ``backdoor``: 2 of the 8 clients put a checkerboard trigger on half their images with the
   answer ``--target``, and boost their change ``--boost`` times (model replacement), under
   the same five aggregators; the table adds the trigger's success rate on the pooled test
@@ -82,7 +84,8 @@ def curves(results: dict, out_dir: Path, path: Path) -> None:
     acc = {name: [r["eval"]["accuracy"] * 100 for r in map(json.loads, (out_dir / name.replace("/", "-") / "metrics.jsonl")
                                                              .read_text().splitlines()) if "eval" in r]
            for name, r in results.items() if r.get("exit") == 0}
-    panels = ["clean", "sign_flip", "scale", "backdoor"]
+    panels = [p for p in ("clean", "sign_flip", "scale", "noise", "label_flip", "backdoor")
+              if any(name.split("/")[0] == p for name in acc)]
     colors = {name: f"C{i}" for i, name in enumerate(STRATEGIES)}  # one color per aggregator in every panel
     fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
     for ax, panel in zip(fig.subplots(1, len(panels), sharey=True), panels):
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=20)
     parser.add_argument("--scale", type=float, default=10.0, help="the scale attack's factor")
     parser.add_argument("--target", default="circle", help="the backdoor's target answer")
+    parser.add_argument("--noise", type=float, default=10.0, help="the noise attack's standard deviation, in RMS of the update")
     parser.add_argument("--boost", type=float, default=4.0, help="the backdoor's model-replacement factor")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", help="run names to run (default: all)")
@@ -120,8 +124,8 @@ def main() -> None:
     for name, extra in STRATEGIES.items():  # each aggregator's own cost, every client honest
         if extra:
             runs[f"clean/{name}"] = extra
-    for attack in ("sign_flip", "scale"):
-        scale = args.scale if attack == "scale" else 1.0
+    for attack in ("sign_flip", "scale", "noise", "label_flip"):
+        scale = {"scale": args.scale, "noise": args.noise}.get(attack, 1.0)
         for name, extra in STRATEGIES.items():
             runs[f"{attack}/{name}"] = [*extra, f"federated.attacks=[{{kind: {attack}, clients: [{', '.join(ATTACKERS)}], scale: {scale}}}]"]
     for name, extra in STRATEGIES.items():
@@ -131,9 +135,8 @@ def main() -> None:
     unknown = sorted(set(args.only or ()) - set(runs))
     if unknown:
         parser.error(f"--only: unknown run {unknown[0]!r} (runs: {', '.join(runs)})")
-    for name, overrides in runs.items():
-        if args.only and name not in args.only:
-            continue
+    for name in args.only or runs:  # in the order --only names them
+        overrides = runs[name]
         start = time.perf_counter()
         run_name = name.replace("/", "-")
         done = args.out / run_name / "adapters" / "final"

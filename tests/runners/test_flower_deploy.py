@@ -1,6 +1,6 @@
 """A deployment on Flower's own SuperLink and SuperNodes, on this machine: TLS and
-SuperNode authentication on, keys and certificates from ``fedvlm flower``, the run started
-with ``flwr run``; it reproduces the in-process simulator's run, and a node with a fedvlm
+SuperNode authentication on, keys and certificates from ``fedvlm flower``, nodes that run
+only the app signed by a key they trust, the run started with ``flwr run``; it reproduces the in-process simulator's run, and a node with a fedvlm
 worker loads its model once for the whole run. (Without a worker a node sets its model up
 for every message: ``benchmarks/flower.py --no-worker`` shows it.)"""
 
@@ -34,8 +34,10 @@ def _records(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     """One SuperLink and two registered SuperNodes, each keeping its model loaded in a
-    fedvlm worker, serving every run of this module as a real deployment serves many."""
-    with LoopbackDeployment(tmp_path_factory.mktemp("deployment")) as d:
+    fedvlm worker, serving every run of this module as a real deployment serves many; the
+    nodes run only apps signed by the deployment's key, so every run here is of the signed
+    app, fetched by the SuperLink from the app index."""
+    with LoopbackDeployment(tmp_path_factory.mktemp("deployment"), signed=True) as d:
         d.node(0, worker=True)
         d.node(1, worker=True)
         yield d
@@ -115,6 +117,18 @@ def test_a_run_whose_server_app_fails_is_reported_as_failed(tmp_path, deployment
         deployment.run(overrides, run_dir)
     assert "fewer than federated.min_clients (2)" in (run_dir / "stopped.txt").read_text()
     assert "left out: 1 (error: client 1: injected fault 'raise')" in (run_dir / "stopped.txt").read_text()
+
+
+def test_nodes_that_trust_a_key_refuse_the_app_sent_unsigned(tmp_path, deployment):
+    """The same app from its directory (no signature): each node answers with Flower's
+    verification error, the run stops naming it, and nothing is trained."""
+    assert "POST /hub/fetch-fab" in (deployment.logs / "app-index.log").read_text()  # earlier runs: the signed app
+    run_dir = tmp_path / "unsigned"
+    with pytest.raises(FedvlmError, match="ended finished:failed"):
+        deployment.run([*TINY_RUN, "federated.rounds=1"], run_dir, signed=False)
+    assert "The FAB could not be verified" in (run_dir / "stopped.txt").read_text()
+    assert not (run_dir / "adapters" / "final").exists()
+    assert "The FAB could not be verified" in (deployment.logs / "node0.log").read_text()
 
 
 def test_unregistered_and_plaintext_nodes_are_refused_and_a_killed_node_is_left_out(tmp_path, deployment):

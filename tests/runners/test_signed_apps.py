@@ -1,7 +1,8 @@
 """Signed apps (``fedvlm.flower.signed_apps``) checked by Flower's own code: the SuperLink's
 fetch of a Hub app (``request_download_link`` and ``_format_verification``) against our app
-index, and the SuperNode's ``_verify_fab`` against the node's trusted entities; then a whole
-loopback deployment whose nodes run the signed app and refuse the same app unsigned."""
+index, and the SuperNode's ``_verify_fab`` against the node's trusted entities. A whole
+deployment whose nodes run the signed app and refuse it unsigned:
+tests/runners/test_flower_deploy.py."""
 
 import hashlib
 import json
@@ -16,11 +17,9 @@ from flwr.supercore.utils import request_download_link
 from flwr.supernode.start_client_internal import _verify_fab
 
 from fedvlm.cli import main
-from fedvlm.errors import ConfigError, FedvlmError
+from fedvlm.errors import ConfigError
 from fedvlm.flower.deploy import make_node_key, write_app
-from fedvlm.flower.loopback import LoopbackDeployment
 from fedvlm.flower.signed_apps import AppIndex, make_signing_key, sign_fab
-from tiny import TINY_RUN
 
 SPEC = "@fedvlm/fedvlm-app"
 
@@ -121,17 +120,3 @@ def test_the_cli_makes_a_key_and_signs_under_the_key_files_name(tmp_path, fab, c
     assert [s["public_key_id"] for s in signatures] == ["review-board"]
     trusted = _trusted(tmp_path / "keys" / "review-board.trusted.yaml")
     assert _verify_fab(Fab("", fab.read_bytes(), _format_verification(signatures)), trusted)
-
-
-def test_nodes_that_trust_a_key_run_the_app_it_signed_and_refuse_it_unsigned(tmp_path_factory, tmp_path):
-    """One node (one client) keeps the test short: what is checked is the node's choice."""
-    with LoopbackDeployment(tmp_path_factory.mktemp("signed"), signed=True) as d:
-        d.node(0, of=1)
-        overrides = [*TINY_RUN, "partition.num_clients=1", "federated.rounds=1"]
-        d.run(overrides, tmp_path / "signed")
-        assert (tmp_path / "signed" / "adapters" / "final").is_dir()
-        with pytest.raises(FedvlmError, match="ended"):
-            d.run(overrides, tmp_path / "unsigned", signed=False)
-        assert not (tmp_path / "unsigned" / "adapters" / "final").exists()
-        assert "The FAB could not be verified" in (tmp_path / "unsigned" / "stopped.txt").read_text()
-        assert "The FAB could not be verified" in (d.logs / "node0.log").read_text()
