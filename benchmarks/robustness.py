@@ -87,8 +87,12 @@ def curves(results: dict, out_dir: Path, path: Path) -> None:
     panels = [p for p in ("clean", "sign_flip", "scale", "noise", "label_flip", "backdoor")
               if any(name.split("/")[0] == p for name in acc)]
     colors = {name: f"C{i}" for i, name in enumerate(STRATEGIES)}  # one color per aggregator in every panel
-    fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
-    for ax, panel in zip(fig.subplots(1, len(panels), sharey=True), panels):
+    cols, rows = min(3, len(panels)), -(-len(panels) // 3)
+    fig = Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes, panels):
         for name, ys in acc.items():
             group, _, aggregator = name.partition("/")
             if name in ("clean", "faults"):  # FedAvg, every client honest: the reference in every panel
@@ -99,7 +103,8 @@ def curves(results: dict, out_dir: Path, path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.axes[0].set_ylabel("pooled test accuracy %")
+    for ax in axes[::cols]:
+        ax.set_ylabel("pooled test accuracy %")
     fig.savefig(path, dpi=110)
 
 
