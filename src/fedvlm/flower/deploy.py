@@ -34,6 +34,13 @@ def _san(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+def refuse_existing(*paths: Path) -> None:
+    """Before writing any of a set of keys or certificates: one line if one exists already."""
+    for path in paths:
+        if path.exists():
+            raise ConfigError(f"{path} exists; fedvlm never overwrites a certificate or key (remove it first)")
+
+
 def _write_new(path: Path, data: bytes, private: bool = False) -> None:
     """Create ``path`` (never replace it) with its final mode from the start: a private key
     is this user's only (0600) before a byte of it is written."""
@@ -52,9 +59,7 @@ def make_certificates(out_dir: Path, hosts: list[str]) -> dict[str, Path]:
         raise ConfigError("--host: name at least one address the SuperNodes use to reach the SuperLink")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {n: out_dir / n for n in ("ca.crt", "ca.key", "server.pem", "server.key")}
-    for path in paths.values():
-        if path.exists():
-            raise ConfigError(f"{path} exists; fedvlm never overwrites a certificate or key (remove it first)")
+    refuse_existing(*paths.values())
     now = datetime.datetime.now(datetime.timezone.utc)
     valid = dict(not_valid_before=now, not_valid_after=now + datetime.timedelta(days=DAYS))
     ca_key = ec.generate_private_key(ec.SECP384R1())
@@ -83,9 +88,7 @@ def make_node_key(out_dir: Path, name: str) -> tuple[Path, Path]:
     (registered on the SuperLink with ``flwr supernode register <name>.pub <connection>``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     private, public = out_dir / name, out_dir / f"{name}.pub"
-    for path in (private, public):
-        if path.exists():
-            raise ConfigError(f"{path} exists; fedvlm never overwrites a certificate or key (remove it first)")
+    refuse_existing(private, public)
     key = ec.generate_private_key(ec.SECP384R1())
     openssh = serialization.PrivateFormat.OpenSSH
     _write_new(private, key.private_bytes(serialization.Encoding.PEM, openssh, serialization.NoEncryption()), private=True)

@@ -33,16 +33,16 @@ from flwr.common.config import get_fab_config, get_metadata_from_config
 from flwr.supercore.primitives.asymmetric_ed25519 import create_message_to_sign, load_private_key, sign_message
 
 from fedvlm.errors import ConfigError
-from fedvlm.flower.deploy import _write_new
+from fedvlm.fileio import write_atomic
+from fedvlm.flower.deploy import _write_new, refuse_existing
 
 FETCH = "/hub/fetch-fab"  # Flower Hub's endpoint a SuperLink asks for an app spec's FAB
 KEY_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _check_key_id(key_id: str) -> str:
+def _check_key_id(key_id: str) -> None:
     if not KEY_ID.match(key_id):
         raise ConfigError(f"key id {key_id!r}: expected letters, digits, '_', '.' or '-'")
-    return key_id
 
 
 def make_signing_key(out_dir: Path, name: str) -> tuple[Path, Path]:
@@ -52,9 +52,7 @@ def make_signing_key(out_dir: Path, name: str) -> tuple[Path, Path]:
     _check_key_id(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     private, trusted = out_dir / name, out_dir / f"{name}.trusted.yaml"
-    for path in (private, trusted):
-        if path.exists():
-            raise ConfigError(f"{path} exists; fedvlm never overwrites a certificate or key (remove it first)")
+    refuse_existing(private, trusted)
     key = ed25519.Ed25519PrivateKey.generate()
     openssh = serialization.PrivateFormat.OpenSSH
     _write_new(private, key.private_bytes(serialization.Encoding.PEM, openssh, serialization.NoEncryption()), private=True)
@@ -111,9 +109,7 @@ def sign_fab(fab_path: Path, private_key: Path, key_id: str) -> Path:
              "signed_at": signed_at}
     signatures = [s for s in read_signatures(fab_path) if s.get("public_key_id") != key_id] + [entry]
     out = signatures_path(fab_path)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(signatures, indent=1) + "\n")
-    tmp.replace(out)
+    write_atomic(out, json.dumps(signatures, indent=1) + "\n")
     return out
 
 
