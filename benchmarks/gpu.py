@@ -117,14 +117,16 @@ def build_model_dir(name: str, tiny: bool, cache: Path, device: str) -> Path:
     )
     with torch.device(device):
         model = LlavaForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(out)
+    partial = out.with_name(out.name + ".partial")  # renamed when whole: a cut save is not a cached model
+    model.save_pretrained(partial)
     del model
     processor = AutoProcessor.from_pretrained(embedded)
     side = vision["image_size"]
     processor.image_processor.size = {"shortest_edge": side}
     processor.image_processor.crop_size = {"height": side, "width": side}
     processor.patch_size = vision["patch_size"]
-    processor.save_pretrained(out)
+    processor.save_pretrained(partial)
+    partial.rename(out)
     return out
 
 
@@ -282,9 +284,9 @@ def main(argv=None) -> int:
             row = measure(shape, mode, model_dir, args, flops_of, peak)
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if args.json:  # after each row: a run cut short by a time limit keeps what it measured
+                Path(args.json).write_text(json.dumps({"device": name, "peak_flops": peak, "rows": rows}, indent=1))
     print(table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "peak_flops": peak, "rows": rows}, indent=1))
     return 0
 
 
