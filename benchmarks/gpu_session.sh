@@ -62,11 +62,13 @@ if [ "$rehearse" = 1 ]; then
          partition.local_test_fraction=0.0 eval.batch_size=20)
   tiny=(--tiny --shapes embedded)
   big=(--tiny --shapes llava-7b --modes bf16,qlora-gc)
+  wide=(--tiny --shapes llava-7b --modes bf16 --steps 1 --round-steps 1)
   rest=(--tiny --shapes qwen2-2b --modes bf16-gc)
   over=(--clients 2 --steps 2 --batch-size 4 --repeats 1)
 else
   small=(); tiny=(--shapes embedded --steps 20); over=(--clients 4 --steps 10 --batch-size 32 --repeats 3 --threads 0)
   big=(--shapes llava-7b --modes bf16,qlora-gc --batch-size 4)
+  wide=(--shapes llava-7b --modes bf16 --batch-size 16 --steps 5 --round-steps 3)
   rest=(--shapes qwen2-2b,phi3v-4b --modes bf16,bf16-gc,qlora-gc --batch-size 4)
 fi
 
@@ -83,7 +85,9 @@ step gpu_embedded 240 "$py" benchmarks/gpu.py "${tiny[@]}" --json "$out/gpu_embe
 step gpu_7b 480 "$py" benchmarks/gpu.py "${big[@]}" --json "$out/gpu_7b.json"
 # 4. The simulator against a bare peft loop with the embedded model, on this device.
 step overhead 180 "$py" benchmarks/overhead.py "${over[@]}"
-# 5. With what is left: the 2B and 4B shapes, and checkpointing without 4-bit.
+# 5. The 7B shape in bf16 at batch 16 (about 90 GiB, from batch 4's 33): MFU where the matmuls are wide.
+step gpu_7b_batch16 300 "$py" benchmarks/gpu.py "${wide[@]}" --json "$out/gpu_7b_batch16.json"
+# 6. With what is left: the 2B and 4B shapes, and checkpointing without 4-bit.
 step gpu_more 600 "$py" benchmarks/gpu.py "${rest[@]}" --json "$out/gpu_more.json"
 
 "$py" benchmarks/gpu_summary.py "$out"

@@ -20,7 +20,7 @@ def summary(monkeypatch):
         sys.modules.pop(name, None)
 
 
-def _job(run_dir: Path, accuracies: list[float]) -> None:
+def _job(run_dir: Path, accuracies: list[float], finished: bool = True) -> None:
     run_dir.mkdir(parents=True)
     records = [{"round": 0, "eval": {"accuracy": 0.3}}]
     for r, acc in enumerate(accuracies, 1):
@@ -28,6 +28,8 @@ def _job(run_dir: Path, accuracies: list[float]) -> None:
         records.append({"round": r, "seconds": 5.0 + r, "clients": clients, "eval": {"accuracy": acc},
                         "eval_speed": {"questions_per_second": 400.0 + r}})
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in records) + "\n")
+    if finished:
+        (run_dir / "adapters" / "final").mkdir(parents=True)
 
 
 def _row(shape, mode, **figures):
@@ -47,14 +49,17 @@ def test_each_target_is_judged_from_the_session_files(tmp_path, summary, capsys)
     (tmp_path / "fp32" / "baselines.json").write_text(json.dumps({"centralized": {"accuracy": 0.846}}))
     _gpu(tmp_path / "gpu_embedded.json", "NVIDIA H200",
          [_row("embedded", "fp32", batch=32, data_wait=0.031, data_wait_inline=0.38)])
-    _gpu(tmp_path / "gpu_7b.json", "NVIDIA H200", [_row("llava-7b", "bf16", mfu=0.392, round_ratio=1.021)])
+    _gpu(tmp_path / "gpu_7b.json", "NVIDIA H200", [_row("llava-7b", "bf16", mfu=0.352, round_ratio=1.021)])
+    _gpu(tmp_path / "gpu_7b_batch16.json", "NVIDIA H200",
+         [_row("llava-7b", "bf16", batch=16, mfu=0.392, round_ratio=1.2)])
     assert summary.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "device: NVIDIA H200" in text and "CPU rehearsal" not in text
     # 83.8 - 84.5 = -0.7 points: within 1
     assert "| default job: bf16 - float32 accuracy (points) | -0.7 (83.8 vs 84.5) | within 1 | PASS |" in text
     assert "| embedded model: data wait, batches made ahead (% of step) | 3.1 (inline 38.0) | <= 5 | PASS |" in text
-    assert "| 7B bf16 LoRA: MFU (%) | 39.2 | >= 40 | FAIL |" in text
+    # the best batch's MFU; the round ratio is batch 4's
+    assert "| 7B bf16 LoRA: MFU (%) | 39.2 (batch 16) | >= 40 | FAIL |" in text
     assert "| 7B QLoRA + checkpointing, batch 4: peak GiB | - | <= 11 | MISSING |" in text
     assert "| 7B simulator round / bare peft loop | 1.021 | <= 1.03 | PASS |" in text
     # rounds of 6 and 7 s; the loop waited (0.1 + 0.3) of (4 + 6) s each round: 4.0%
@@ -64,7 +69,8 @@ def test_each_target_is_judged_from_the_session_files(tmp_path, summary, capsys)
 
 
 def test_a_cpu_rehearsal_and_missing_steps_are_said(tmp_path, summary, capsys):
-    _job(tmp_path / "fp32", [0.845])  # the bf16 job never ran
+    _job(tmp_path / "fp32", [0.845])
+    _job(tmp_path / "bf16", [0.845], finished=False)  # cut by its time limit after a round
     _gpu(tmp_path / "gpu_7b.json", "CPU", [_row("llava-7b", "qlora-gc", peak_gib=None)])
     assert summary.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
