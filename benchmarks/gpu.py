@@ -15,8 +15,8 @@ Modes: ``bf16`` (bf16 base, float32 LoRA r=8 on every language-model linear + th
 projector in full), ``bf16-gc`` (+ gradient checkpointing), ``qlora-gc`` (4-bit NF4 base,
 bf16 compute, + gradient checkpointing). For each: a client's local training through
 ``fedvlm.client.train`` (the simulator's own call) gives the step time, tokens/s, the
-share of the step spent waiting for data (collated ahead in a thread, the default; and
-collated inside the step, for comparison) and peak device memory; then one federated round
+share of the step spent waiting for data (collated ahead in a thread, the default; inside
+the step, for comparison; and by ``--workers`` worker processes) and peak device memory; then one federated round
 (``--clients`` x ``--round-steps``) through the simulator's ``train_round`` against a bare
 peft loop on the same batches (``benchmarks/overhead.py``), both collating inside the step so
 the ratio is the simulator's own cost.
@@ -208,6 +208,7 @@ def measure(shape: str, mode: str, model_dir: Path, args, flops_of: dict, peak: 
     local_training(cfg, fed, 2, Loading(), store)  # warm-up: kernels, allocator, autotuning
     ahead = local_training(cfg, fed, args.steps, Loading(), store)
     inline = local_training(cfg, fed, args.steps, Loading(prefetch_factor=0), store)
+    workers = local_training(cfg, fed, args.steps, Loading(num_workers=args.workers), store) if args.workers else None
     step = ahead["seconds"] / ahead["steps"]
     flops = flops_of.get(key)
     fed.loading = Loading(prefetch_factor=0)
@@ -222,6 +223,7 @@ def measure(shape: str, mode: str, model_dir: Path, args, flops_of: dict, peak: 
         "mfu": None if flops is None else flops / step / peak,
         "data_wait": ahead["data_seconds"] / ahead["seconds"],
         "data_wait_inline": inline["data_seconds"] / inline["seconds"],
+        "data_wait_workers": None if workers is None else workers["data_seconds"] / workers["seconds"],
         "peak_gib": ahead["peak_gib"],
         "round_s": min(sim_s, sim_s2), "bare_s": bare_s, "round_ratio": min(sim_s, sim_s2) / bare_s,
         "round_max_diff": max(float(np.max(np.abs(g_sim[k] - g_bare[k]))) for k in g_sim),
@@ -236,17 +238,20 @@ def _cell(value, fmt: str) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
+def _percent(share) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
 def table(rows: list[dict]) -> str:
     head = ("| shape | mode | batch x tokens | step ms | tokens/s | TFLOP/s | MFU | data wait (inline) "
-            "| peak GiB | round / bare |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            "| data wait, workers | peak GiB | round / bare |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
         lines.append(
             f"| {r['shape']} | {r['mode']} | {r['batch']} x {r['tokens_per_step'] / r['batch']:.0f} | "
             f"{r['step_ms']:.0f} | {r['tokens_per_s']:.0f} | {_cell(r['tflops'], '.1f')} | "
-            f"{_cell(None if r['mfu'] is None else 100 * r['mfu'], '.1f')}% | "
-            f"{100 * r['data_wait']:.1f}% ({100 * r['data_wait_inline']:.1f}%) | {_cell(r['peak_gib'], '.2f')} | "
-            f"{r['round_ratio']:.3f} |"
+            f"{_percent(r['mfu'])} | {_percent(r['data_wait'])} ({_percent(r['data_wait_inline'])}) | "
+            f"{_percent(r.get('data_wait_workers'))} | {_cell(r['peak_gib'], '.2f')} | {r['round_ratio']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -260,6 +265,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="timed local steps per measurement")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--round-steps", type=int, default=10, help="local steps per client in the round")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="also time the local training with batches made by this many worker processes (0: skip)")
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "fedvlm-gpu-models"))
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)

@@ -72,9 +72,12 @@ def main(argv=None) -> int:
                        None if gap is None else f"{gap:+.1f} ({100 * bf16['accuracy']:.1f} vs {100 * fp32['accuracy']:.1f})",
                        "within 1", gap is not None and abs(gap) <= 1.0))
     wait = None if emb is None else 100 * emb["data_wait"]
-    lines.append(check("embedded model: data wait, batches made ahead (% of step)",
+    workers = None if emb is None or emb.get("data_wait_workers") is None else 100 * emb["data_wait_workers"]
+    lines.append(check("embedded model: data wait, batches made ahead in a thread (% of step)",
                        None if wait is None else f"{wait:.1f} (inline {100 * emb['data_wait_inline']:.1f})",
                        "<= 5", wait is not None and wait <= 5.0))
+    lines.append(check("embedded model: data wait, batches made by worker processes (% of step)",
+                       None if workers is None else f"{workers:.1f}", "<= 5", workers is not None and workers <= 5.0))
     mfu = None if fastest is None else 100 * fastest["mfu"]
     lines.append(check("7B bf16 LoRA: MFU (%)", None if mfu is None else f"{mfu:.1f} (batch {fastest['batch']})",
                        ">= 40", mfu is not None and mfu >= 40.0))

@@ -29,6 +29,7 @@ def test_the_gpu_benchmark_runs_every_mode_at_toy_shapes(tmp_path, gpu_benchmark
     assert [(r["shape"], r["mode"]) for r in rows] == [(s, m) for s in shapes for m in modes]
     for r in rows:
         assert r["step_ms"] > 0 and r["tokens_per_s"] > 0 and 0 < r["mfu"] and 0 <= r["data_wait"] < 1
+        assert 0 <= r["data_wait_workers"] < 1  # batches made by worker processes (--workers 2)
         assert r["round_ratio"] > 0 and r["trainable_params"] > 0
     text = capsys.readouterr().out
     assert "| llava-7b | qlora-gc |" in text and "measured matmul peak" in text
