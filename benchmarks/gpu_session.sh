@@ -87,7 +87,13 @@ step gpu_7b 480 "$py" benchmarks/gpu.py "${big[@]}" --json "$out/gpu_7b.json"
 step overhead 180 "$py" benchmarks/overhead.py "${over[@]}"
 # 5. The 7B shape in bf16 at batch 16 (about 90 GiB, from batch 4's 33): MFU where the matmuls are wide.
 step gpu_7b_batch16 300 "$py" benchmarks/gpu.py "${wide[@]}" --json "$out/gpu_7b_batch16.json"
-# 6. With what is left: the 2B and 4B shapes, and checkpointing without 4-bit.
+# 6. The half-precision tests (bf16 under every strategy and variant, fp16 with loss scaling,
+#    resume, merge) with the model on the GPU: CUDA's own paths (pinned copies, fused AdamW,
+#    autocast and GradScaler on CUDA) that CI on a CPU cannot reach. Not BERT: its tokenizer
+#    ships in an 83 MB package, over the bundle's budget.
+step half_precision_tests 240 "$py" -m pytest -p no:cacheprovider -k "not bert" \
+  tests/runners/test_half_precision_runs.py tests/families/test_half_precision.py
+# 7. With what is left: the 2B and 4B shapes, and checkpointing without 4-bit.
 step gpu_more 600 "$py" benchmarks/gpu.py "${rest[@]}" --json "$out/gpu_more.json"
 
 "$py" benchmarks/gpu_summary.py "$out"
