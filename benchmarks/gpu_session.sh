@@ -20,6 +20,10 @@ py="${PYTHON:-python3}"
 budget="${GPU_SESSION_BUDGET:-720}"
 rehearse="${GPU_SESSION_REHEARSE:-0}"
 start=$SECONDS
+if ! ls .gpu-wheels/*.whl > /dev/null 2>&1; then
+  echo "gpu_session: no wheels in .gpu-wheels/: run benchmarks/gpu_bundle.py on a machine with the registries first" >&2
+  exit 2
+fi
 mkdir -p "$out"
 
 step() {  # step NAME TIMEOUT CMD...: run CMD under min(TIMEOUT, what is left of the budget)
@@ -74,9 +78,9 @@ fi
 
 # 1. The default job in float32 and in bf16, side by side on the one GPU (accuracy, not speed).
 step default_jobs 420 bash -c "
-  '$py' -m fedvlm.cli run run.output_dir='$out' run.name=fp32 run.progress=false ${small[*]} > '$out/fp32.log' 2>&1 &
+  '$py' -m fedvlm.cli run run.output_dir='$out' run.name=fp32 run.overwrite=true run.progress=false ${small[*]} > '$out/fp32.log' 2>&1 &
   a=\$!
-  '$py' -m fedvlm.cli run run.output_dir='$out' run.name=bf16 run.progress=false model.dtype=bfloat16 \
+  '$py' -m fedvlm.cli run run.output_dir='$out' run.name=bf16 run.overwrite=true run.progress=false model.dtype=bfloat16 \
     run.baselines=[] ${small[*]} > '$out/bf16.log' 2>&1
   b=\$?; wait \$a; a=\$?; tail -n 4 '$out/fp32.log' '$out/bf16.log'; exit \$(( a || b ))"
 # 2. The embedded model's step: data wait with batches made ahead (target <= 5%).
