@@ -51,7 +51,7 @@ ls .gpu-wheels/fedvlm-*.whl > /dev/null 2>&1 || export PYTHONPATH="$PYTHONPATH:$
 step machine 60 bash -c "nvidia-smi || true; '$py' -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA\")'"
 # pip picks, by name, the wheel of each package that fits this Python (the bundle carries several)
 names=$(ls .gpu-wheels/*.whl | sed -E 's#.*/([^-]+)-.*#\1#' | sort -u | tr '\n' ' ')
-step install 180 "$py" -m pip install --no-index --no-deps --disable-pip-version-check --target "$deps" \
+step install 180 "$py" -m pip install --no-index --no-deps --disable-pip-version-check --upgrade --target "$deps" \
   --find-links .gpu-wheels $names
 step imports 120 "$py" -c "
 import datasets, flwr_datasets, easy_vqa, nltk, rouge_score, fedvlm.cli, fedvlm.engine.simulate
@@ -64,13 +64,13 @@ except Exception as e:
 if [ "$rehearse" = 1 ]; then
   small=(federated.rounds=1 train.local_steps=2 train.local_epochs=null data.pooled_test_size=20
          partition.local_test_fraction=0.0 eval.batch_size=20)
-  tiny=(--tiny --shapes embedded)
+  embedded=(--tiny --shapes embedded)
   big=(--tiny --shapes llava-7b --modes bf16,qlora-gc)
   wide=(--tiny --shapes llava-7b --modes bf16 --steps 1 --round-steps 1)
   rest=(--tiny --shapes qwen2-2b --modes bf16-gc)
   over=(--clients 2 --steps 2 --batch-size 4 --repeats 1)
 else
-  small=(); tiny=(--shapes embedded --steps 20); over=(--clients 4 --steps 10 --batch-size 32 --repeats 3 --threads 0)
+  small=(); embedded=(--shapes embedded --steps 20); over=(--clients 4 --steps 10 --batch-size 32 --repeats 3 --threads 0)
   big=(--shapes llava-7b --modes bf16,qlora-gc --batch-size 4)
   wide=(--shapes llava-7b --modes bf16 --batch-size 16 --steps 5 --round-steps 3)
   rest=(--shapes qwen2-2b,phi3v-4b --modes bf16,bf16-gc,qlora-gc --batch-size 4)
@@ -84,7 +84,7 @@ step default_jobs 420 bash -c "
     run.baselines=[] ${small[*]} > '$out/bf16.log' 2>&1
   b=\$?; wait \$a; a=\$?; tail -n 4 '$out/fp32.log' '$out/bf16.log'; exit \$(( a || b ))"
 # 2. The embedded model's step: data wait with batches made ahead (target <= 5%).
-step gpu_embedded 240 "$py" benchmarks/gpu.py "${tiny[@]}" --json "$out/gpu_embedded.json"
+step gpu_embedded 240 "$py" benchmarks/gpu.py "${embedded[@]}" --json "$out/gpu_embedded.json"
 # 3. The 7B shape: bf16 LoRA MFU, QLoRA + checkpointing peak memory at batch 4, round / bare loop.
 step gpu_7b 480 "$py" benchmarks/gpu.py "${big[@]}" --json "$out/gpu_7b.json"
 # 4. The simulator against a bare peft loop with the embedded model, on this device.
