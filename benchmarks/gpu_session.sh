@@ -70,7 +70,7 @@ if [ "$rehearse" = 1 ]; then
   rest=(--tiny --shapes qwen2-2b --modes bf16-gc)
   over=(--clients 2 --steps 2 --batch-size 4 --repeats 1)
 else
-  small=(); embedded=(--shapes embedded --steps 20); over=(--clients 4 --steps 10 --batch-size 32 --repeats 3 --threads 0)
+  small=(); embedded=(--shapes embedded --steps 100); over=(--clients 4 --steps 10 --batch-size 32 --repeats 3 --threads 0)
   big=(--shapes llava-7b --modes bf16,qlora-gc --batch-size 4)
   wide=(--shapes llava-7b --modes bf16 --batch-size 16 --steps 5 --round-steps 3)
   rest=(--shapes qwen2-2b,phi3v-4b --modes bf16,bf16-gc,qlora-gc --batch-size 4)
