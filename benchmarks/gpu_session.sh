@@ -24,7 +24,7 @@ if ! ls .gpu-wheels/*.whl > /dev/null 2>&1; then
   echo "gpu_session: no wheels in .gpu-wheels/: run benchmarks/gpu_bundle.py on a machine with the registries first" >&2
   exit 2
 fi
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)
 
 step() {  # step NAME TIMEOUT CMD...: run CMD under min(TIMEOUT, what is left of the budget)
   local name=$1 limit=$2; shift 2
@@ -48,7 +48,12 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHO
 # Without our own wheel in the bundle, the tree's source is the package.
 ls .gpu-wheels/fedvlm-*.whl > /dev/null 2>&1 || export PYTHONPATH="$PYTHONPATH:$PWD/src"
 
-step machine 60 bash -c "nvidia-smi || true; '$py' -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA\")'"
+# The random-weight models (13.5 GB at the 7B shape) go where there is more room.
+tmp="${TMPDIR:-/tmp}"
+models="$tmp/fedvlm-gpu-models"
+(( $(df --output=avail -k "$out" | tail -1) > $(df --output=avail -k "$tmp" | tail -1) )) && models="$out/models"
+
+step machine 60 bash -c "df -h '$tmp' '$out'; nvidia-smi || true; '$py' -c 'import sys, torch; print(sys.version); print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA\")'"
 # pip picks, by name, the wheel of each package that fits this Python (the bundle carries several)
 names=$(ls .gpu-wheels/*.whl | sed -E 's#.*/([^-]+)-.*#\1#' | sort -u | tr '\n' ' ')
 step install 180 "$py" -m pip install --no-index --no-deps --disable-pip-version-check --upgrade --target "$deps" \
@@ -84,13 +89,13 @@ step default_jobs 420 bash -c "
     run.baselines=[] ${small[*]} > '$out/bf16.log' 2>&1
   b=\$?; wait \$a; a=\$?; tail -n 4 '$out/fp32.log' '$out/bf16.log'; exit \$(( a || b ))"
 # 2. The embedded model's step: data wait with batches made ahead (target <= 5%).
-step gpu_embedded 240 "$py" benchmarks/gpu.py "${embedded[@]}" --json "$out/gpu_embedded.json"
+step gpu_embedded 240 "$py" benchmarks/gpu.py "${embedded[@]}" --cache-dir "$models" --json "$out/gpu_embedded.json"
 # 3. The 7B shape: bf16 LoRA MFU, QLoRA + checkpointing peak memory at batch 4, round / bare loop.
-step gpu_7b 480 "$py" benchmarks/gpu.py "${big[@]}" --json "$out/gpu_7b.json"
+step gpu_7b 480 "$py" benchmarks/gpu.py "${big[@]}" --cache-dir "$models" --json "$out/gpu_7b.json"
 # 4. The simulator against a bare peft loop with the embedded model, on this device.
 step overhead 180 "$py" benchmarks/overhead.py "${over[@]}"
 # 5. The 7B shape in bf16 at batch 16 (about 90 GiB, from batch 4's 33): MFU where the matmuls are wide.
-step gpu_7b_batch16 300 "$py" benchmarks/gpu.py "${wide[@]}" --json "$out/gpu_7b_batch16.json"
+step gpu_7b_batch16 300 "$py" benchmarks/gpu.py "${wide[@]}" --cache-dir "$models" --json "$out/gpu_7b_batch16.json"
 # 6. The half-precision tests (bf16 under every strategy and variant, fp16 with loss scaling,
 #    resume, merge) with the model on the GPU: CUDA's own paths (pinned copies, fused AdamW,
 #    autocast and GradScaler on CUDA) that CI on a CPU cannot reach. Not BERT: its tokenizer
@@ -98,7 +103,7 @@ step gpu_7b_batch16 300 "$py" benchmarks/gpu.py "${wide[@]}" --json "$out/gpu_7b
 step half_precision_tests 240 "$py" -m pytest -p no:cacheprovider -k "not bert" \
   tests/runners/test_half_precision_runs.py tests/families/test_half_precision.py
 # 7. With what is left: the 2B and 4B shapes, and checkpointing without 4-bit.
-step gpu_more 600 "$py" benchmarks/gpu.py "${rest[@]}" --json "$out/gpu_more.json"
+step gpu_more 600 "$py" benchmarks/gpu.py "${rest[@]}" --cache-dir "$models" --json "$out/gpu_more.json"
 
 "$py" benchmarks/gpu_summary.py "$out"
 echo "== session: $(( SECONDS - start )) s of a $budget s budget"
