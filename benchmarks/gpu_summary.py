@@ -49,6 +49,9 @@ def check(label: str, value, target: str, ok) -> str:
 
 def main(argv=None) -> int:
     out = Path((argv or sys.argv[1:] or ["runs/gpu-session"])[0])
+    if not out.is_dir():
+        print(f"gpu_summary: {out} is not a folder; give the one benchmarks/gpu_session.sh wrote", file=sys.stderr)
+        return 2
     fp32, bf16 = final_job(out / "fp32"), final_job(out / "bf16")
     centralized = None
     if (out / "fp32" / "baselines.json").is_file():

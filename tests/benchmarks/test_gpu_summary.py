@@ -80,3 +80,8 @@ def test_a_cpu_rehearsal_and_missing_steps_are_said(tmp_path, summary, capsys):
     assert "| default job: bf16 - float32 accuracy (points) | - | within 1 | MISSING |" in text
     assert "| 7B QLoRA + checkpointing, batch 4: peak GiB | - | <= 11 | MISSING |" in text
     assert "| embedded model: data wait, batches made ahead in a thread (% of step) | - | <= 5 | MISSING |" in text
+
+
+def test_a_folder_that_is_not_there_is_one_line(tmp_path, summary, capsys):
+    assert summary.main([str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
